@@ -1,0 +1,143 @@
+-- Sink schema: ODS mirror + change log, DWD, DWS and the pipeline's own bookkeeping (DESIGN.md §1).
+CREATE TABLE IF NOT EXISTS ods_power_user (
+  user_id      BIGINT PRIMARY KEY,
+  user_name    VARCHAR(100),
+  usage_type   VARCHAR(20),
+  region_id    INT,
+  region_name  VARCHAR(50),
+  update_time  TIMESTAMP(3),
+  _lsn         PG_LSN,
+  _op          CHAR(1) NOT NULL,
+  _synced_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS ods_power_consumption (
+  consumption_id     BIGINT PRIMARY KEY,
+  user_id            BIGINT,
+  consumption_amount NUMERIC(12, 2),
+  consumption_cost   NUMERIC(12, 2),
+  consumption_date   TIMESTAMP(3),
+  _lsn               PG_LSN,
+  _op                CHAR(1) NOT NULL,
+  _synced_at         TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- One row per captured change; (commit_lsn, seq) is the change's position in the source's commit order.
+CREATE TABLE IF NOT EXISTS ods_change_log (
+  commit_lsn  PG_LSN NOT NULL,
+  seq         INT NOT NULL,
+  table_name  TEXT NOT NULL,
+  op          CHAR(1) NOT NULL CHECK (op IN ('I', 'U', 'D', 'T')),
+  row_data    JSONB,
+  old_key     JSONB,
+  commit_time TIMESTAMPTZ,
+  PRIMARY KEY (commit_lsn, seq)
+);
+
+CREATE TABLE IF NOT EXISTS dwd_power_user_info (
+  user_id     BIGINT PRIMARY KEY,
+  user_name   VARCHAR(100) NOT NULL,
+  usage_type  VARCHAR(20),
+  region_id   INT NOT NULL,
+  region_name VARCHAR(50) NOT NULL,
+  update_time TIMESTAMP(3),
+  etl_time    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS dwd_power_consumption_detail (
+  consumption_id     BIGINT PRIMARY KEY,
+  user_id            BIGINT NOT NULL,
+  user_name          VARCHAR(100),
+  consumption_amount NUMERIC(12, 2) NOT NULL,
+  consumption_cost   NUMERIC(12, 2) NOT NULL,
+  consumption_date   TIMESTAMP(3) NOT NULL,
+  region_id          INT,
+  region_name        VARCHAR(50),
+  usage_type         VARCHAR(20),
+  etl_time           TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS dwd_detail_user_idx ON dwd_power_consumption_detail (user_id);
+CREATE INDEX IF NOT EXISTS dwd_detail_day_region_idx
+  ON dwd_power_consumption_detail ((consumption_date::date), region_id);
+
+CREATE TABLE IF NOT EXISTS dws_region_daily_stats (
+  region_id         INT NOT NULL,
+  region_name       VARCHAR(50) NOT NULL,
+  stat_date         DATE NOT NULL,
+  total_consumption NUMERIC(20, 2) NOT NULL,
+  total_cost        NUMERIC(20, 2) NOT NULL,
+  user_count        BIGINT NOT NULL,
+  max_consumption   NUMERIC(12, 2) NOT NULL,
+  is_final          BOOLEAN NOT NULL DEFAULT false,
+  updated_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (stat_date, region_id, region_name)
+);
+
+CREATE TABLE IF NOT EXISTS dws_user_ranking (
+  stat_date         DATE NOT NULL,
+  user_id           BIGINT NOT NULL,
+  user_name         VARCHAR(100),
+  region_id         INT NOT NULL,
+  region_name       VARCHAR(50) NOT NULL,
+  total_consumption NUMERIC(20, 2) NOT NULL,
+  total_cost        NUMERIC(20, 2) NOT NULL,
+  ranking           INT NOT NULL,
+  is_final          BOOLEAN NOT NULL DEFAULT false,
+  updated_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (stat_date, user_id)
+);
+CREATE INDEX IF NOT EXISTS dws_user_ranking_region_idx ON dws_user_ranking (stat_date, region_id, ranking);
+
+-- Resume point of each pipeline; written in the same transaction as the data it covers.
+CREATE TABLE IF NOT EXISTS stategrid_checkpoint (
+  pipeline_id     TEXT PRIMARY KEY,
+  slot_name       TEXT NOT NULL,
+  phase           TEXT NOT NULL DEFAULT 'new',
+  commit_lsn      PG_LSN NOT NULL DEFAULT '0/0',
+  seq             INT NOT NULL DEFAULT 0,
+  confirmed_lsn   PG_LSN NOT NULL DEFAULT '0/0',
+  dws_lsn         PG_LSN NOT NULL DEFAULT '0/0',
+  snapshot_rows   BIGINT NOT NULL DEFAULT 0,
+  changes_applied BIGINT NOT NULL DEFAULT 0,
+  max_event_time  TIMESTAMP(3),
+  updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS stategrid_dead_letter (
+  id          BIGSERIAL PRIMARY KEY,
+  table_name  TEXT NOT NULL,
+  record_key  TEXT,
+  raw_row     JSONB,
+  reason      TEXT NOT NULL,
+  lsn         PG_LSN,
+  seq         INT,
+  created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- (day, region) partitions of DWS that DWD changes touched and the next refresh must recompute.
+CREATE TABLE IF NOT EXISTS stategrid_dws_dirty (
+  stat_date DATE NOT NULL,
+  region_id INT NOT NULL,
+  changes   BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (stat_date, region_id)
+);
+
+-- Per-day window state: closed days have is_final rows; late changes count here and leave revisions.
+CREATE TABLE IF NOT EXISTS stategrid_window (
+  stat_date   DATE PRIMARY KEY,
+  is_final    BOOLEAN NOT NULL DEFAULT false,
+  closed_at   TIMESTAMPTZ,
+  closed_by   TEXT,
+  late_events BIGINT NOT NULL DEFAULT 0,
+  revisions   INT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS dws_revision (
+  id         BIGSERIAL PRIMARY KEY,
+  stat_date  DATE NOT NULL,
+  region_id  INT NOT NULL,
+  reason     TEXT NOT NULL,
+  before     JSONB,
+  after      JSONB,
+  revised_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);

@@ -1,0 +1,145 @@
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import pg from 'pg';
+import { runCaptureSegment, SlotMissingError, type CaptureProgress } from '../cdc/capture';
+import { parseLsn } from '../cdc/changes';
+import { dropSlot, runSnapshot, type SnapshotResult } from '../cdc/snapshot';
+import type { AppConfig } from '../config';
+import { quoteIdent } from '../db/sql';
+import { closeDayWindow, recomputeDay } from '../sink/aggregates';
+import * as ops from '../sink/ops';
+import type { CheckpointRow } from '../sink/writer';
+import type { PipelineConfig, RecomputeInput, RecomputeResult } from '../workflows/types';
+import { parsePipelineInput, parseRecomputeInput } from './inputs';
+
+/** Activities own all I/O. Built once per worker with its config and sink pool. */
+export function createActivities(cfg: AppConfig, sink: pg.Pool) {
+  const invalid = (err: unknown) =>
+    ApplicationFailure.nonRetryable(err instanceof Error ? err.message : String(err), 'InvalidInput');
+
+  return {
+    async validatePipelineInput(input: unknown): Promise<PipelineConfig> {
+      try {
+        return parsePipelineInput(cfg, input);
+      } catch (err) {
+        throw invalid(err);
+      }
+    },
+
+    async validateRecomputeInput(input: unknown): Promise<RecomputeInput & { pipelineId: string }> {
+      try {
+        return parseRecomputeInput(input);
+      } catch (err) {
+        throw invalid(err);
+      }
+    },
+
+    /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */
+    async preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }> {
+      await sink.query(ops.ENSURE_CHECKPOINT, [config.pipelineId, config.slotName]);
+      const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
+      return { phase: rows[0].phase, confirmedLsn: rows[0].confirmed_lsn };
+    },
+
+    async snapshotSource(config: PipelineConfig): Promise<SnapshotResult & { days: string[] }> {
+      const ctx = Context.current();
+      const result = await runSnapshot(
+        sink,
+        {
+          pipelineId: config.pipelineId,
+          slotName: config.slotName,
+          plugin: config.plugin,
+          sourceUrl: cfg.sourceUrl,
+          chunkRows: config.snapshotChunkRows,
+        },
+        (rows) => ctx.heartbeat({ rows }),
+      );
+      const { rows } = await sink.query<{ d: string }>(
+        `SELECT DISTINCT consumption_date::date::text AS d FROM dwd_power_consumption_detail ORDER BY 1`,
+      );
+      log.info('snapshot done', {
+        pipelineId: config.pipelineId,
+        rows: result.rows,
+        seconds: result.seconds,
+      });
+      return { ...result, days: rows.map((r) => r.d) };
+    },
+
+    /** A bounded capture segment; the workflow loops over segments so its history shows progress. */
+    async captureChanges(config: PipelineConfig): Promise<CaptureProgress> {
+      const ctx = Context.current();
+      const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
+      if (!rows.length || rows[0].phase !== 'streaming') {
+        throw ApplicationFailure.nonRetryable(
+          `pipeline ${config.pipelineId} has no completed snapshot (phase ${rows[0]?.phase ?? 'missing'})`,
+          'NotReady',
+        );
+      }
+      try {
+        return await runCaptureSegment(
+          sink,
+          {
+            pipelineId: config.pipelineId,
+            slotName: config.slotName,
+            publication: config.publication,
+            plugin: config.plugin,
+            sourceUrl: cfg.sourceUrl,
+            maxSeconds: config.segmentSeconds,
+            maxBatchRows: config.batchRows,
+            maxBatchDelayMs: config.batchDelayMs,
+            dwsRefreshMs: config.dwsRefreshMs,
+          },
+          parseLsn(rows[0].confirmed_lsn),
+          {
+            heartbeat: (p) => ctx.heartbeat(p),
+            cancelled: ctx.cancelled,
+            log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
+          },
+        );
+      } catch (err) {
+        if (err instanceof SlotMissingError)
+          throw ApplicationFailure.nonRetryable(err.message, 'SlotMissing');
+        throw err;
+      }
+    },
+
+    async closeDayWindowActivity(input: { pipelineId: string; date: string; closedBy: string }) {
+      return closeDayWindow(sink, input.pipelineId, input.date, input.closedBy);
+    },
+
+    async recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult> {
+      const { rowCount } = await sink.query('SELECT 1 FROM stategrid_checkpoint WHERE pipeline_id = $1', [
+        input.pipelineId,
+      ]);
+      const r = await recomputeDay(sink, rowCount ? input.pipelineId : null, input.date);
+      return {
+        date: r.date,
+        partitions: r.partitions,
+        statsChanged: r.statsChanged,
+        rankingChanged: r.rankingChanged,
+        drift: r.statsChanged + r.rankingChanged,
+        revisions: r.revisions,
+      };
+    },
+
+    /** `pipeline stop --drop-slot`: removes the slot (and our publication) so the source keeps no WAL for us. */
+    async dropPipelineSlot(
+      config: PipelineConfig,
+    ): Promise<{ slotDropped: boolean; publicationDropped: boolean }> {
+      const slotDropped = await dropSlot(cfg.sourceUrl, config.slotName);
+      const client = new pg.Client({ connectionString: cfg.sourceUrl });
+      await client.connect();
+      try {
+        const res = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
+          config.publication,
+        ]);
+        if (res.rowCount) await client.query(`DROP PUBLICATION ${quoteIdent(config.publication)}`);
+        await sink.query(ops.RESET_CHECKPOINT, [config.pipelineId, 'new']);
+        return { slotDropped, publicationDropped: !!res.rowCount };
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

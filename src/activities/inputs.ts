@@ -1,0 +1,66 @@
+import { z } from 'zod';
+import type { AppConfig } from '../config';
+import type { PipelineConfig, RecomputeInput } from '../workflows/types';
+
+/** zod schemas for workflow inputs; activities validate them so workflows stay free of non-SDK imports. */
+const safeName = z.string().regex(/^[a-z0-9_]{1,48}$/, 'must match [a-z0-9_]{1,48}');
+const isoDate = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD')
+  .refine((d) => !Number.isNaN(Date.parse(d + 'T00:00:00Z')), 'is not a valid calendar date');
+
+const timeZone = z.string().refine((tz) => {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'is not a known IANA time zone');
+
+export function pipelineInputSchema(cfg: AppConfig) {
+  return z
+    .object({
+      pipelineId: safeName.default('default'),
+      slotName: safeName.optional(),
+      publication: safeName.default('stategrid_pub'),
+      plugin: z.enum(['pgoutput', 'wal2json']).default(cfg.decodingPlugin),
+      resync: z.boolean().default(false),
+      batchRows: z.number().int().min(1).max(100000).default(5000),
+      batchDelayMs: z.number().int().min(1).max(60000).default(100),
+      segmentSeconds: z.number().int().min(5).max(3600).default(60),
+      dwsRefreshMs: z.number().int().min(100).max(600000).default(1000),
+      snapshotChunkRows: z.number().int().min(100).max(1000000).default(20000),
+      allowedLatenessMinutes: z.number().min(0).max(10080).default(10),
+      closeGraceMinutes: z.number().min(0).max(10080).default(30),
+      timeZone: timeZone.default(cfg.timeZone),
+    })
+    .strict()
+    .transform((v) => ({ ...v, slotName: v.slotName ?? `stategrid_${v.pipelineId}` }));
+}
+
+export const recomputeInputSchema = z
+  .object({
+    date: isoDate.optional(),
+    pipelineId: safeName.default('default'),
+    timeZone: timeZone.optional(),
+  })
+  .strict();
+
+export function formatZodError(what: string, err: z.ZodError): string {
+  return `invalid ${what}: ${err.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; ')}`;
+}
+
+export function parsePipelineInput(cfg: AppConfig, input: unknown): PipelineConfig {
+  const parsed = pipelineInputSchema(cfg).safeParse(input ?? {});
+  if (!parsed.success) throw new Error(formatZodError('pipeline input', parsed.error));
+  return parsed.data;
+}
+
+export function parseRecomputeInput(
+  input: unknown,
+): Required<Pick<RecomputeInput, 'pipelineId'>> & RecomputeInput {
+  const parsed = recomputeInputSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new Error(formatZodError('recompute input', parsed.error));
+  return parsed.data;
+}

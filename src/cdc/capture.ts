@@ -1,0 +1,280 @@
+import { LogicalReplicationService } from 'pg-logical-replication';
+import type pg from 'pg';
+import { refreshDirtyPartitions } from '../sink/aggregates';
+import { applyChangeBatch, withTransaction, type BatchResult } from '../sink/writer';
+import { formatLsn, parseLsn, type Change, type SourceTable } from './changes';
+import { decoderFor } from './decoders';
+
+/**
+ * One capture segment: streams the slot from the sink checkpoint, applies bounded batches, acknowledges to the
+ * slot only what the sink has committed, and keeps DWS provisional rows fresh. Returns after `maxSeconds`.
+ */
+export type CaptureOptions = {
+  pipelineId: string;
+  slotName: string;
+  publication: string;
+  plugin: 'pgoutput' | 'wal2json';
+  sourceUrl: string;
+  maxSeconds: number;
+  maxBatchRows: number;
+  maxBatchDelayMs: number;
+  dwsRefreshMs: number;
+};
+
+export type CaptureProgress = {
+  confirmedLsn: string;
+  applied: number;
+  skipped: number;
+  batches: number;
+  deadLetters: number;
+  perTable: Record<SourceTable, number>;
+  dwsRefreshes: number;
+  revisions: number;
+  maxEventTime: string | null;
+  days: string[];
+  seconds: number;
+};
+
+export class SlotMissingError extends Error {
+  constructor(slot: string, detail: string) {
+    super(`replication slot "${slot}" does not exist (${detail}); run: stategrid pipeline start --resync`);
+    this.name = 'SlotMissingError';
+  }
+}
+
+type Hooks = {
+  heartbeat: (p: CaptureProgress) => void;
+  cancelled: Promise<unknown>;
+  log: (msg: string, extra?: object) => void;
+};
+
+export async function runCaptureSegment(
+  sink: pg.Pool,
+  opts: CaptureOptions,
+  startLsn: bigint,
+  hooks: Hooks,
+): Promise<CaptureProgress> {
+  const started = Date.now();
+  const decoder = decoderFor(opts.plugin, opts.publication);
+  const progress: CaptureProgress = {
+    confirmedLsn: formatLsn(startLsn),
+    applied: 0,
+    skipped: 0,
+    batches: 0,
+    deadLetters: 0,
+    perTable: { power_user: 0, power_consumption: 0 },
+    dwsRefreshes: 0,
+    revisions: 0,
+    maxEventTime: null,
+    days: [],
+    seconds: 0,
+  };
+  const days = new Set<string>();
+
+  // Counts plugin-parsed messages so keepalives are trusted only when every received message was processed.
+  let received = 0;
+  let processed = 0;
+  const parse = decoder.plugin.parse.bind(decoder.plugin);
+  decoder.plugin.parse = (buf: Buffer) => {
+    received += 1;
+    return parse(buf);
+  };
+
+  const service = new LogicalReplicationService(
+    { connectionString: opts.sourceUrl, application_name: `stategrid-${opts.pipelineId}` },
+    { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+  );
+
+  let confirmed = startLsn; // everything before this is committed in the sink
+  let lastCommitEnd = startLsn;
+  let inTx = false;
+  let txLsn = 0n;
+  let txSeq = 0;
+  let commitTime: string | null = null;
+  let pending: Change[] = [];
+  let firstPendingAt = 0;
+  let dirtySinceRefresh = false;
+  let lastRefresh = 0;
+  let dwsConfirmed = 0n;
+  let flushing: Promise<void> = Promise.resolve();
+  let failure: Error | undefined;
+
+  const ack = (lsn: bigint, ping = false) => {
+    // The library reports lsn+1 as flushed; the slot must confirm exactly what we committed.
+    if (lsn > 0n) void service.acknowledge(formatLsn(lsn - 1n), ping);
+  };
+
+  const mergeResult = (r: BatchResult) => {
+    progress.applied += r.applied;
+    progress.skipped += r.skipped;
+    progress.deadLetters += r.deadLetters;
+    progress.perTable.power_user += r.perTable.power_user;
+    progress.perTable.power_consumption += r.perTable.power_consumption;
+    if (r.maxEventTime && (!progress.maxEventTime || r.maxEventTime > progress.maxEventTime)) {
+      progress.maxEventTime = r.maxEventTime;
+    }
+    for (const d of r.days) days.add(d);
+  };
+
+  const doFlush = async (idleConfirm?: bigint) => {
+    const batch = pending;
+    pending = [];
+    const confirm = idleConfirm !== undefined && idleConfirm > lastCommitEnd ? idleConfirm : lastCommitEnd;
+    if (!batch.length && confirm <= confirmed) return;
+    const result = await withTransaction(sink, (client) =>
+      applyChangeBatch(client, opts.pipelineId, batch, confirm > confirmed ? confirm : null),
+    );
+    if (batch.length) {
+      progress.batches += 1;
+      dirtySinceRefresh = true;
+      mergeResult(result);
+    }
+    if (confirm > confirmed) {
+      confirmed = confirm;
+      progress.confirmedLsn = formatLsn(confirmed);
+      ack(confirmed);
+    }
+  };
+
+  /** Serialises flushes: the data handler and the timers never write concurrently. */
+  const flush = (idleConfirm?: bigint) => {
+    flushing = flushing.then(() => doFlush(idleConfirm));
+    return flushing;
+  };
+
+  const maybeRefreshDws = async () => {
+    if (Date.now() - lastRefresh < opts.dwsRefreshMs) return;
+    if (!dirtySinceRefresh && dwsConfirmed >= confirmed) return;
+    lastRefresh = Date.now();
+    dirtySinceRefresh = false;
+    const beforeConfirmed = confirmed;
+    const r = await refreshDirtyPartitions(sink, opts.pipelineId);
+    dwsConfirmed = beforeConfirmed;
+    progress.dwsRefreshes += 1;
+    progress.revisions += r.revisions;
+  };
+
+  service.on('data', async (_lsn: string, message: unknown) => {
+    processed += 1;
+    if (failure) return;
+    const ev = decoder.decode(message);
+    switch (ev.type) {
+      case 'begin':
+        inTx = true;
+        txLsn = ev.txLsn;
+        txSeq = 0;
+        commitTime = ev.commitTime;
+        return;
+      case 'commit':
+        inTx = false;
+        lastCommitEnd = ev.endLsn;
+        break;
+      case 'change':
+        txSeq += 1;
+        pending.push({
+          kind: 'row',
+          table: ev.table,
+          op: ev.op,
+          row: ev.row,
+          oldKey: ev.oldKey,
+          txLsn,
+          seq: txSeq,
+          commitTime,
+        });
+        break;
+      case 'truncate':
+        txSeq += 1;
+        pending.push({ kind: 'truncate', tables: ev.tables, txLsn, seq: txSeq, commitTime });
+        break;
+      case 'message':
+        // Our own heartbeat/wait markers: outside a transaction everything before them has been decoded.
+        if (!ev.transactional && !inTx && ev.prefix.startsWith('stategrid')) {
+          await flush(ev.lsn);
+          return;
+        }
+        return;
+      default:
+        return;
+    }
+    if (pending.length && firstPendingAt === 0) firstPendingAt = Date.now();
+    if (pending.length >= opts.maxBatchRows) {
+      firstPendingAt = 0;
+      await flush();
+    }
+  });
+
+  service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+    const idle = !inTx && pending.length === 0 && received === processed;
+    if (idle) {
+      const pos = parseLsn(lsn);
+      // Nothing of ours is in flight: the slot may advance to the server's position (WAL of other databases).
+      if (pos > confirmed) flush(pos).catch(onError);
+    } else if (shouldRespond) {
+      ack(confirmed);
+    }
+  });
+
+  const onError = (err: Error) => {
+    failure ??= err;
+  };
+  service.on('error', onError);
+
+  const subscribed = service
+    .subscribe(decoder.plugin, opts.slotName, formatLsn(startLsn))
+    .catch((err: Error) => {
+      if (/replication slot .* does not exist/.test(err.message)) {
+        throw new SlotMissingError(opts.slotName, err.message);
+      }
+      throw err;
+    });
+  let ended: Error | 'done' | undefined;
+  subscribed.then(
+    () => (ended ??= 'done'),
+    (err: Error) => (ended ??= err),
+  );
+  let cancelled = false;
+  hooks.cancelled.then(
+    () => (cancelled = true),
+    () => (cancelled = true),
+  );
+
+  try {
+    const deadline = started + opts.maxSeconds * 1000;
+    let lastBeat = 0;
+    let lastPing = 0;
+    while (Date.now() < deadline && !cancelled) {
+      await new Promise((r) => setTimeout(r, 50));
+      if (failure) throw failure;
+      if (ended instanceof Error) throw ended;
+      if (ended === 'done') throw new Error('replication stream ended unexpectedly');
+      if (pending.length && Date.now() - firstPendingAt >= opts.maxBatchDelayMs) {
+        firstPendingAt = 0;
+        await flush();
+      }
+      await flushing;
+      await maybeRefreshDws();
+      const now = Date.now();
+      if (now - lastPing > 1000) {
+        lastPing = now;
+        ack(confirmed, true); // asks the server for a keepalive carrying its current position
+      }
+      if (now - lastBeat > 1000) {
+        lastBeat = now;
+        progress.seconds = (now - started) / 1000;
+        progress.days = [...days];
+        hooks.heartbeat(progress);
+      }
+    }
+    // Apply what is decoded and committed up to here, then stop: the next segment resumes from the checkpoint.
+    await flush();
+    await flushing;
+    lastRefresh = 0;
+    await maybeRefreshDws();
+  } finally {
+    await service.destroy().catch(() => undefined);
+  }
+  progress.seconds = (Date.now() - started) / 1000;
+  progress.days = [...days];
+  hooks.log('capture segment done', { confirmedLsn: progress.confirmedLsn, applied: progress.applied });
+  return progress;
+}

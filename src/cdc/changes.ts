@@ -1,0 +1,53 @@
+/** The decoded, plugin-independent change stream the capture works on. */
+export const SOURCE_TABLES = ['power_user', 'power_consumption'] as const;
+export type SourceTable = (typeof SOURCE_TABLES)[number];
+export const PRIMARY_KEY: Record<SourceTable, string> = {
+  power_user: 'user_id',
+  power_consumption: 'consumption_id',
+};
+
+/** Column values keep PostgreSQL's text form: numerics and timestamps are never turned into JS numbers or Dates. */
+export type Row = Record<string, string | null>;
+
+export type RowChange = {
+  kind: 'row';
+  table: SourceTable;
+  op: 'I' | 'U' | 'D';
+  /** New row for I/U; for D the old key (and the old row where replica identity gives it). */
+  row: Row;
+  /** Set when an update changed the primary key: the key the row had before. */
+  oldKey?: string;
+};
+
+export type TruncateChange = { kind: 'truncate'; tables: SourceTable[] };
+
+export type Change = (RowChange | TruncateChange) & {
+  /** Transaction position: commit ordering key, identical for all changes of one source transaction. */
+  txLsn: bigint;
+  /** Position of the change within its transaction, from 1. */
+  seq: number;
+  commitTime: string | null;
+};
+
+/** What the decoder hands the capture loop. */
+export type StreamEvent =
+  | { type: 'begin'; txLsn: bigint; commitTime: string | null }
+  | { type: 'change'; table: SourceTable; op: 'I' | 'U' | 'D'; row: Row; oldKey?: string }
+  | { type: 'truncate'; tables: SourceTable[] }
+  | { type: 'commit'; endLsn: bigint }
+  | { type: 'message'; lsn: bigint; prefix: string; transactional: boolean }
+  | { type: 'skip' };
+
+export function parseLsn(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  if (lo === undefined) throw new Error(`invalid LSN ${JSON.stringify(lsn)}`);
+  return (BigInt('0x' + hi) << 32n) | BigInt('0x' + lo);
+}
+
+export function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+export function isSourceTable(schema: string | undefined, name: string): name is SourceTable {
+  return (schema === undefined || schema === 'public') && (SOURCE_TABLES as readonly string[]).includes(name);
+}

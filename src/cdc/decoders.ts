@@ -1,0 +1,142 @@
+import pg from 'pg';
+import { PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
+import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin';
+import {
+  isSourceTable,
+  parseLsn,
+  PRIMARY_KEY,
+  type Row,
+  type SourceTable,
+  type StreamEvent,
+} from './changes';
+
+/** Turns each output plugin's messages into the plugin-independent StreamEvent. */
+export type Decoder = {
+  plugin: AbstractPlugin;
+  decode(message: unknown): StreamEvent;
+};
+
+// Timestamps, dates and numerics stay text end to end: no JS Date time-zone shifts, no float rounding.
+for (const oid of [1082, 1114, 1184, 1700, 20]) pg.types.setTypeParser(oid, (v: string) => v);
+
+const text = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+function toRow(tuple: Record<string, unknown> | null | undefined): Row {
+  const row: Row = {};
+  if (tuple) for (const k of Object.keys(tuple)) row[k] = text(tuple[k]);
+  return row;
+}
+
+const microsToIso = (us: bigint | null | undefined) =>
+  us ? new Date(Number(BigInt(us) / 1000n)).toISOString() : null;
+
+export function pgoutputDecoder(publication: string): Decoder {
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [publication], messages: true });
+  return {
+    plugin,
+    decode(message) {
+      const m = message as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      switch (m.tag) {
+        case 'begin':
+          return { type: 'begin', txLsn: parseLsn(m.commitLsn), commitTime: microsToIso(m.commitTime) };
+        case 'commit':
+          return { type: 'commit', endLsn: parseLsn(m.commitEndLsn) };
+        case 'insert':
+        case 'update':
+        case 'delete': {
+          const table = m.relation.name as string;
+          if (!isSourceTable(m.relation.schema, table)) return { type: 'skip' };
+          const op = m.tag === 'insert' ? 'I' : m.tag === 'update' ? 'U' : 'D';
+          const row = toRow(op === 'D' ? (m.old ?? m.key) : m.new);
+          const pk = PRIMARY_KEY[table];
+          const before = text(m.key?.[pk] ?? m.old?.[pk]);
+          const oldKey = op === 'U' && before !== null && before !== row[pk] ? before : undefined;
+          return { type: 'change', table, op, row, oldKey };
+        }
+        case 'truncate': {
+          const tables = (m.relations as { schema: string; name: string }[])
+            .filter((r) => isSourceTable(r.schema, r.name))
+            .map((r) => r.name as SourceTable);
+          return tables.length ? { type: 'truncate', tables } : { type: 'skip' };
+        }
+        case 'message':
+          return {
+            type: 'message',
+            lsn: m.messageLsn ? parseLsn(m.messageLsn) : 0n,
+            prefix: m.prefix,
+            transactional: !!m.transactional,
+          };
+        default:
+          return { type: 'skip' };
+      }
+    },
+  };
+}
+
+type Wal2JsonColumn = { name: string; value: unknown };
+
+function wal2jsonRow(columns: Wal2JsonColumn[] | undefined): Row {
+  const row: Row = {};
+  for (const c of columns ?? []) row[c.name] = text(c.value);
+  return row;
+}
+
+/** wal2json format 2: one JSON object per change, with B/C records carrying the transaction's LSNs. */
+export function wal2jsonDecoder(): Decoder {
+  const plugin = new Wal2JsonPlugin({
+    formatVersion: '2',
+    includeLsn: true,
+    includeTimestamp: true,
+    includeTypes: false,
+    includeTransaction: true,
+    addTables: 'public.power_user,public.power_consumption',
+    actions: 'insert,update,delete,truncate',
+    // Without this, bigint ids and numerics arrive as JSON numbers and lose precision in JSON.parse.
+    numericDataTypesAsString: true,
+  } as ConstructorParameters<typeof Wal2JsonPlugin>[0]);
+  return {
+    plugin,
+    decode(message) {
+      const m = message as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      switch (m.action) {
+        case 'B':
+          return {
+            type: 'begin',
+            txLsn: parseLsn(m.nextlsn),
+            commitTime: m.timestamp ? new Date(m.timestamp).toISOString() : null,
+          };
+        case 'C':
+          return { type: 'commit', endLsn: parseLsn(m.nextlsn) };
+        case 'I':
+        case 'U':
+        case 'D': {
+          const table = m.table as string;
+          if (!isSourceTable(m.schema, table)) return { type: 'skip' };
+          const pk = PRIMARY_KEY[table];
+          const identity = wal2jsonRow(m.identity);
+          const row = m.action === 'D' ? identity : wal2jsonRow(m.columns);
+          const before = identity[pk] ?? null;
+          const oldKey = m.action === 'U' && before !== null && before !== row[pk] ? before : undefined;
+          return { type: 'change', table, op: m.action, row, oldKey };
+        }
+        case 'T':
+          return isSourceTable(m.schema, m.table)
+            ? { type: 'truncate', tables: [m.table] }
+            : { type: 'skip' };
+        case 'M':
+          return {
+            type: 'message',
+            lsn: m.lsn ? parseLsn(m.lsn) : 0n,
+            prefix: m.prefix,
+            transactional: !!m.transactional,
+          };
+        default:
+          return { type: 'skip' };
+      }
+    },
+  };
+}
+
+export function decoderFor(plugin: 'pgoutput' | 'wal2json', publication: string): Decoder {
+  return plugin === 'pgoutput' ? pgoutputDecoder(publication) : wal2jsonDecoder();
+}

@@ -1,0 +1,113 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/** Environment settings of DESIGN.md §3, validated once; a bad value names its variable. */
+const urlSetting = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+  .refine((v) => {
+    try {
+      new URL(v);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'is not a valid URL');
+
+const port = z.coerce.number().int().min(1).max(65535);
+
+const envSchema = z.object({
+  STATEGRID_HOME: z.string().min(1).default('./.stategrid'),
+  STATEGRID_PG_PORT: port.default(54329),
+  STATEGRID_SOURCE_URL: urlSetting.optional(),
+  STATEGRID_SINK_URL: urlSetting.optional(),
+  TEMPORAL_ADDRESS: z
+    .string()
+    .regex(/^[\w.-]+:\d+$/, 'must be host:port')
+    .default('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be a namespace name')
+    .default('default'),
+  STATEGRID_TEMPORAL_UI_PORT: port.default(8233),
+  STATEGRID_TASK_QUEUE: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be a task queue name')
+    .default('stategrid-cdc'),
+  STATEGRID_DECODING_PLUGIN: z.enum(['pgoutput', 'wal2json']).default('pgoutput'),
+  STATEGRID_TIME_ZONE: z
+    .string()
+    .refine((tz) => {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: tz });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'is not a known IANA time zone')
+    .default('Asia/Shanghai'),
+  STATEGRID_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+  STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TEMPORAL_CLI: z.string().optional(),
+});
+
+export type AppConfig = {
+  home: string;
+  pgPort: number;
+  sourceUrl: string;
+  sinkUrl: string;
+  temporalAddress: string;
+  temporalNamespace: string;
+  temporalUiPort: number;
+  taskQueue: string;
+  decodingPlugin: 'pgoutput' | 'wal2json';
+  timeZone: string;
+  metricsPort: number;
+  logLevel: string;
+  temporalCli?: string;
+};
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates the environment; throws ConfigError naming the first bad setting. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration: ${issues.join('; ')}`);
+  }
+  const e = parsed.data;
+  const sourceUrl =
+    e.STATEGRID_SOURCE_URL ?? `postgres://postgres:postgres@127.0.0.1:${e.STATEGRID_PG_PORT}/stategrid_db`;
+  return {
+    home: path.resolve(e.STATEGRID_HOME),
+    pgPort: e.STATEGRID_PG_PORT,
+    sourceUrl,
+    sinkUrl: e.STATEGRID_SINK_URL ?? sourceUrl,
+    temporalAddress: e.TEMPORAL_ADDRESS,
+    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    temporalUiPort: e.STATEGRID_TEMPORAL_UI_PORT,
+    taskQueue: e.STATEGRID_TASK_QUEUE,
+    decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
+    timeZone: e.STATEGRID_TIME_ZONE,
+    metricsPort: e.STATEGRID_METRICS_PORT,
+    logLevel: e.STATEGRID_LOG_LEVEL,
+    temporalCli: e.TEMPORAL_CLI,
+  };
+}
+
+/** A URL with its password replaced, for logs and error messages. */
+export function maskUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/:\/\/([^:/@]+):[^@]*@/, '://$1:***@');
+  }
+}

@@ -1,0 +1,191 @@
+import { Client, Connection, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import pg from 'pg';
+import { parseLsn } from '../cdc/changes';
+import type { AppConfig } from '../config';
+import { parsePipelineInput } from '../activities/inputs';
+import type { PipelineState } from '../workflows/types';
+
+/** Client-side control of pipelines: what the CLI and the tests use. */
+export const pipelineWorkflowId = (pipelineId: string) => `stategrid-pipeline-${pipelineId}`;
+
+export async function temporalClient(
+  cfg: AppConfig,
+): Promise<{ client: Client; close: () => Promise<void> }> {
+  const connection = await Connection.connect({ address: cfg.temporalAddress, connectTimeout: 5000 });
+  const client = new Client({ connection, namespace: cfg.temporalNamespace });
+  return { client, close: () => connection.close() };
+}
+
+export async function startPipeline(
+  cfg: AppConfig,
+  client: Client,
+  input: Record<string, unknown>,
+): Promise<{ workflowId: string; alreadyRunning: boolean }> {
+  // Validate here too, so a bad option fails at the command line instead of in the workflow.
+  const config = parsePipelineInput(cfg, input);
+  const workflowId = pipelineWorkflowId(config.pipelineId);
+  try {
+    await client.workflow.start('cdcPipelineWorkflow', {
+      taskQueue: cfg.taskQueue,
+      workflowId,
+      args: [input],
+    });
+    return { workflowId, alreadyRunning: false };
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return { workflowId, alreadyRunning: true };
+    throw err;
+  }
+}
+
+export type SinkFigures = {
+  checkpoint: Record<string, unknown> | null;
+  rows: Record<string, number>;
+  deadLetters: number;
+  orphans: number;
+  lateEvents: number;
+  revisions: number;
+  closedDays: number;
+};
+
+const COUNTED_TABLES = [
+  'ods_power_user',
+  'ods_power_consumption',
+  'ods_change_log',
+  'dwd_power_user_info',
+  'dwd_power_consumption_detail',
+  'dws_region_daily_stats',
+  'dws_user_ranking',
+];
+
+export async function sinkFigures(cfg: AppConfig, pipelineId: string): Promise<SinkFigures> {
+  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
+  await sink.connect();
+  try {
+    const cp = await sink.query(
+      `SELECT phase, slot_name, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text, snapshot_rows,
+         changes_applied, max_event_time::text, updated_at FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+      [pipelineId],
+    );
+    const counts = await sink.query(
+      COUNTED_TABLES.map((t) => `SELECT '${t}' AS t, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL '),
+    );
+    const extra = await sink.query(`SELECT
+      (SELECT count(*) FROM stategrid_dead_letter)::bigint AS dead_letters,
+      (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::bigint AS orphans,
+      (SELECT COALESCE(sum(late_events), 0) FROM stategrid_window)::bigint AS late_events,
+      (SELECT count(*) FROM dws_revision)::bigint AS revisions,
+      (SELECT count(*) FROM stategrid_window WHERE is_final)::bigint AS closed_days`);
+    const e = extra.rows[0];
+    return {
+      checkpoint: cp.rows[0] ?? null,
+      rows: Object.fromEntries(counts.rows.map((r) => [r.t, Number(r.n)])),
+      deadLetters: Number(e.dead_letters),
+      orphans: Number(e.orphans),
+      lateEvents: Number(e.late_events),
+      revisions: Number(e.revisions),
+      closedDays: Number(e.closed_days),
+    };
+  } finally {
+    await sink.end();
+  }
+}
+
+export type SlotFigures = {
+  exists: boolean;
+  active: boolean;
+  lagBytes: number | null;
+  walStatus: string | null;
+};
+
+export async function slotFigures(cfg: AppConfig, slotName: string): Promise<SlotFigures> {
+  const source = new pg.Client({ connectionString: cfg.sourceUrl });
+  await source.connect();
+  try {
+    const { rows } = await source.query(
+      `SELECT active, wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag
+       FROM pg_replication_slots WHERE slot_name = $1`,
+      [slotName],
+    );
+    if (!rows.length) return { exists: false, active: false, lagBytes: null, walStatus: null };
+    return {
+      exists: true,
+      active: rows[0].active,
+      lagBytes: Number(rows[0].lag),
+      walStatus: rows[0].wal_status,
+    };
+  } finally {
+    await source.end();
+  }
+}
+
+export type PipelineStatus = {
+  workflowId: string;
+  workflowStatus: string;
+  state: PipelineState | null;
+  sink: SinkFigures;
+  slot: SlotFigures;
+};
+
+export async function pipelineStatus(
+  cfg: AppConfig,
+  client: Client,
+  pipelineId: string,
+): Promise<PipelineStatus> {
+  const workflowId = pipelineWorkflowId(pipelineId);
+  const handle = client.workflow.getHandle(workflowId);
+  let workflowStatus = 'NOT_FOUND';
+  let state: PipelineState | null = null;
+  try {
+    const desc = await handle.describe();
+    workflowStatus = desc.status.name;
+    state = workflowStatus === 'RUNNING' ? await handle.query<PipelineState>('status') : null;
+  } catch (err) {
+    if (!(err instanceof Error && /not found/i.test(err.message))) throw err;
+  }
+  const sink = await sinkFigures(cfg, pipelineId);
+  const slotName =
+    (sink.checkpoint?.slot_name as string) ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
+  return { workflowId, workflowStatus, state, sink, slot: await slotFigures(cfg, slotName) };
+}
+
+/**
+ * `stategrid wait`: writes a marker into the source WAL, then waits until the pipeline has applied everything
+ * before it to ODS/DWD (confirmed) and refreshed DWS after that (dws_lsn).
+ */
+export async function waitCaughtUp(cfg: AppConfig, pipelineId: string, timeoutMs: number): Promise<boolean> {
+  const source = new pg.Client({ connectionString: cfg.sourceUrl });
+  await source.connect();
+  let marker: bigint;
+  try {
+    const { rows } = await source.query(
+      `SELECT pg_logical_emit_message(false, 'stategrid.wait', '')::text AS lsn`,
+    );
+    marker = parseLsn(rows[0].lsn);
+  } finally {
+    await source.end();
+  }
+  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
+  await sink.connect();
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const { rows } = await sink.query(
+        `SELECT phase, confirmed_lsn::text, dws_lsn::text FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+        [pipelineId],
+      );
+      const cp = rows[0];
+      if (
+        cp &&
+        cp.phase === 'streaming' &&
+        parseLsn(cp.confirmed_lsn) >= marker &&
+        parseLsn(cp.dws_lsn) >= marker
+      ) {
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return false;
+  } finally {
+    await sink.end();
+  }
+}

@@ -1,0 +1,27 @@
+import pg from 'pg';
+import type { AppConfig } from '../config';
+import { readSqlFile } from './sql';
+
+/** `stategrid db init`: source tables, publication and CDC role on the source; all sink tables on the sink. */
+export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promise<void> {
+  const source = new pg.Client({ connectionString: cfg.sourceUrl });
+  await source.connect();
+  try {
+    await source.query(readSqlFile('01_source.sql'));
+    await source.query(readSqlFile('02_cdc_role.sql'));
+    const { rows } = await source.query(
+      `SELECT format('ALTER ROLE stategrid_cdc PASSWORD %L', $1::text) AS sql`,
+      [cdcPassword],
+    );
+    await source.query(rows[0].sql);
+  } finally {
+    await source.end();
+  }
+  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
+  await sink.connect();
+  try {
+    await sink.query(readSqlFile('03_sink.sql'));
+  } finally {
+    await sink.end();
+  }
+}

@@ -1,0 +1,129 @@
+import type pg from 'pg';
+import * as dws from './dws';
+import * as ops from './ops';
+import { withTransaction } from './writer';
+
+/** DWS maintenance: refresh of dirty partitions, window close, whole-day recompute. */
+
+export type RefreshResult = {
+  partitions: number;
+  statsChanged: number;
+  rankingChanged: number;
+  revisions: number;
+};
+
+async function refreshPartitions(
+  client: pg.ClientBase,
+  dates: string[],
+  regions: number[],
+  reason: string,
+): Promise<Omit<RefreshResult, 'partitions'> & { revisionsByDay: Record<string, number> }> {
+  const stats = await client.query(dws.REFRESH_REGION_STATS, [dates, regions, reason]);
+  const ranking = await client.query(dws.REFRESH_USER_RANKING, [dates, regions]);
+  return {
+    statsChanged: stats.rows[0].changed,
+    rankingChanged: ranking.rows[0].changed,
+    revisions: stats.rows[0].revisions,
+    revisionsByDay: stats.rows[0].revisions_by_day,
+  };
+}
+
+async function lockCheckpoint(client: pg.ClientBase, pipelineId: string): Promise<void> {
+  // Same lock order as batch writes (checkpoint first) so refreshes and batches never deadlock.
+  const { rowCount } = await client.query(ops.LOCK_CHECKPOINT, [pipelineId]);
+  if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+}
+
+/** Recomputes every partition DWD changes marked dirty; late changes to closed days leave revisions. */
+export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
+  return withTransaction(pool, async (client) => {
+    await lockCheckpoint(client, pipelineId);
+    const { rows } = await client.query<{ stat_date: string; region_id: number; changes: string }>(
+      dws.TAKE_DIRTY_PARTITIONS,
+    );
+    let result = {
+      statsChanged: 0,
+      rankingChanged: 0,
+      revisions: 0,
+      revisionsByDay: {} as Record<string, number>,
+    };
+    if (rows.length) {
+      const dates = rows.map((r) => r.stat_date);
+      result = await refreshPartitions(
+        client,
+        dates,
+        rows.map((r) => r.region_id),
+        'late data',
+      );
+      await client.query(dws.COUNT_LATE_EVENTS, [
+        dates,
+        rows.map((r) => r.changes),
+        JSON.stringify(result.revisionsByDay),
+      ]);
+    }
+    await client.query(dws.SET_DWS_LSN, [pipelineId]);
+    return {
+      partitions: rows.length,
+      statsChanged: result.statsChanged,
+      rankingChanged: result.rankingChanged,
+      revisions: result.revisions,
+    };
+  });
+}
+
+export type DayResult = RefreshResult & { date: string; newlyClosed?: boolean };
+
+async function refreshWholeDay(client: pg.ClientBase, date: string, reason: string) {
+  const { rows } = await client.query<{ region_id: number }>(dws.REGIONS_OF_DAY, [date]);
+  const regions = rows.map((r) => r.region_id);
+  const result = await refreshPartitions(
+    client,
+    regions.map(() => date),
+    regions,
+    reason,
+  );
+  await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
+  return { partitions: regions.length, ...result };
+}
+
+/** Closes a day's window: final recompute of all its partitions, then is_final on the window and its rows. */
+export async function closeDayWindow(
+  pool: pg.Pool,
+  pipelineId: string,
+  date: string,
+  closedBy: string,
+): Promise<DayResult> {
+  return withTransaction(pool, async (client) => {
+    await lockCheckpoint(client, pipelineId);
+    const refreshed = await refreshWholeDay(client, date, 'close');
+    const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
+    for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
+    return {
+      date,
+      partitions: refreshed.partitions,
+      statsChanged: refreshed.statsChanged,
+      rankingChanged: refreshed.rankingChanged,
+      revisions: refreshed.revisions,
+      newlyClosed: rows[0].newly_closed,
+    };
+  });
+}
+
+/** Recomputes one day from DWD; the rows it had to change are the drift. */
+export async function recomputeDay(
+  pool: pg.Pool,
+  pipelineId: string | null,
+  date: string,
+): Promise<DayResult> {
+  return withTransaction(pool, async (client) => {
+    if (pipelineId) await lockCheckpoint(client, pipelineId);
+    const refreshed = await refreshWholeDay(client, date, 'recompute');
+    return {
+      date,
+      partitions: refreshed.partitions,
+      statsChanged: refreshed.statsChanged,
+      rankingChanged: refreshed.rankingChanged,
+      revisions: refreshed.revisions,
+    };
+  });
+}

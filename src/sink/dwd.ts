@@ -1,0 +1,62 @@
+/** DWD layer SQL: valid users, and consumptions LEFT JOINed to the current valid user row. */
+
+const USER_COLUMNS_FROM_U = `u.user_name, u.region_id, u.region_name, u.usage_type`;
+
+// $1: JSON array of valid user rows.
+export const UPSERT_DWD_USERS = `
+INSERT INTO dwd_power_user_info (user_id, user_name, usage_type, region_id, region_name, update_time, etl_time)
+SELECT user_id, user_name, usage_type, region_id, region_name, update_time, now()
+FROM jsonb_to_recordset($1::jsonb) AS r(user_id bigint, user_name varchar, usage_type varchar, region_id int,
+  region_name varchar, update_time timestamp(3))
+ON CONFLICT (user_id) DO UPDATE SET user_name = EXCLUDED.user_name, usage_type = EXCLUDED.usage_type,
+  region_id = EXCLUDED.region_id, region_name = EXCLUDED.region_name, update_time = EXCLUDED.update_time,
+  etl_time = EXCLUDED.etl_time`;
+
+export const DELETE_DWD_USERS = `DELETE FROM dwd_power_user_info WHERE user_id = ANY($1::bigint[])`;
+export const TRUNCATE_DWD_USERS = `DELETE FROM dwd_power_user_info`;
+
+// $1: JSON array of valid consumption rows; user columns come from the current DWD user (or null).
+export const UPSERT_DWD_DETAILS = `
+INSERT INTO dwd_power_consumption_detail (consumption_id, user_id, user_name, consumption_amount, consumption_cost,
+  consumption_date, region_id, region_name, usage_type, etl_time)
+SELECT c.consumption_id, c.user_id, u.user_name, c.consumption_amount, c.consumption_cost, c.consumption_date,
+  u.region_id, u.region_name, u.usage_type, now()
+FROM jsonb_to_recordset($1::jsonb) AS c(consumption_id bigint, user_id bigint, consumption_amount numeric,
+  consumption_cost numeric, consumption_date timestamp(3))
+LEFT JOIN dwd_power_user_info u ON u.user_id = c.user_id
+ON CONFLICT (consumption_id) DO UPDATE SET user_id = EXCLUDED.user_id, user_name = EXCLUDED.user_name,
+  consumption_amount = EXCLUDED.consumption_amount, consumption_cost = EXCLUDED.consumption_cost,
+  consumption_date = EXCLUDED.consumption_date, region_id = EXCLUDED.region_id,
+  region_name = EXCLUDED.region_name, usage_type = EXCLUDED.usage_type, etl_time = EXCLUDED.etl_time`;
+
+export const DELETE_DWD_DETAILS = `DELETE FROM dwd_power_consumption_detail WHERE consumption_id = ANY($1::bigint[])`;
+export const TRUNCATE_DWD_DETAILS = `DELETE FROM dwd_power_consumption_detail`;
+
+// Re-enrich every detail row of the given users from their current DWD state ($1: bigint[]).
+export const REENRICH_DETAILS_OF_USERS = `
+UPDATE dwd_power_consumption_detail d
+SET user_name = u.user_name, region_id = u.region_id, region_name = u.region_name, usage_type = u.usage_type,
+  etl_time = now()
+FROM unnest($1::bigint[]) AS k(user_id)
+LEFT JOIN dwd_power_user_info u ON u.user_id = k.user_id
+WHERE d.user_id = k.user_id
+  AND (d.user_name, d.region_id, d.region_name, d.usage_type) IS DISTINCT FROM (${USER_COLUMNS_FROM_U})`;
+
+export const DETACH_ALL_DETAILS_FROM_USERS = `
+UPDATE dwd_power_consumption_detail
+SET user_name = NULL, region_id = NULL, region_name = NULL, usage_type = NULL, etl_time = now()
+WHERE (user_name, region_id, region_name, usage_type) IS DISTINCT FROM (NULL, NULL, NULL, NULL)`;
+
+// Marks the DWS partitions (day, region) holding the given consumptions or users' rows as dirty.
+export const MARK_DIRTY_FOR_KEYS = `
+INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
+SELECT consumption_date::date, region_id, count(*) FROM dwd_power_consumption_detail
+WHERE region_id IS NOT NULL AND (consumption_id = ANY($1::bigint[]) OR user_id = ANY($2::bigint[]))
+GROUP BY 1, 2
+ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes`;
+
+export const MARK_ALL_DIRTY = `
+INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
+SELECT consumption_date::date, region_id, count(*) FROM dwd_power_consumption_detail
+WHERE region_id IS NOT NULL GROUP BY 1, 2
+ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes`;

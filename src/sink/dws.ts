@@ -1,0 +1,119 @@
+/** DWS layer SQL: per (day, region) partitions recomputed set-based from DWD; exact numeric sums. */
+
+// Partitions as two parallel arrays: $1 date[], $2 int[].
+const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::date[], $2::int[]) AS x(stat_date, region_id))`;
+
+const DETAIL_IN_PARTITIONS = `p JOIN dwd_power_consumption_detail d
+  ON d.consumption_date::date = p.stat_date AND d.region_id = p.region_id`;
+
+/** Recomputes dws_region_daily_stats for the partitions; returns changed rows and revisions of closed days. */
+export const REFRESH_REGION_STATS = `
+WITH ${PARTITIONS},
+fresh AS (
+  SELECT d.region_id, d.region_name, p.stat_date, sum(d.consumption_amount) AS total_consumption,
+    sum(d.consumption_cost) AS total_cost, count(DISTINCT d.user_id) AS user_count,
+    max(d.consumption_amount) AS max_consumption
+  FROM ${DETAIL_IN_PARTITIONS}
+  GROUP BY d.region_id, d.region_name, p.stat_date),
+old AS (
+  SELECT s.region_id, s.region_name, s.stat_date, s.total_consumption, s.total_cost, s.user_count, s.max_consumption
+  FROM dws_region_daily_stats s JOIN p ON s.stat_date = p.stat_date AND s.region_id = p.region_id),
+removed AS (
+  DELETE FROM dws_region_daily_stats s USING p
+  WHERE s.stat_date = p.stat_date AND s.region_id = p.region_id
+    AND NOT EXISTS (SELECT 1 FROM fresh f
+      WHERE f.stat_date = s.stat_date AND f.region_id = s.region_id AND f.region_name = s.region_name)
+  RETURNING 1),
+upserted AS (
+  INSERT INTO dws_region_daily_stats AS s (region_id, region_name, stat_date, total_consumption, total_cost,
+    user_count, max_consumption, is_final, updated_at)
+  SELECT f.region_id, f.region_name, f.stat_date, f.total_consumption, f.total_cost, f.user_count, f.max_consumption,
+    COALESCE(w.is_final, false), now()
+  FROM fresh f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  ON CONFLICT (stat_date, region_id, region_name) DO UPDATE SET total_consumption = EXCLUDED.total_consumption,
+    total_cost = EXCLUDED.total_cost, user_count = EXCLUDED.user_count, max_consumption = EXCLUDED.max_consumption,
+    is_final = EXCLUDED.is_final, updated_at = now()
+  WHERE (s.total_consumption, s.total_cost, s.user_count, s.max_consumption, s.is_final)
+    IS DISTINCT FROM (EXCLUDED.total_consumption, EXCLUDED.total_cost, EXCLUDED.user_count,
+      EXCLUDED.max_consumption, EXCLUDED.is_final)
+  RETURNING 1),
+revised AS (
+  INSERT INTO dws_revision (stat_date, region_id, reason, before, after)
+  SELECT r.stat_date, r.region_id, $3, r.before, r.after FROM (
+    SELECT p.stat_date, p.region_id,
+      (SELECT jsonb_agg(to_jsonb(o) ORDER BY o.region_name) FROM old o
+        WHERE o.stat_date = p.stat_date AND o.region_id = p.region_id) AS before,
+      (SELECT jsonb_agg(to_jsonb(f) ORDER BY f.region_name) FROM fresh f
+        WHERE f.stat_date = p.stat_date AND f.region_id = p.region_id) AS after
+    FROM p JOIN stategrid_window w ON w.stat_date = p.stat_date AND w.is_final) r
+  WHERE r.before IS DISTINCT FROM r.after
+  RETURNING stat_date)
+SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS changed,
+  (SELECT count(*) FROM revised)::int AS revisions,
+  (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
+    (SELECT stat_date::text, count(*) AS n FROM revised GROUP BY 1) x) AS revisions_by_day`;
+
+/** Recomputes dws_user_ranking for the partitions: ROW_NUMBER by amount desc, ties by user_id. */
+export const REFRESH_USER_RANKING = `
+WITH ${PARTITIONS},
+fresh AS (
+  SELECT p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
+    sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
+    row_number() OVER (PARTITION BY p.stat_date, d.region_id
+      ORDER BY sum(d.consumption_amount) DESC, d.user_id ASC) AS ranking
+  FROM ${DETAIL_IN_PARTITIONS}
+  GROUP BY p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name),
+removed AS (
+  DELETE FROM dws_user_ranking r USING p
+  WHERE r.stat_date = p.stat_date AND r.region_id = p.region_id
+    AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stat_date = r.stat_date AND f.user_id = r.user_id)
+  RETURNING 1),
+upserted AS (
+  INSERT INTO dws_user_ranking AS r (stat_date, user_id, user_name, region_id, region_name, total_consumption,
+    total_cost, ranking, is_final, updated_at)
+  SELECT f.stat_date, f.user_id, f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost,
+    f.ranking, COALESCE(w.is_final, false), now()
+  FROM fresh f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  ON CONFLICT (stat_date, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, region_id = EXCLUDED.region_id,
+    region_name = EXCLUDED.region_name, total_consumption = EXCLUDED.total_consumption,
+    total_cost = EXCLUDED.total_cost, ranking = EXCLUDED.ranking, is_final = EXCLUDED.is_final, updated_at = now()
+  WHERE (r.user_name, r.region_id, r.region_name, r.total_consumption, r.total_cost, r.ranking, r.is_final)
+    IS DISTINCT FROM (EXCLUDED.user_name, EXCLUDED.region_id, EXCLUDED.region_name, EXCLUDED.total_consumption,
+      EXCLUDED.total_cost, EXCLUDED.ranking, EXCLUDED.is_final)
+  RETURNING 1)
+SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS changed`;
+
+/** Takes all pending dirty partitions; the caller holds the checkpoint lock, so none is added meanwhile. */
+export const TAKE_DIRTY_PARTITIONS = `
+DELETE FROM stategrid_dws_dirty RETURNING stat_date::text, region_id, changes`;
+
+export const COUNT_LATE_EVENTS = `
+UPDATE stategrid_window w SET late_events = w.late_events + x.changes,
+  revisions = w.revisions + COALESCE(($3::jsonb ->> w.stat_date::text)::int, 0)
+FROM (SELECT stat_date, sum(changes) AS changes FROM unnest($1::date[], $2::bigint[]) AS u(stat_date, changes)
+  GROUP BY stat_date) x
+WHERE w.stat_date = x.stat_date AND w.is_final`;
+
+export const SET_DWS_LSN = `
+UPDATE stategrid_checkpoint SET dws_lsn = confirmed_lsn WHERE pipeline_id = $1`;
+
+/** Every region that has DWD rows or DWS rows on a day: the partitions a whole-day recompute covers. */
+export const REGIONS_OF_DAY = `
+SELECT region_id FROM dwd_power_consumption_detail
+  WHERE consumption_date::date = $1::date AND region_id IS NOT NULL
+UNION SELECT region_id FROM dws_region_daily_stats WHERE stat_date = $1::date
+UNION SELECT region_id FROM dws_user_ranking WHERE stat_date = $1::date`;
+
+export const CLOSE_WINDOW = `
+INSERT INTO stategrid_window (stat_date, is_final, closed_at, closed_by) VALUES ($1::date, true, now(), $2)
+ON CONFLICT (stat_date) DO UPDATE SET is_final = true,
+  closed_at = COALESCE(stategrid_window.closed_at, EXCLUDED.closed_at),
+  closed_by = COALESCE(stategrid_window.closed_by, EXCLUDED.closed_by)
+RETURNING (xmax = 0) AS newly_closed`;
+
+export const FINALIZE_DAY_ROWS = [
+  `UPDATE dws_region_daily_stats SET is_final = true, updated_at = now() WHERE stat_date = $1::date AND NOT is_final`,
+  `UPDATE dws_user_ranking SET is_final = true, updated_at = now() WHERE stat_date = $1::date AND NOT is_final`,
+];
+
+export const DROP_DIRTY_OF_DAY = `DELETE FROM stategrid_dws_dirty WHERE stat_date = $1::date`;

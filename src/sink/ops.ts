@@ -1,0 +1,55 @@
+/** Pipeline bookkeeping SQL: checkpoint (the single source of truth for resume) and dead letters. */
+
+export const ENSURE_CHECKPOINT = `
+INSERT INTO stategrid_checkpoint (pipeline_id, slot_name) VALUES ($1, $2)
+ON CONFLICT (pipeline_id) DO NOTHING`;
+
+export const LOCK_CHECKPOINT = `
+SELECT pipeline_id, slot_name, phase, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text, snapshot_rows,
+  changes_applied, max_event_time::text
+FROM stategrid_checkpoint WHERE pipeline_id = $1 FOR UPDATE`;
+
+export const READ_CHECKPOINT = LOCK_CHECKPOINT.replace('FOR UPDATE', '');
+
+// $2 commit lsn, $3 seq, $4 confirmed lsn (or null to keep), $5 applied, $6 max event time
+export const ADVANCE_CHECKPOINT = `
+UPDATE stategrid_checkpoint SET commit_lsn = $2::pg_lsn, seq = $3,
+  confirmed_lsn = GREATEST(confirmed_lsn, COALESCE($4::pg_lsn, confirmed_lsn)),
+  changes_applied = changes_applied + $5,
+  max_event_time = GREATEST(max_event_time, $6::timestamp(3)),
+  updated_at = now()
+WHERE pipeline_id = $1`;
+
+export const CONFIRM_IDLE_POSITION = `
+UPDATE stategrid_checkpoint SET confirmed_lsn = $2::pg_lsn, updated_at = now()
+WHERE pipeline_id = $1 AND confirmed_lsn < $2::pg_lsn`;
+
+export const SET_SNAPSHOT_PROGRESS = `
+UPDATE stategrid_checkpoint SET snapshot_rows = $2, updated_at = now() WHERE pipeline_id = $1`;
+
+export const FINISH_SNAPSHOT = `
+UPDATE stategrid_checkpoint SET phase = 'streaming', commit_lsn = $2::pg_lsn, seq = 0, confirmed_lsn = $2::pg_lsn,
+  snapshot_rows = $3, max_event_time = $4::timestamp(3), updated_at = now()
+WHERE pipeline_id = $1`;
+
+export const RESET_CHECKPOINT = `
+UPDATE stategrid_checkpoint SET phase = $2, commit_lsn = '0/0', seq = 0, confirmed_lsn = '0/0', dws_lsn = '0/0',
+  snapshot_rows = 0, changes_applied = 0, max_event_time = NULL, updated_at = now()
+WHERE pipeline_id = $1`;
+
+// $1: JSON array of {t: table, k: key, r: raw row, reason, l: lsn, s: seq}.
+export const INSERT_DEAD_LETTERS = `
+INSERT INTO stategrid_dead_letter (table_name, record_key, raw_row, reason, lsn, seq)
+SELECT t, k, r, reason, l, s FROM jsonb_to_recordset($1::jsonb)
+  AS x(t text, k text, r jsonb, reason text, l pg_lsn, s int)`;
+
+// Sink tables a re-snapshot empties before it loads again.
+export const CLEAR_FOR_SNAPSHOT = [
+  'DELETE FROM ods_power_user',
+  'DELETE FROM ods_power_consumption',
+  'DELETE FROM dwd_power_user_info',
+  'DELETE FROM dwd_power_consumption_detail',
+  'DELETE FROM dws_region_daily_stats',
+  'DELETE FROM dws_user_ranking',
+  'DELETE FROM stategrid_dws_dirty',
+];

@@ -1,0 +1,268 @@
+import type pg from 'pg';
+import { formatLsn, parseLsn, PRIMARY_KEY, type Change, type Row, type SourceTable } from '../cdc/changes';
+import { invalidReason } from '../cdc/validate';
+import * as dwd from './dwd';
+import * as ods from './ods';
+import * as ops from './ops';
+
+/** Sink writer: applies a batch of changes to ODS, change log, DWD, dead letters and checkpoint in one transaction. */
+
+export type CheckpointRow = {
+  pipeline_id: string;
+  slot_name: string;
+  phase: string;
+  commit_lsn: string;
+  seq: number;
+  confirmed_lsn: string;
+  dws_lsn: string;
+  snapshot_rows: string;
+  changes_applied: string;
+  max_event_time: string | null;
+};
+
+export type BatchResult = {
+  applied: number;
+  skipped: number;
+  deadLetters: number;
+  perTable: Record<SourceTable, number>;
+  maxEventTime: string | null;
+  days: string[];
+};
+
+type FinalState = { row: Row | null; op: string; lsn: bigint };
+
+/** Last state per primary key in the batch: set-based statements may touch each key only once. */
+class TableState {
+  readonly byKey = new Map<string, FinalState>();
+  put(key: string, state: FinalState) {
+    this.byKey.set(key, state);
+  }
+  get size() {
+    return this.byKey.size;
+  }
+}
+
+const isAfter = (c: Change, lsn: bigint, seq: number) => c.txLsn > lsn || (c.txLsn === lsn && c.seq > seq);
+
+export async function withTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * Applies `changes` (in source order) for pipeline `pipelineId`. Changes at or before the checkpoint are skipped,
+ * so a batch replayed after a crash applies nothing twice. `confirmLsn` is the slot position the batch completes
+ * (the commit end of its last whole transaction), or null when it ends inside a transaction.
+ */
+export async function applyChangeBatch(
+  client: pg.ClientBase,
+  pipelineId: string,
+  changes: Change[],
+  confirmLsn: bigint | null,
+): Promise<BatchResult> {
+  const { rows } = await client.query<CheckpointRow>(ops.LOCK_CHECKPOINT, [pipelineId]);
+  if (!rows.length) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+  const cpLsn = parseLsn(rows[0].commit_lsn);
+  const cpSeq = rows[0].seq;
+  const fresh = changes.filter((c) => isAfter(c, cpLsn, cpSeq));
+  const result = emptyResult(changes.length - fresh.length);
+  if (fresh.length) {
+    let start = 0;
+    for (let i = 0; i <= fresh.length; i++) {
+      const c = fresh[i];
+      if (i === fresh.length || c.kind === 'truncate') {
+        await applyRowSegment(client, fresh.slice(start, i), result, true);
+        if (c && c.kind === 'truncate') {
+          await logChanges(client, [c]);
+          await applyTruncate(client, c.tables);
+          result.applied += 1;
+        }
+        start = i + 1;
+      }
+    }
+    const last = fresh[fresh.length - 1];
+    await client.query(ops.ADVANCE_CHECKPOINT, [
+      pipelineId,
+      formatLsn(last.txLsn),
+      last.seq,
+      confirmLsn === null ? null : formatLsn(confirmLsn),
+      fresh.length,
+      result.maxEventTime,
+    ]);
+  } else if (confirmLsn !== null) {
+    await client.query(ops.CONFIRM_IDLE_POSITION, [pipelineId, formatLsn(confirmLsn)]);
+  }
+  return result;
+}
+
+/** Snapshot rows take the same path without change-log entries and without moving the checkpoint. */
+export async function applySnapshotRows(
+  client: pg.ClientBase,
+  table: SourceTable,
+  rows: Row[],
+  snapshotLsn: bigint,
+): Promise<BatchResult> {
+  const changes: Change[] = rows.map((row, i) => ({
+    kind: 'row',
+    table,
+    op: 'I',
+    row,
+    txLsn: snapshotLsn,
+    seq: i,
+    commitTime: null,
+  }));
+  const result = emptyResult(0);
+  await applyRowSegment(client, changes, result, false, 'R');
+  return result;
+}
+
+function emptyResult(skipped: number): BatchResult {
+  return {
+    applied: 0,
+    skipped,
+    deadLetters: 0,
+    perTable: { power_user: 0, power_consumption: 0 },
+    maxEventTime: null,
+    days: [],
+  };
+}
+
+async function logChanges(client: pg.ClientBase, changes: Change[]): Promise<void> {
+  if (!changes.length) return;
+  const entries = changes.map((c) => ({
+    l: formatLsn(c.txLsn),
+    s: c.seq,
+    t: c.kind === 'row' ? c.table : c.tables.join(','),
+    o: c.kind === 'row' ? c.op : 'T',
+    r: c.kind === 'row' ? c.row : { tables: c.tables },
+    k: c.kind === 'row' && c.oldKey !== undefined ? { [PRIMARY_KEY[c.table]]: c.oldKey } : null,
+    c: c.commitTime,
+  }));
+  await client.query(ods.INSERT_CHANGE_LOG, [JSON.stringify(entries)]);
+}
+
+async function applyRowSegment(
+  client: pg.ClientBase,
+  changes: Change[],
+  result: BatchResult,
+  logToChangeLog: boolean,
+  snapshotOp?: string,
+): Promise<void> {
+  if (!changes.length) return;
+  if (logToChangeLog) await logChanges(client, changes);
+  const states: Record<SourceTable, TableState> = {
+    power_user: new TableState(),
+    power_consumption: new TableState(),
+  };
+  const deadLetters: object[] = [];
+  const days = new Set(result.days);
+  for (const c of changes) {
+    if (c.kind !== 'row') continue;
+    const pk = PRIMARY_KEY[c.table];
+    const key = c.row[pk];
+    if (key === null || key === undefined) throw new Error(`change without primary key on ${c.table}`);
+    if (c.oldKey !== undefined) states[c.table].put(c.oldKey, { row: null, op: 'D', lsn: c.txLsn });
+    if (c.op === 'D') {
+      states[c.table].put(key, { row: null, op: 'D', lsn: c.txLsn });
+    } else {
+      states[c.table].put(key, { row: c.row, op: snapshotOp ?? c.op, lsn: c.txLsn });
+      const reason = invalidReason(c.table, c.row);
+      if (reason) {
+        deadLetters.push({
+          t: c.table,
+          k: key,
+          r: c.row,
+          reason,
+          l: formatLsn(c.txLsn),
+          s: logToChangeLog ? c.seq : null,
+        });
+      } else if (c.table === 'power_consumption') {
+        const eventTime = c.row.consumption_date as string;
+        if (result.maxEventTime === null || eventTime > result.maxEventTime) result.maxEventTime = eventTime;
+        days.add(eventTime.slice(0, 10));
+      }
+    }
+    result.perTable[c.table] += 1;
+    result.applied += 1;
+  }
+  result.days = [...days];
+  result.deadLetters += deadLetters.length;
+  if (deadLetters.length) await client.query(ops.INSERT_DEAD_LETTERS, [JSON.stringify(deadLetters)]);
+
+  const users = split(states.power_user);
+  const consumptions = split(states.power_consumption);
+  const touchedUsers = [...states.power_user.byKey.keys()];
+  const touchedConsumptions = [...states.power_consumption.byKey.keys()];
+
+  // ODS: raw current state, valid or not.
+  if (users.upserts.length) await client.query(ods.UPSERT_ODS_USERS, [JSON.stringify(users.upserts)]);
+  if (users.deletes.length) await client.query(ods.DELETE_ODS_USERS, [users.deletes]);
+  if (consumptions.upserts.length) {
+    await client.query(ods.UPSERT_ODS_CONSUMPTIONS, [JSON.stringify(consumptions.upserts)]);
+  }
+  if (consumptions.deletes.length) await client.query(ods.DELETE_ODS_CONSUMPTIONS, [consumptions.deletes]);
+
+  // DWS partitions the old DWD rows belonged to, before DWD changes.
+  const existingDetails = snapshotOp === undefined;
+  if (existingDetails) {
+    await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
+  }
+
+  // DWD: valid rows in, invalid or deleted rows out.
+  const validUsers = users.upserts.filter((r) => !invalidReason('power_user', r));
+  const goneUsers = users.deletes.concat(
+    users.upserts.filter((r) => invalidReason('power_user', r)).map((r) => r.user_id as string),
+  );
+  if (validUsers.length) await client.query(dwd.UPSERT_DWD_USERS, [JSON.stringify(validUsers)]);
+  if (goneUsers.length) await client.query(dwd.DELETE_DWD_USERS, [goneUsers]);
+  const validDetails = consumptions.upserts.filter((r) => !invalidReason('power_consumption', r));
+  const goneDetails = consumptions.deletes.concat(
+    consumptions.upserts
+      .filter((r) => invalidReason('power_consumption', r))
+      .map((r) => r.consumption_id as string),
+  );
+  if (goneDetails.length) await client.query(dwd.DELETE_DWD_DETAILS, [goneDetails]);
+  if (validDetails.length) await client.query(dwd.UPSERT_DWD_DETAILS, [JSON.stringify(validDetails)]);
+  if (touchedUsers.length && existingDetails) {
+    await client.query(dwd.REENRICH_DETAILS_OF_USERS, [touchedUsers]);
+  }
+
+  // DWS partitions the new DWD rows belong to.
+  await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
+}
+
+function split(state: TableState): { upserts: (Row & { _lsn: string; _op: string })[]; deletes: string[] } {
+  const upserts: (Row & { _lsn: string; _op: string })[] = [];
+  const deletes: string[] = [];
+  for (const [key, s] of state.byKey) {
+    if (s.row === null) deletes.push(key);
+    else upserts.push({ ...s.row, _lsn: formatLsn(s.lsn), _op: s.op });
+  }
+  return { upserts, deletes };
+}
+
+async function applyTruncate(client: pg.ClientBase, tables: SourceTable[]): Promise<void> {
+  await client.query(dwd.MARK_ALL_DIRTY);
+  if (tables.includes('power_consumption')) {
+    await client.query(ods.TRUNCATE_ODS_CONSUMPTIONS);
+    await client.query(dwd.TRUNCATE_DWD_DETAILS);
+  }
+  if (tables.includes('power_user')) {
+    await client.query(ods.TRUNCATE_ODS_USERS);
+    await client.query(dwd.TRUNCATE_DWD_USERS);
+    await client.query(dwd.DETACH_ALL_DETAILS_FROM_USERS);
+  }
+}

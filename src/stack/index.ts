@@ -1,0 +1,143 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import type { AppConfig } from '../config';
+import { isAlive, portOpen, readPid, spawnDetached, stopPid, waitFor } from './proc';
+import { postgresPid, startPostgres, stopPostgres } from './postgres';
+import { resolveTemporalCli, temporalServerArgs } from './temporal';
+
+/** `stategrid stack up|down|status`: PostgreSQL, the Temporal dev server and a background worker. */
+type Log = (m: string) => void;
+
+const runFile = (cfg: AppConfig, name: string) => path.join(cfg.home, 'run', `${name}.pid`);
+const logFile = (cfg: AppConfig, name: string) => path.join(cfg.home, 'logs', `${name}.log`);
+const temporalPort = (cfg: AppConfig) => Number(cfg.temporalAddress.split(':')[1]);
+const temporalHost = (cfg: AppConfig) => cfg.temporalAddress.split(':')[0];
+
+/** A pid from our pid file that is alive and still runs the program we started (pids get recycled). */
+function ownedPid(cfg: AppConfig, name: string, marker: string): number | undefined {
+  const pid = readPid(runFile(cfg, name));
+  if (!isAlive(pid)) return undefined;
+  try {
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes(marker) ? pid : undefined;
+  } catch {
+    return pid;
+  }
+}
+
+export async function workerPollers(cfg: AppConfig): Promise<number> {
+  const connection = await Connection.connect({ address: cfg.temporalAddress, connectTimeout: 2000 });
+  try {
+    const res = await connection.workflowService.describeTaskQueue({
+      namespace: cfg.temporalNamespace,
+      taskQueue: { name: cfg.taskQueue },
+      taskQueueType: 1, // workflow task queue
+    });
+    return res.pollers?.length ?? 0;
+  } finally {
+    await connection.close();
+  }
+}
+
+async function startTemporal(cfg: AppConfig, log: Log): Promise<'running' | 'started'> {
+  const port = temporalPort(cfg);
+  if (ownedPid(cfg, 'temporal', 'start-dev') && (await portOpen(port, temporalHost(cfg)))) return 'running';
+  if (await portOpen(port, temporalHost(cfg))) {
+    // Someone else's server (e.g. `temporal server start-dev` by hand or CI's): use it, never stop it.
+    log(`Temporal already answers on ${cfg.temporalAddress}; using it`);
+    return 'running';
+  }
+  const bin = await resolveTemporalCli(cfg, log);
+  fs.mkdirSync(path.join(cfg.home, 'temporal'), { recursive: true });
+  const pid = spawnDetached(bin, temporalServerArgs(cfg), { logFile: logFile(cfg, 'temporal') });
+  fs.writeFileSync(runFile(cfg, 'temporal'), `${pid}\n`);
+  await waitFor(`Temporal on ${cfg.temporalAddress}`, () => portOpen(port, temporalHost(cfg)), 60000);
+  await waitFor(`Temporal Web UI on ${cfg.temporalUiPort}`, () => portOpen(cfg.temporalUiPort), 60000);
+  return 'started';
+}
+
+export function workerEntry(): string {
+  return path.resolve(__dirname, '..', 'worker.js');
+}
+
+async function startWorker(cfg: AppConfig, log: Log): Promise<'running' | 'started'> {
+  if (ownedPid(cfg, 'worker', 'worker.js')) return 'running';
+  if (!fs.existsSync(workerEntry()))
+    throw new Error(`worker not built (${workerEntry()} missing): run npm run build`);
+  const pid = spawnDetached(process.execPath, [workerEntry()], {
+    logFile: logFile(cfg, 'worker'),
+    env: { ...process.env, STATEGRID_HOME: cfg.home },
+  });
+  fs.writeFileSync(runFile(cfg, 'worker'), `${pid}\n`);
+  log(`worker started (pid ${pid}); waiting for it to poll task queue ${cfg.taskQueue}`);
+  // The worker writes its pid to worker.ready once its poll loop starts (stale pollers don't count).
+  const ready = path.join(cfg.home, 'run', 'worker.ready');
+  await waitFor(
+    `the worker to poll ${cfg.taskQueue} (see ${logFile(cfg, 'worker')})`,
+    async () => {
+      if (!isAlive(pid)) throw new Error(`worker exited at start; see ${logFile(cfg, 'worker')}`);
+      return readPid(ready) === pid;
+    },
+    120000,
+  );
+  return 'started';
+}
+
+export async function stackUp(cfg: AppConfig, log: Log): Promise<Record<string, string>> {
+  fs.mkdirSync(path.join(cfg.home, 'run'), { recursive: true });
+  fs.mkdirSync(path.join(cfg.home, 'logs'), { recursive: true });
+  const result: Record<string, string> = {};
+  result.postgres = await startPostgres(cfg, log);
+  log(`postgres: ${result.postgres} on 127.0.0.1:${cfg.pgPort}`);
+  result.temporal = await startTemporal(cfg, log);
+  log(
+    `temporal: ${result.temporal} on ${cfg.temporalAddress} (Web UI http://127.0.0.1:${cfg.temporalUiPort})`,
+  );
+  result.worker = await startWorker(cfg, log);
+  log(`worker: ${result.worker} on task queue ${cfg.taskQueue}`);
+  return result;
+}
+
+export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
+  const worker = ownedPid(cfg, 'worker', 'worker.js');
+  if (worker) {
+    await stopPid(worker, 20000);
+    log(`worker stopped (pid ${worker})`);
+  }
+  fs.rmSync(runFile(cfg, 'worker'), { force: true });
+  const temporal = ownedPid(cfg, 'temporal', 'start-dev');
+  if (temporal) {
+    await stopPid(temporal, 20000);
+    log(`temporal stopped (pid ${temporal})`);
+  }
+  fs.rmSync(runFile(cfg, 'temporal'), { force: true });
+  if (await stopPostgres(cfg)) log('postgres stopped');
+}
+
+export type StackStatus = {
+  postgres: { pid?: number; port: number; up: boolean };
+  temporal: { pid?: number; address: string; up: boolean; ui: boolean };
+  worker: { pid?: number; up: boolean; pollers: number };
+};
+
+export async function stackStatus(cfg: AppConfig): Promise<StackStatus> {
+  const pgPid = postgresPid(cfg);
+  const tPid = ownedPid(cfg, 'temporal', 'start-dev');
+  const wPid = ownedPid(cfg, 'worker', 'worker.js');
+  const temporalUp = await portOpen(temporalPort(cfg), temporalHost(cfg));
+  return {
+    postgres: { pid: pgPid, port: cfg.pgPort, up: !!pgPid && (await portOpen(cfg.pgPort)) },
+    temporal: {
+      pid: tPid,
+      address: cfg.temporalAddress,
+      up: temporalUp,
+      ui: await portOpen(cfg.temporalUiPort),
+    },
+    worker: {
+      pid: wPid,
+      up: !!wPid,
+      pollers: temporalUp ? await workerPollers(cfg).catch(() => 0) : 0,
+    },
+  };
+}

@@ -1,0 +1,222 @@
+import {
+  ActivityFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { CaptureProgress } from '../cdc/capture';
+import type { PipelineConfig, PipelineState } from './types';
+import { dayCloseInstant, watermarkPassed } from './window-time';
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const stopSignal = defineSignal<[{ dropSlot?: boolean }?]>('stop');
+export const statusQuery = defineQuery<PipelineState>('status');
+
+const setup = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: ['InvalidInput'] },
+});
+const snapshot = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '2s', maximumInterval: '1 minute' },
+});
+const windows = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+});
+
+function captureActivity(config: PipelineConfig) {
+  return proxyActivities<Activities>({
+    startToCloseTimeout: `${config.segmentSeconds + 300} seconds`,
+    heartbeatTimeout: '20 seconds',
+    // Transient sink/source errors (connection loss, serialization failure, deadlock) retry with backoff.
+    retry: {
+      initialInterval: '1s',
+      backoffCoefficient: 2,
+      maximumInterval: '30s',
+      nonRetryableErrorTypes: ['SlotMissing', 'NotReady', 'InvalidInput'],
+    },
+  }).captureChanges;
+}
+
+const HISTORY_LIMIT = 4000;
+const CLOSED_DAYS_KEPT = 400;
+
+export function initialPipelineState(): PipelineState {
+  return {
+    config: null,
+    phase: 'validating',
+    snapshot: null,
+    confirmedLsn: '0/0',
+    totals: {
+      applied: 0,
+      deadLetters: 0,
+      segments: 0,
+      revisions: 0,
+      perTable: { power_user: 0, power_consumption: 0 },
+    },
+    lastSegment: null,
+    maxEventTime: null,
+    openDays: [],
+    closedDays: [],
+    error: null,
+    continuedRuns: 0,
+  };
+}
+
+/** Long-lived CDC pipeline: snapshot, then capture segments; closes day windows by watermark or durable timer. */
+export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineState): Promise<PipelineState> {
+  const state: PipelineState = carried ?? initialPipelineState();
+  let paused = state.phase === 'paused';
+  let stopRequest: { dropSlot?: boolean } | undefined;
+  setHandler(statusQuery, () => state);
+  setHandler(pauseSignal, () => void (paused = true));
+  setHandler(resumeSignal, () => {
+    paused = false;
+    state.error = null;
+  });
+  setHandler(stopSignal, (req) => void (stopRequest = req ?? {}));
+
+  if (!state.config) {
+    state.config = await setup.validatePipelineInput(input);
+    const prep = await setup.preparePipeline(state.config);
+    if (prep.phase !== 'streaming' || state.config.resync) {
+      state.phase = 'snapshot';
+      const snap = await snapshot.snapshotSource(state.config);
+      state.snapshot = { rows: snap.rows, seconds: snap.seconds, consistentLsn: snap.consistentLsn };
+      state.confirmedLsn = snap.consistentLsn;
+      addOpenDays(state, snap.days);
+    } else {
+      state.confirmedLsn = prep.confirmedLsn;
+    }
+  }
+  const config = state.config;
+  upsertSearchAttributes({ StategridPipelineId: [config.pipelineId] });
+  const capture = captureActivity(config);
+
+  while (!stopRequest) {
+    if (paused) {
+      state.phase = 'paused';
+      await condition(() => !paused || !!stopRequest);
+      continue;
+    }
+    state.phase = 'streaming';
+    const segmentScope = new CancellationScope();
+    const segment = segmentScope.run(() => capture(config));
+    let progress: CaptureProgress | undefined;
+    let segmentError: unknown;
+    segment.then(
+      (p) => (progress = p),
+      (err) => (segmentError = err ?? new Error('capture failed')),
+    );
+    // While the segment runs, fire durable day-close timers and watch for pause/stop.
+    for (;;) {
+      const next = nextTimerClose(state, config);
+      const waitMs = next === undefined ? undefined : Math.max(0, next.at - Date.now());
+      const woke = await condition(
+        () => progress !== undefined || segmentError !== undefined || paused || !!stopRequest,
+        waitMs ?? '365 days',
+      );
+      if (!woke && next) {
+        await closeDay(state, config, next.day, 'timer');
+        continue;
+      }
+      if (progress || segmentError) break;
+      segmentScope.cancel();
+      await segment.catch(() => undefined);
+      break;
+    }
+    if (segmentError && !isCancellation(segmentError)) {
+      const failure = segmentError instanceof ActivityFailure ? segmentError.cause : segmentError;
+      state.error = failure instanceof Error ? failure.message : String(failure);
+      state.phase = 'failed';
+      log.error('capture failed; waiting for resume or stop', { error: state.error });
+      paused = true;
+      await condition(() => !paused || !!stopRequest);
+      continue;
+    }
+    if (progress) recordSegment(state, progress);
+    await closeDaysByWatermark(state, config);
+    if (
+      !stopRequest &&
+      (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_LIMIT)
+    ) {
+      state.continuedRuns += 1;
+      await continueAsNew<typeof cdcPipelineWorkflow>(input, state);
+    }
+  }
+
+  state.phase = 'stopping';
+  if (stopRequest.dropSlot) {
+    const dropped = await setup.dropPipelineSlot(config);
+    log.info('slot dropped', dropped);
+  }
+  state.phase = 'stopped';
+  return state;
+}
+
+function addOpenDays(state: PipelineState, days: string[]) {
+  const closed = new Set(state.closedDays.map((d) => d.date));
+  const open = new Set(state.openDays);
+  for (const d of days) if (!closed.has(d)) open.add(d);
+  state.openDays = [...open].sort();
+}
+
+function recordSegment(state: PipelineState, p: CaptureProgress) {
+  state.confirmedLsn = p.confirmedLsn;
+  state.totals.applied += p.applied;
+  state.totals.deadLetters += p.deadLetters;
+  state.totals.segments += 1;
+  state.totals.revisions += p.revisions;
+  state.totals.perTable.power_user += p.perTable.power_user;
+  state.totals.perTable.power_consumption += p.perTable.power_consumption;
+  if (p.maxEventTime && (!state.maxEventTime || p.maxEventTime > state.maxEventTime))
+    state.maxEventTime = p.maxEventTime;
+  state.lastSegment = {
+    applied: p.applied,
+    seconds: p.seconds,
+    rowsPerSecond: p.seconds > 0 ? Math.round(p.applied / p.seconds) : 0,
+    confirmedLsn: p.confirmedLsn,
+    at: new Date(Date.now()).toISOString(),
+  };
+  addOpenDays(state, p.days);
+}
+
+function nextTimerClose(
+  state: PipelineState,
+  config: PipelineConfig,
+): { day: string; at: number } | undefined {
+  let best: { day: string; at: number } | undefined;
+  for (const day of state.openDays) {
+    const at = dayCloseInstant(day, config.timeZone, config.closeGraceMinutes);
+    if (!best || at < best.at) best = { day, at };
+  }
+  return best;
+}
+
+async function closeDaysByWatermark(state: PipelineState, config: PipelineConfig) {
+  for (const day of [...state.openDays]) {
+    if (watermarkPassed(day, state.maxEventTime, config.allowedLatenessMinutes)) {
+      await closeDay(state, config, day, 'watermark');
+    } else if (dayCloseInstant(day, config.timeZone, config.closeGraceMinutes) <= Date.now()) {
+      await closeDay(state, config, day, 'timer');
+    }
+  }
+}
+
+async function closeDay(state: PipelineState, config: PipelineConfig, day: string, by: string) {
+  await windows.closeDayWindowActivity({ pipelineId: config.pipelineId, date: day, closedBy: by });
+  state.openDays = state.openDays.filter((d) => d !== day);
+  state.closedDays = [...state.closedDays, { date: day, by }].slice(-CLOSED_DAYS_KEPT);
+}

@@ -1,0 +1,30 @@
+import { proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { RecomputeResult } from './types';
+import { previousLocalDay } from './window-time';
+
+const acts = proxyActivities<Activities>({
+  startToCloseTimeout: '30 minutes',
+  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: ['InvalidInput'] },
+});
+
+/** Time zone the schedule's "previous day" is computed in; the schedule passes it in its input. */
+const DEFAULT_TIME_ZONE = 'Asia/Shanghai';
+
+/**
+ * Recomputes one day's DWS from DWD and reports the drift. Without a date, the day is the local day before the
+ * schedule's nominal time (TemporalScheduledStartTime), so a backfilled or late-running schedule recomputes the
+ * day it was meant for.
+ */
+export async function dailyRecomputeWorkflow(input?: {
+  date?: string;
+  pipelineId?: string;
+  timeZone?: string;
+}): Promise<RecomputeResult> {
+  const valid = await acts.validateRecomputeInput(input ?? {});
+  const scheduled = workflowInfo().searchAttributes?.TemporalScheduledStartTime?.[0];
+  const nominal = scheduled ? new Date(scheduled as string | Date).getTime() : Date.now();
+  const date = valid.date ?? previousLocalDay(nominal, valid.timeZone ?? DEFAULT_TIME_ZONE);
+  upsertSearchAttributes({ StategridStatDate: [date], StategridPipelineId: [valid.pipelineId] });
+  return acts.recomputeDayActivity({ pipelineId: valid.pipelineId, date });
+}

@@ -1,0 +1,3 @@
+/** Workflow entry point for the worker bundle: one workflow per file. */
+export * from './cdcPipelineWorkflow';
+export * from './dailyRecomputeWorkflow';
