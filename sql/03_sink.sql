@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS stategrid_checkpoint (
   pipeline_id     TEXT PRIMARY KEY,
   slot_name       TEXT NOT NULL,
   phase           TEXT NOT NULL DEFAULT 'new',
+  -- Bumped by every (re)snapshot: a capture left over from an earlier incarnation can no longer write.
+  epoch           BIGINT NOT NULL DEFAULT 0,
   commit_lsn      PG_LSN NOT NULL DEFAULT '0/0',
   seq             INT NOT NULL DEFAULT 0,
   confirmed_lsn   PG_LSN NOT NULL DEFAULT '0/0',
@@ -141,3 +143,6 @@ CREATE TABLE IF NOT EXISTS dws_revision (
   after      JSONB,
   revised_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Upgrades of sink schemas created by earlier versions.
+ALTER TABLE stategrid_checkpoint ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;

@@ -7,7 +7,7 @@ import type { AppConfig } from '../config';
 import { quoteIdent } from '../db/sql';
 import { closeDayWindow, recomputeDay } from '../sink/aggregates';
 import * as ops from '../sink/ops';
-import type { CheckpointRow } from '../sink/writer';
+import { StaleCaptureError, type CheckpointRow } from '../sink/writer';
 import type { PipelineConfig, RecomputeInput, RecomputeResult } from '../workflows/types';
 import { parsePipelineInput, parseRecomputeInput } from './inputs';
 
@@ -35,6 +35,21 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
 
     /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */
     async preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }> {
+      const source = new pg.Client({ connectionString: cfg.sourceUrl });
+      await source.connect();
+      try {
+        // `stop --drop-slot` removes the publication; a later start brings it back.
+        const pub = await source.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
+          config.publication,
+        ]);
+        if (!pub.rowCount) {
+          await source.query(
+            `CREATE PUBLICATION ${quoteIdent(config.publication)} FOR TABLE power_user, power_consumption`,
+          );
+        }
+      } finally {
+        await source.end();
+      }
       await sink.query(ops.ENSURE_CHECKPOINT, [config.pipelineId, config.slotName]);
       const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
       return { phase: rows[0].phase, confirmedLsn: rows[0].confirmed_lsn };
@@ -89,6 +104,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
             dwsRefreshMs: config.dwsRefreshMs,
           },
           parseLsn(rows[0].confirmed_lsn),
+          rows[0].epoch,
           {
             heartbeat: (p) => ctx.heartbeat(p),
             cancelled: ctx.cancelled,

@@ -35,6 +35,8 @@ export type CaptureProgress = {
   seconds: number;
 };
 
+const IDLE_CONFIRM_MS = 5000;
+
 export class SlotMissingError extends Error {
   constructor(slot: string, detail: string) {
     super(`replication slot "${slot}" does not exist (${detail}); run: stategrid pipeline start --resync`);
@@ -52,6 +54,7 @@ export async function runCaptureSegment(
   sink: pg.Pool,
   opts: CaptureOptions,
   startLsn: bigint,
+  epoch: string,
   hooks: Hooks,
 ): Promise<CaptureProgress> {
   const started = Date.now();
@@ -122,7 +125,7 @@ export async function runCaptureSegment(
     const confirm = idleConfirm !== undefined && idleConfirm > lastCommitEnd ? idleConfirm : lastCommitEnd;
     if (!batch.length && confirm <= confirmed) return;
     const result = await withTransaction(sink, (client) =>
-      applyChangeBatch(client, opts.pipelineId, batch, confirm > confirmed ? confirm : null),
+      applyChangeBatch(client, opts.pipelineId, epoch, batch, confirm > confirmed ? confirm : null),
     );
     if (batch.length) {
       progress.batches += 1;
@@ -203,12 +206,15 @@ export async function runCaptureSegment(
     }
   });
 
+  let lastIdleConfirm = 0;
   service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
     const idle = !inTx && pending.length === 0 && received === processed;
-    if (idle) {
-      const pos = parseLsn(lsn);
+    const pos = parseLsn(lsn);
+    if (idle && pos > confirmed && Date.now() - lastIdleConfirm >= IDLE_CONFIRM_MS) {
       // Nothing of ours is in flight: the slot may advance to the server's position (WAL of other databases).
-      if (pos > confirmed) flush(pos).catch(onError);
+      // Throttled, since the checkpoint write itself makes WAL that the next keepalive reports.
+      lastIdleConfirm = Date.now();
+      flush(pos).catch(onError);
     } else if (shouldRespond) {
       ack(confirmed);
     }

@@ -81,6 +81,8 @@ function wal2jsonRow(columns: Wal2JsonColumn[] | undefined): Row {
   return row;
 }
 
+const BARE_NUMBER_VALUE = /(?<!\\)"value":(-?\d[\d.eE+-]*)/g;
+
 /** wal2json format 2: one JSON object per change, with B/C records carrying the transaction's LSNs. */
 export function wal2jsonDecoder(): Decoder {
   const plugin = new Wal2JsonPlugin({
@@ -91,9 +93,10 @@ export function wal2jsonDecoder(): Decoder {
     includeTransaction: true,
     addTables: 'public.power_user,public.power_consumption',
     actions: 'insert,update,delete,truncate',
-    // Without this, bigint ids and numerics arrive as JSON numbers and lose precision in JSON.parse.
-    numericDataTypesAsString: true,
-  } as ConstructorParameters<typeof Wal2JsonPlugin>[0]);
+  });
+  // wal2json writes bigint and numeric values as bare JSON numbers; JSON.parse would round them through doubles.
+  // Quoting them first keeps the exact text (an escaped quote inside a string value is never matched).
+  plugin.parse = (buffer: Buffer) => JSON.parse(buffer.toString().replace(BARE_NUMBER_VALUE, '"value":"$1"'));
   return {
     plugin,
     decode(message) {

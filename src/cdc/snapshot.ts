@@ -64,11 +64,16 @@ export async function runSnapshot(
   const started = Date.now();
   // A half-done earlier snapshot cannot be resumed (its exported snapshot died with its connection): start over.
   if (await slotExists(opts.sourceUrl, opts.slotName)) await dropSlot(opts.sourceUrl, opts.slotName);
-  await withTransaction(sink, async (client) => {
+  const epoch = await withTransaction(sink, async (client) => {
     await client.query(ops.LOCK_CHECKPOINT, [opts.pipelineId]);
     for (const sql of ops.CLEAR_FOR_SNAPSHOT) await client.query(sql);
-    await client.query(ops.RESET_CHECKPOINT, [opts.pipelineId, 'snapshot']);
+    const { rows } = await client.query(ops.RESET_CHECKPOINT, [opts.pipelineId, 'snapshot']);
+    return rows[0].epoch as string;
   });
+  const guard = (rowCount: number | null) => {
+    if (rowCount !== 1)
+      throw new Error(`snapshot of pipeline ${opts.pipelineId} was superseded by a newer one`);
+  };
 
   const repl = new pg.Client({
     connectionString: opts.sourceUrl,
@@ -99,7 +104,15 @@ export async function runSnapshot(
         if (!chunk.rows.length) break;
         const result = await withTransaction(sink, async (client) => {
           const r = await applySnapshotRows(client, table, chunk.rows.map(stringify), consistent);
-          await client.query(ops.SET_SNAPSHOT_PROGRESS, [opts.pipelineId, total + chunk.rows.length]);
+          guard(
+            (
+              await client.query(ops.SET_SNAPSHOT_PROGRESS, [
+                opts.pipelineId,
+                total + chunk.rows.length,
+                epoch,
+              ])
+            ).rowCount,
+          );
           return r;
         });
         if (result.maxEventTime && (!maxEventTime || result.maxEventTime > maxEventTime)) {
@@ -113,7 +126,17 @@ export async function runSnapshot(
     await reader.query('COMMIT');
     await withTransaction(sink, async (client) => {
       await client.query(ops.LOCK_CHECKPOINT, [opts.pipelineId]);
-      await client.query(ops.FINISH_SNAPSHOT, [opts.pipelineId, formatLsn(consistent), total, maxEventTime]);
+      guard(
+        (
+          await client.query(ops.FINISH_SNAPSHOT, [
+            opts.pipelineId,
+            formatLsn(consistent),
+            total,
+            maxEventTime,
+            epoch,
+          ])
+        ).rowCount,
+      );
     });
     await refreshDirtyPartitions(sink, opts.pipelineId);
     return { consistentLsn: formatLsn(consistent), rows, seconds: (Date.now() - started) / 1000 };

@@ -5,7 +5,7 @@ INSERT INTO stategrid_checkpoint (pipeline_id, slot_name) VALUES ($1, $2)
 ON CONFLICT (pipeline_id) DO NOTHING`;
 
 export const LOCK_CHECKPOINT = `
-SELECT pipeline_id, slot_name, phase, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text, snapshot_rows,
+SELECT pipeline_id, slot_name, phase, epoch::text, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text, snapshot_rows,
   changes_applied, max_event_time::text
 FROM stategrid_checkpoint WHERE pipeline_id = $1 FOR UPDATE`;
 
@@ -25,17 +25,18 @@ UPDATE stategrid_checkpoint SET confirmed_lsn = $2::pg_lsn, updated_at = now()
 WHERE pipeline_id = $1 AND confirmed_lsn < $2::pg_lsn`;
 
 export const SET_SNAPSHOT_PROGRESS = `
-UPDATE stategrid_checkpoint SET snapshot_rows = $2, updated_at = now() WHERE pipeline_id = $1`;
+UPDATE stategrid_checkpoint SET snapshot_rows = $2, updated_at = now() WHERE pipeline_id = $1 AND epoch = $3`;
 
 export const FINISH_SNAPSHOT = `
 UPDATE stategrid_checkpoint SET phase = 'streaming', commit_lsn = $2::pg_lsn, seq = 0, confirmed_lsn = $2::pg_lsn,
   snapshot_rows = $3, max_event_time = $4::timestamp(3), updated_at = now()
-WHERE pipeline_id = $1`;
+WHERE pipeline_id = $1 AND epoch = $5`;
 
 export const RESET_CHECKPOINT = `
-UPDATE stategrid_checkpoint SET phase = $2, commit_lsn = '0/0', seq = 0, confirmed_lsn = '0/0', dws_lsn = '0/0',
+UPDATE stategrid_checkpoint SET phase = $2, epoch = epoch + 1, commit_lsn = '0/0', seq = 0, confirmed_lsn = '0/0', dws_lsn = '0/0',
   snapshot_rows = 0, changes_applied = 0, max_event_time = NULL, updated_at = now()
-WHERE pipeline_id = $1`;
+WHERE pipeline_id = $1
+RETURNING epoch::text`;
 
 // $1: JSON array of {t: table, k: key, r: raw row, reason, l: lsn, s: seq}.
 export const INSERT_DEAD_LETTERS = `

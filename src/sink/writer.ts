@@ -11,6 +11,7 @@ export type CheckpointRow = {
   pipeline_id: string;
   slot_name: string;
   phase: string;
+  epoch: string;
   commit_lsn: string;
   seq: number;
   confirmed_lsn: string;
@@ -28,6 +29,15 @@ export type BatchResult = {
   maxEventTime: string | null;
   days: string[];
 };
+
+export class StaleCaptureError extends Error {
+  constructor(pipelineId: string, mine: string, current: string) {
+    super(
+      `capture of pipeline ${pipelineId} epoch ${mine} is stale (checkpoint is at epoch ${current}); stopping`,
+    );
+    this.name = 'StaleCaptureError';
+  }
+}
 
 type FinalState = { row: Row | null; op: string; lsn: bigint };
 
@@ -70,11 +80,15 @@ export async function withTransaction<T>(
 export async function applyChangeBatch(
   client: pg.ClientBase,
   pipelineId: string,
+  epoch: string,
   changes: Change[],
   confirmLsn: bigint | null,
 ): Promise<BatchResult> {
   const { rows } = await client.query<CheckpointRow>(ops.LOCK_CHECKPOINT, [pipelineId]);
   if (!rows.length) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+  if (rows[0].epoch !== epoch || rows[0].phase !== 'streaming') {
+    throw new StaleCaptureError(pipelineId, epoch, rows[0].epoch);
+  }
   const cpLsn = parseLsn(rows[0].commit_lsn);
   const cpSeq = rows[0].seq;
   const fresh = changes.filter((c) => isAfter(c, cpLsn, cpSeq));

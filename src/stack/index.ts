@@ -84,7 +84,11 @@ async function startWorker(cfg: AppConfig, log: Log): Promise<'running' | 'start
   return 'started';
 }
 
-export async function stackUp(cfg: AppConfig, log: Log): Promise<Record<string, string>> {
+export async function stackUp(
+  cfg: AppConfig,
+  log: Log,
+  opts: { restartWorker?: boolean } = {},
+): Promise<Record<string, string>> {
   fs.mkdirSync(path.join(cfg.home, 'run'), { recursive: true });
   fs.mkdirSync(path.join(cfg.home, 'logs'), { recursive: true });
   const result: Record<string, string> = {};
@@ -94,18 +98,23 @@ export async function stackUp(cfg: AppConfig, log: Log): Promise<Record<string, 
   log(
     `temporal: ${result.temporal} on ${cfg.temporalAddress} (Web UI http://127.0.0.1:${cfg.temporalUiPort})`,
   );
+  if (opts.restartWorker) await stopWorker(cfg, log);
   result.worker = await startWorker(cfg, log);
   log(`worker: ${result.worker} on task queue ${cfg.taskQueue}`);
   return result;
 }
 
-export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
+async function stopWorker(cfg: AppConfig, log: Log): Promise<void> {
   const worker = ownedPid(cfg, 'worker', 'worker.js');
   if (worker) {
     await stopPid(worker, 20000);
     log(`worker stopped (pid ${worker})`);
   }
   fs.rmSync(runFile(cfg, 'worker'), { force: true });
+}
+
+export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
+  await stopWorker(cfg, log);
   const temporal = ownedPid(cfg, 'temporal', 'start-dev');
   if (temporal) {
     await stopPid(temporal, 20000);

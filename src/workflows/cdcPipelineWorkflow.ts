@@ -45,7 +45,7 @@ function captureActivity(config: PipelineConfig) {
       initialInterval: '1s',
       backoffCoefficient: 2,
       maximumInterval: '30s',
-      nonRetryableErrorTypes: ['SlotMissing', 'NotReady', 'InvalidInput'],
+      nonRetryableErrorTypes: ['SlotMissing', 'NotReady', 'InvalidInput', 'StaleCapture'],
     },
   }).captureChanges;
 }

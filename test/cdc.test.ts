@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { TestContext } from './helpers/pipeline';
+
+/**
+ * CDC semantics against the real stack (PostgreSQL + Temporal dev server + worker process), for both decoding
+ * plugins: after `wait`, ODS, DWD and DWS equal DESIGN.md's semantics computed directly on the source tables.
+ */
+const USERS = `INSERT INTO power_user (user_id, user_name, usage_type, region_id, region_name, update_time) VALUES
+  (1, '张三', '居民用电', 1, '北京', '2026-11-01 08:00:00'),
+  (2, '李四', '商业用电', 1, '北京', '2026-11-01 08:00:00'),
+  (3, '王五', '工业用电', 2, '上海', '2026-11-01 08:00:00')`;
+
+for (const plugin of ['pgoutput', 'wal2json'] as const) {
+  describe(`CDC pipeline with ${plugin}`, function () {
+    this.timeout(180000);
+    const t = new TestContext();
+    before(async () => {
+      await t.open();
+    });
+    after(async () => {
+      await t.terminatePipeline();
+      await t.close();
+    });
+
+    it('snapshots existing rows, then streams inserts, updates and deletes, each change logged once', async () => {
+      await t.freshPipeline({ plugin }, async () => {
+        await t.q(USERS);
+        await t.q(`INSERT INTO power_consumption VALUES
+          (1, 1, 10.50, 5.88, '2026-11-20 10:00:00'), (2, 2, 20.00, 17.00, '2026-11-20 11:00:00')`);
+      });
+      await t.q(`INSERT INTO power_consumption VALUES (3, 3, 30.25, 31.76, '2026-11-20 12:00:00'),
+        (4, 1, 1.00, 0.56, '2026-11-21 09:00:00')`);
+      await t.q(`UPDATE power_consumption SET consumption_amount = 11.50 WHERE consumption_id = 1`);
+      await t.q(`DELETE FROM power_consumption WHERE consumption_id = 2`);
+      await t.q(`UPDATE power_consumption SET consumption_id = 40 WHERE consumption_id = 4`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const log = await t.q<{ op: string; n: string }>(
+        `SELECT op, count(*) AS n FROM ods_change_log GROUP BY op ORDER BY op`,
+      );
+      assert.deepEqual(
+        log.map((r) => [r.op, Number(r.n)]),
+        [
+          ['D', 1],
+          ['I', 2],
+          ['U', 2],
+        ],
+      );
+      const moved = await t.q(`SELECT old_key FROM ods_change_log WHERE row_data->>'consumption_id' = '40'`);
+      assert.deepEqual(moved[0].old_key, { consumption_id: '4' });
+    });
+
+    it('re-enriches details when a user arrives late, changes region or name, turns invalid or is deleted', async () => {
+      await t.freshPipeline({ plugin });
+      await t.q(`INSERT INTO power_consumption VALUES (1, 7, 5.00, 2.80, '2026-11-20 10:00:00'),
+        (2, 7, 6.00, 3.36, '2026-11-21 10:00:00'), (3, 8, 7.00, 3.92, '2026-11-21 11:00:00')`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const orphans = await t.q(
+        `SELECT count(*)::int AS n FROM dwd_power_consumption_detail WHERE region_id IS NULL`,
+      );
+      assert.equal(orphans[0].n, 3, 'consumptions of unknown users are kept as orphans');
+      await t.q(`INSERT INTO power_user VALUES (7, '赵六', '居民用电', 3, '广州', '2026-11-01'),
+        (8, '钱七', '居民用电', 3, '广州', '2026-11-01')`);
+      await t.caughtUp();
+      await t.assertConverged();
+      await t.q(
+        `UPDATE power_user SET region_id = 4, region_name = '深圳', user_name = '赵六六' WHERE user_id = 7`,
+      );
+      await t.caughtUp();
+      await t.assertConverged();
+      await t.q(`UPDATE power_user SET user_name = '  ' WHERE user_id = 8`);
+      await t.caughtUp();
+      await t.assertConverged();
+      await t.q(`DELETE FROM power_user WHERE user_id = 7`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const rows = await t.q(
+        `SELECT user_name, region_id FROM dwd_power_consumption_detail ORDER BY consumption_id`,
+      );
+      assert.deepEqual(rows, [
+        { user_name: null, region_id: null },
+        { user_name: null, region_id: null },
+        { user_name: null, region_id: null },
+      ]);
+    });
+
+    it('sends invalid rows to the dead-letter table and admits them to DWD once fixed', async () => {
+      await t.freshPipeline({ plugin }, () => t.q(USERS).then(() => undefined));
+      await t.q(`INSERT INTO power_consumption VALUES (1, 1, -5.00, 1.00, '2026-11-20 10:00:00'),
+        (2, NULL, 5.00, 1.00, '2026-11-20 10:00:00'), (3, 1, 5.00, NULL, '2026-11-20 10:00:00'),
+        (4, 1, 5.00, 2.00, NULL), (5, 1, 'NaN', 1.00, '2026-11-20 10:00:00'), (6, 1, 1.00, 1.00, '2026-11-20 10:00:00')`);
+      await t.q(
+        `INSERT INTO power_user VALUES (9, NULL, '居民用电', 1, '北京', now()), (10, 'x', 'y', NULL, '北京', now())`,
+      );
+      await t.caughtUp();
+      await t.assertConverged();
+      const dead = await t.q<{ table_name: string; record_key: string; reason: string }>(
+        `SELECT table_name, record_key, reason FROM stategrid_dead_letter ORDER BY table_name, record_key`,
+      );
+      assert.equal(dead.length, 7);
+      assert.ok(dead.some((d) => d.record_key === '1' && /negative/.test(d.reason)));
+      assert.ok(dead.some((d) => d.record_key === '2' && /user_id is null/.test(d.reason)));
+      assert.equal(
+        (await t.q(`SELECT count(*)::int AS n FROM ods_power_consumption`))[0].n,
+        6,
+        'ODS keeps raw rows',
+      );
+      await t.q(`UPDATE power_consumption SET consumption_amount = 5.00 WHERE consumption_id = 1`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const fixed = await t.q(`SELECT 1 FROM dwd_power_consumption_detail WHERE consumption_id = 1`);
+      assert.equal(fixed.length, 1);
+    });
+
+    it('moves a consumption to another day, ranks ties by user_id, and propagates TRUNCATE', async () => {
+      await t.freshPipeline({ plugin }, () => t.q(USERS).then(() => undefined));
+      await t.q(`INSERT INTO power_consumption VALUES (1, 1, 10.00, 5.60, '2026-11-20 10:00:00'),
+        (2, 2, 10.00, 8.50, '2026-11-20 11:00:00'), (3, 1, 3.00, 1.68, '2026-11-21 10:00:00')`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const ties =
+        await t.q(`SELECT user_id::int, ranking FROM dws_user_ranking WHERE stat_date = '2026-11-20'
+        ORDER BY ranking`);
+      assert.deepEqual(ties, [
+        { user_id: 1, ranking: 1 },
+        { user_id: 2, ranking: 2 },
+      ]);
+      await t.q(
+        `UPDATE power_consumption SET consumption_date = '2026-11-21 12:00:00' WHERE consumption_id = 2`,
+      );
+      await t.caughtUp();
+      await t.assertConverged();
+      await t.q(`TRUNCATE power_consumption`);
+      await t.caughtUp();
+      await t.assertConverged();
+      assert.equal((await t.q(`SELECT count(*)::int AS n FROM dws_region_daily_stats`))[0].n, 0);
+      const truncs = await t.q(`SELECT count(*)::int AS n FROM ods_change_log WHERE op = 'T'`);
+      assert.equal(truncs[0].n, 1);
+    });
+
+    it('sums 10,000 consumptions of 0.01 exactly and survives ADD COLUMN on a source table', async () => {
+      await t.freshPipeline({ plugin }, () => t.q(USERS).then(() => undefined));
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 3, 0.01, 0.01, '2026-11-22 10:00:00'
+        FROM generate_series(1, 10000) g`);
+      await t.q(`ALTER TABLE power_consumption ADD COLUMN IF NOT EXISTS meter_no TEXT`);
+      await t.q(`INSERT INTO power_consumption (consumption_id, user_id, consumption_amount, consumption_cost,
+        consumption_date, meter_no) VALUES (10001, 1, 0.01, 0.01, '2026-11-22 11:00:00', 'M-1')`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const total = await t.q<{ s: string }>(
+        `SELECT sum(total_consumption)::text AS s FROM dws_region_daily_stats`,
+      );
+      assert.equal(total[0].s, '100.01');
+      const logged = await t.q(`SELECT row_data->>'meter_no' AS m FROM ods_change_log
+        WHERE row_data->>'consumption_id' = '10001'`);
+      assert.equal(logged[0].m, 'M-1', 'the change log keeps the new column');
+      await t.q(`ALTER TABLE power_consumption DROP COLUMN meter_no`);
+    });
+
+    it('corrects a day closed long ago when a late event arrives, and records a revision', async () => {
+      await t.freshPipeline({ plugin, segmentSeconds: 5 }, () => t.q(USERS).then(() => undefined));
+      await t.q(`INSERT INTO power_consumption VALUES (1, 1, 10.00, 5.60, '2026-10-01 10:00:00'),
+        (2, 2, 4.00, 3.40, '2026-11-23 10:00:00')`);
+      await t.caughtUp();
+      await t.waitFor(
+        'day 2026-10-01 closed',
+        async () =>
+          (await t.q(`SELECT 1 FROM stategrid_window WHERE stat_date = '2026-10-01' AND is_final`)).length ===
+          1,
+      );
+      const before = await t.q(`SELECT is_final FROM dws_region_daily_stats WHERE stat_date = '2026-10-01'`);
+      assert.deepEqual(before, [{ is_final: true }]);
+      await t.q(`INSERT INTO power_consumption VALUES (3, 1, 2.50, 1.40, '2026-10-01 23:00:00')`);
+      await t.caughtUp();
+      await t.assertConverged();
+      const after = await t.q(`SELECT total_consumption::text AS t, is_final FROM dws_region_daily_stats
+        WHERE stat_date = '2026-10-01'`);
+      assert.deepEqual(after, [{ t: '12.50', is_final: true }]);
+      const rev = await t.q(`SELECT reason FROM dws_revision WHERE stat_date = '2026-10-01'`);
+      assert.ok(rev.length >= 1, 'a revision of the closed day is recorded');
+      const late = await t.q<{ n: number }>(
+        `SELECT late_events::int AS n FROM stategrid_window WHERE stat_date = '2026-10-01'`,
+      );
+      assert.ok(late[0].n >= 1);
+    });
+  });
+}

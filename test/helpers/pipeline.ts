@@ -1,0 +1,154 @@
+import '../setup/env';
+import assert from 'node:assert/strict';
+import { Client, WorkflowNotFoundError } from '@temporalio/client';
+import pg from 'pg';
+import '../../src/cdc/decoders';
+import { dropSlot } from '../../src/cdc/snapshot';
+import { loadConfig, type AppConfig } from '../../src/config';
+import { pipelineWorkflowId, startPipeline, temporalClient, waitCaughtUp } from '../../src/control/pipeline';
+import { initDatabases } from '../../src/db/init';
+
+/** Shared helpers for integration tests against the real stack: fresh pipeline, oracle queries, convergence. */
+export const PIPELINE_ID = 'test';
+
+export class TestContext {
+  readonly cfg: AppConfig = loadConfig();
+  readonly db = new pg.Pool({ connectionString: this.cfg.sourceUrl, max: 4 });
+  client!: Client;
+  private closeClient?: () => Promise<void>;
+
+  async open(): Promise<this> {
+    const t = await temporalClient(this.cfg);
+    this.client = t.client;
+    this.closeClient = t.close;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    await this.db.end();
+    await this.closeClient?.();
+  }
+
+  async q<T extends pg.QueryResultRow = Record<string, unknown>>(
+    sql: string,
+    params: unknown[] = [],
+  ): Promise<T[]> {
+    return (await this.db.query<T>(sql, params)).rows;
+  }
+
+  /** Stops any earlier test pipeline, empties source and sink, and starts a new pipeline (snapshot of what exists). */
+  async freshPipeline(input: Record<string, unknown> = {}, seed?: () => Promise<void>): Promise<void> {
+    await this.terminatePipeline();
+    await dropSlot(this.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
+    await initDatabases(this.cfg, 'stategrid_cdc');
+    await this.db.query(
+      `TRUNCATE power_user, power_consumption, ods_power_user, ods_power_consumption, ods_change_log,
+        dwd_power_user_info, dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking,
+        stategrid_checkpoint, stategrid_dead_letter, stategrid_dws_dirty, stategrid_window, dws_revision`,
+    );
+    if (seed) await seed();
+    await startPipeline(this.cfg, this.client, {
+      pipelineId: PIPELINE_ID,
+      segmentSeconds: 15,
+      batchDelayMs: 50,
+      dwsRefreshMs: 300,
+      ...input,
+    });
+    await this.waitFor('pipeline streaming', async () => {
+      const rows = await this.q(`SELECT phase FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
+        PIPELINE_ID,
+      ]);
+      return rows[0]?.phase === 'streaming';
+    });
+  }
+
+  async terminatePipeline(): Promise<void> {
+    try {
+      await this.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID)).terminate('test reset');
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError) && !/not found|already completed/i.test(String(err)))
+        throw err;
+    }
+  }
+
+  async waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (await check()) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  }
+
+  async caughtUp(timeoutMs = 90000): Promise<void> {
+    assert.ok(
+      await waitCaughtUp(this.cfg, PIPELINE_ID, timeoutMs),
+      'pipeline did not catch up (stategrid wait)',
+    );
+  }
+
+  /** Rows in `a` not in `b` plus rows in `b` not in `a`. */
+  async diff(a: string, b: string): Promise<number> {
+    const rows = await this.q<{ n: string }>(
+      `SELECT count(*) AS n FROM ((${a} EXCEPT ALL ${b}) UNION ALL (${b} EXCEPT ALL ${a})) d`,
+    );
+    return Number(rows[0].n);
+  }
+
+  /** Every layer equals what DESIGN.md's semantics compute directly on the source tables. */
+  async assertConverged(): Promise<void> {
+    assert.equal(
+      await this.diff(ODS_USERS_EXPECTED, ODS_USERS_ACTUAL),
+      0,
+      'ods_power_user differs from source',
+    );
+    assert.equal(
+      await this.diff(ODS_CONSUMPTION_EXPECTED, ODS_CONSUMPTION_ACTUAL),
+      0,
+      'ods_power_consumption differs from source',
+    );
+    assert.equal(await this.diff(DWD_USER_EXPECTED, DWD_USER_ACTUAL), 0, 'dwd_power_user_info differs');
+    assert.equal(
+      await this.diff(DWD_DETAIL_EXPECTED, DWD_DETAIL_ACTUAL),
+      0,
+      'dwd_power_consumption_detail differs',
+    );
+    assert.equal(await this.diff(DWS_STATS_EXPECTED, DWS_STATS_ACTUAL), 0, 'dws_region_daily_stats differs');
+    assert.equal(await this.diff(DWS_RANKING_EXPECTED, DWS_RANKING_ACTUAL), 0, 'dws_user_ranking differs');
+  }
+}
+
+// The oracle: DESIGN.md §1 semantics written directly against the source tables.
+const VALID_USERS = `(SELECT * FROM power_user WHERE user_name !~ '^\\s*$' AND region_id IS NOT NULL
+  AND region_name IS NOT NULL)`;
+const VALID_DETAIL = `(SELECT c.consumption_id, c.user_id, u.user_name, c.consumption_amount, c.consumption_cost,
+    c.consumption_date, u.region_id, u.region_name, u.usage_type
+  FROM power_consumption c LEFT JOIN ${VALID_USERS} u ON u.user_id = c.user_id
+  WHERE c.user_id IS NOT NULL AND c.consumption_date IS NOT NULL AND c.consumption_amount >= 0
+    AND c.consumption_cost >= 0 AND c.consumption_amount <> 'NaN' AND c.consumption_cost <> 'NaN')`;
+
+const ODS_USERS_EXPECTED = `SELECT user_id, user_name, usage_type, region_id, region_name, update_time FROM power_user`;
+const ODS_USERS_ACTUAL = `SELECT user_id, user_name, usage_type, region_id, region_name, update_time FROM ods_power_user`;
+const ODS_CONSUMPTION_EXPECTED = `SELECT consumption_id, user_id, consumption_amount, consumption_cost,
+  consumption_date FROM power_consumption`;
+const ODS_CONSUMPTION_ACTUAL = ODS_CONSUMPTION_EXPECTED.replace('power_consumption', 'ods_power_consumption');
+const DWD_USER_EXPECTED = `SELECT user_id, user_name, usage_type, region_id, region_name, update_time
+  FROM ${VALID_USERS} v`;
+const DWD_USER_ACTUAL = `SELECT user_id, user_name, usage_type, region_id, region_name, update_time
+  FROM dwd_power_user_info`;
+const DWD_DETAIL_EXPECTED = `SELECT * FROM ${VALID_DETAIL} d`;
+const DWD_DETAIL_ACTUAL = `SELECT consumption_id, user_id, user_name, consumption_amount, consumption_cost,
+  consumption_date, region_id, region_name, usage_type FROM dwd_power_consumption_detail`;
+const DWS_STATS_EXPECTED = `SELECT region_id, region_name, consumption_date::date AS stat_date,
+    sum(consumption_amount)::numeric(20,2), sum(consumption_cost)::numeric(20,2), count(DISTINCT user_id),
+    max(consumption_amount)
+  FROM ${VALID_DETAIL} d WHERE region_id IS NOT NULL GROUP BY 1, 2, 3`;
+const DWS_STATS_ACTUAL = `SELECT region_id, region_name, stat_date, total_consumption, total_cost, user_count,
+  max_consumption FROM dws_region_daily_stats`;
+const DWS_RANKING_EXPECTED = `SELECT consumption_date::date, user_id, user_name, region_id, region_name,
+    sum(consumption_amount)::numeric(20,2), sum(consumption_cost)::numeric(20,2),
+    row_number() OVER (PARTITION BY consumption_date::date, region_id
+      ORDER BY sum(consumption_amount) DESC, user_id)::int
+  FROM ${VALID_DETAIL} d WHERE region_id IS NOT NULL GROUP BY 1, 2, 3, 4, 5`;
+const DWS_RANKING_ACTUAL = `SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption,
+  total_cost, ranking FROM dws_user_ranking`;
