@@ -87,9 +87,12 @@ for (const plugin of ['pgoutput', 'wal2json'] as const) {
 
     it('sends invalid rows to the dead-letter table and admits them to DWD once fixed', async () => {
       await t.freshPipeline({ plugin }, () => t.q(USERS).then(() => undefined));
+      // wal2json 2.5 itself turns a NaN numeric into null, so NaN is only sent through pgoutput.
+      const nanAmount = plugin === 'pgoutput' ? `'NaN'` : `-1.00`;
       await t.q(`INSERT INTO power_consumption VALUES (1, 1, -5.00, 1.00, '2026-11-20 10:00:00'),
         (2, NULL, 5.00, 1.00, '2026-11-20 10:00:00'), (3, 1, 5.00, NULL, '2026-11-20 10:00:00'),
-        (4, 1, 5.00, 2.00, NULL), (5, 1, 'NaN', 1.00, '2026-11-20 10:00:00'), (6, 1, 1.00, 1.00, '2026-11-20 10:00:00')`);
+        (4, 1, 5.00, 2.00, NULL), (5, 1, ${nanAmount}, 1.00, '2026-11-20 10:00:00'),
+        (6, 1, 1.00, 1.00, '2026-11-20 10:00:00')`);
       await t.q(
         `INSERT INTO power_user VALUES (9, NULL, '居民用电', 1, '北京', now()), (10, 'x', 'y', NULL, '北京', now())`,
       );

@@ -114,6 +114,8 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
       } catch (err) {
         if (err instanceof SlotMissingError)
           throw ApplicationFailure.nonRetryable(err.message, 'SlotMissing');
+        if (err instanceof StaleCaptureError)
+          throw ApplicationFailure.nonRetryable(err.message, 'StaleCapture');
         throw err;
       }
     },
