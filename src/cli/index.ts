@@ -15,6 +15,7 @@ import {
 import { insertTestData } from '../data/generate';
 import { initDatabases } from '../db/init';
 import { stackDown, stackStatus, stackUp } from '../stack';
+import { resolveTemporalCli, temporalVersion } from '../stack/temporal';
 import { previousLocalDay } from '../workflows/window-time';
 import type { RecomputeResult } from '../workflows/types';
 
@@ -170,6 +171,13 @@ export function buildProgram(): Command {
     .description('start what is not running (idempotent)')
     .action(async () => {
       await stackUp(config(), say);
+    });
+  stack
+    .command('provision')
+    .description('find or build the Temporal CLI (dev server) without starting anything')
+    .action(async () => {
+      const bin = await resolveTemporalCli(config(), say);
+      say(`temporal: ${bin} (${temporalVersion(bin)})`);
     });
   stack
     .command('down')

@@ -15,6 +15,7 @@ import {
 import type { Activities } from '../activities';
 import type { CaptureProgress } from '../cdc/capture';
 import type { PipelineConfig, PipelineState } from './types';
+import { validated } from './validation';
 import { dayCloseInstant, watermarkPassed } from './window-time';
 
 export const pauseSignal = defineSignal('pause');
@@ -89,7 +90,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   setHandler(stopSignal, (req) => void (stopRequest = req ?? {}));
 
   if (!state.config) {
-    state.config = await setup.validatePipelineInput(input);
+    state.config = await validated(() => setup.validatePipelineInput(input));
     const prep = await setup.preparePipeline(state.config);
     if (prep.phase !== 'streaming' || state.config.resync) {
       state.phase = 'snapshot';

@@ -1,6 +1,7 @@
 import { proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { RecomputeResult } from './types';
+import { validated } from './validation';
 import { previousLocalDay } from './window-time';
 
 const acts = proxyActivities<Activities>({
@@ -21,7 +22,7 @@ export async function dailyRecomputeWorkflow(input?: {
   pipelineId?: string;
   timeZone?: string;
 }): Promise<RecomputeResult> {
-  const valid = await acts.validateRecomputeInput(input ?? {});
+  const valid = await validated(() => acts.validateRecomputeInput(input ?? {}));
   const scheduled = workflowInfo().searchAttributes?.TemporalScheduledStartTime?.[0];
   const nominal = scheduled ? new Date(scheduled as string | Date).getTime() : Date.now();
   const date = valid.date ?? previousLocalDay(nominal, valid.timeZone ?? DEFAULT_TIME_ZONE);

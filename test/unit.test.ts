@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { parsePipelineInput, parseRecomputeInput } from '../src/activities/inputs';
+import { formatLsn, parseLsn } from '../src/cdc/changes';
+import { consumptionInvalidReason, userInvalidReason } from '../src/cdc/validate';
+import { ConfigError, loadConfig, maskUrl } from '../src/config';
+import { quoteIdent } from '../src/db/sql';
+import { dayCloseInstant, previousLocalDay, watermarkPassed } from '../src/workflows/window-time';
+
+/** Pure logic: config, validation rules, LSN arithmetic, window time in time zones. */
+describe('config', () => {
+  it('fails fast naming the bad setting', () => {
+    assert.throws(
+      () => loadConfig({ STATEGRID_PG_PORT: 'abc' }),
+      (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.match(e.message, /STATEGRID_PG_PORT/);
+        return true;
+      },
+    );
+    assert.throws(
+      () => loadConfig({ STATEGRID_DECODING_PLUGIN: 'decoderbufs' }),
+      /STATEGRID_DECODING_PLUGIN/,
+    );
+    assert.throws(() => loadConfig({ STATEGRID_TIME_ZONE: 'Mars/Base' }), /STATEGRID_TIME_ZONE/);
+    assert.throws(() => loadConfig({ STATEGRID_SINK_URL: 'mysql://x' }), /STATEGRID_SINK_URL/);
+  });
+  it('derives defaults from DESIGN.md and masks passwords', () => {
+    const cfg = loadConfig({});
+    assert.equal(cfg.sourceUrl, 'postgres://postgres:postgres@127.0.0.1:54329/stategrid_db');
+    assert.equal(cfg.sinkUrl, cfg.sourceUrl);
+    assert.equal(cfg.taskQueue, 'stategrid-cdc');
+    assert.equal(maskUrl('postgres://u:s3cret@h:1/db'), 'postgres://u:***@h:1/db');
+  });
+});
+
+describe('validation rules', () => {
+  const ok = {
+    user_id: '1',
+    consumption_date: '2026-11-20 10:00:00',
+    consumption_amount: '0.00',
+    consumption_cost: '1.50',
+  };
+  it('accepts valid rows and names the reason for invalid ones', () => {
+    assert.equal(consumptionInvalidReason(ok), null);
+    assert.match(String(consumptionInvalidReason({ ...ok, consumption_amount: '-0.01' })), /negative/);
+    assert.match(String(consumptionInvalidReason({ ...ok, consumption_cost: null })), /null/);
+    assert.match(String(consumptionInvalidReason({ ...ok, consumption_amount: 'NaN' })), /NUMERIC/);
+    assert.match(String(consumptionInvalidReason({ ...ok, user_id: null })), /user_id/);
+    assert.equal(userInvalidReason({ user_name: '张三', region_id: '1', region_name: '北京' }), null);
+    assert.match(
+      String(userInvalidReason({ user_name: ' \t', region_id: '1', region_name: '北京' })),
+      /blank/,
+    );
+    assert.match(
+      String(userInvalidReason({ user_name: 'a', region_id: null, region_name: '北京' })),
+      /region_id/,
+    );
+  });
+});
+
+describe('inputs and identifiers', () => {
+  it('validates workflow inputs with clear messages', () => {
+    const cfg = loadConfig({});
+    assert.equal(parsePipelineInput(cfg, {}).slotName, 'stategrid_default');
+    assert.throws(() => parsePipelineInput(cfg, { pipelineId: 'x; DROP TABLE y' }), /pipelineId/);
+    assert.throws(() => parsePipelineInput(cfg, { batchRows: 0 }), /batchRows/);
+    assert.throws(() => parsePipelineInput(cfg, { nope: 1 }), /nope/);
+    assert.throws(() => parseRecomputeInput({ date: '2026-02-30x' }), /date/);
+    assert.equal(quoteIdent('a"b'), '"a""b"');
+    assert.throws(() => quoteIdent(''), /identifier/);
+  });
+  it('round-trips LSNs', () => {
+    assert.equal(formatLsn(parseLsn('1A/FF00AB12')), '1A/FF00AB12');
+    assert.ok(parseLsn('1/0') > parseLsn('0/FFFFFFFF'));
+  });
+});
+
+describe('window time', () => {
+  it('closes a day at local midnight plus grace in the configured zone', () => {
+    // 2026-11-21 00:00 in Shanghai (UTC+8) is 2026-11-20 16:00 UTC; plus 30 minutes grace.
+    assert.equal(
+      new Date(dayCloseInstant('2026-11-20', 'Asia/Shanghai', 30)).toISOString(),
+      '2026-11-20T16:30:00.000Z',
+    );
+    assert.equal(
+      new Date(dayCloseInstant('2026-03-08', 'America/New_York', 0)).toISOString(),
+      '2026-03-09T04:00:00.000Z',
+    );
+  });
+  it('passes the watermark only after the allowed lateness', () => {
+    assert.equal(watermarkPassed('2026-11-20', '2026-11-21 00:09:59', 10), false);
+    assert.equal(watermarkPassed('2026-11-20', '2026-11-21 00:10:00', 10), true);
+  });
+  it('derives the previous local day of a schedule time', () => {
+    assert.equal(previousLocalDay(Date.parse('2026-11-24T17:00:00Z'), 'Asia/Shanghai'), '2026-11-24');
+    assert.equal(previousLocalDay(Date.parse('2026-11-24T15:00:00Z'), 'Asia/Shanghai'), '2026-11-23');
+  });
+});
