@@ -142,7 +142,17 @@ export async function startPostgres(
       `port ${cfg.pgPort} is already used by another process (set STATEGRID_PG_PORT to another port)`,
     );
   }
-  runAsOwner(path.join(bin, 'pg_ctl'), ['-D', paths.dataDir, '-l', paths.logFile, '-w', '-t', '60', 'start']);
+  // After a kill -9 of the postmaster its orphaned backends hold shared memory for a moment: retry until they exit.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      runAsOwner(path.join(bin, 'pg_ctl'), ['-D', paths.dataDir, '-l', paths.logFile, '-w', '-t', '60', 'start']);
+      break;
+    } catch (err) {
+      if (attempt >= 15) throw err;
+      log(`postgres did not start yet (attempt ${attempt}); retrying`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
   await waitFor(`PostgreSQL on port ${cfg.pgPort}`, () => portOpen(cfg.pgPort), 30000);
   const pid = postgresPid(cfg);
   if (pid) fs.writeFileSync(paths.pidFile, `${pid}\n`);
