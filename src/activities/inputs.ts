@@ -28,7 +28,7 @@ export function pipelineInputSchema(cfg: AppConfig) {
       resync: z.boolean().default(false),
       batchRows: z.number().int().min(1).max(100000).default(5000),
       batchDelayMs: z.number().int().min(1).max(60000).default(100),
-      segmentSeconds: z.number().int().min(5).max(3600).default(60),
+      segmentSeconds: z.number().int().min(5).max(3600).default(20),
       dwsRefreshMs: z.number().int().min(100).max(600000).default(1000),
       snapshotChunkRows: z.number().int().min(100).max(1000000).default(20000),
       allowedLatenessMinutes: z.number().min(0).max(10080).default(10),

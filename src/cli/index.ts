@@ -102,6 +102,23 @@ async function printTables(cfg: AppConfig): Promise<void> {
   }
 }
 
+/** The demo shows final windows: the workflow closes past days after the capture segment that saw them. */
+async function waitForClosedDays(cfg: AppConfig, days: number, timeoutMs: number): Promise<void> {
+  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
+  await sink.connect();
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const { rows } = await sink.query(`SELECT count(*)::int AS n FROM stategrid_window WHERE is_final`);
+      if (rows[0].n >= days) return;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    say('   (past days not closed yet; they show is_final = false until the next capture segment ends)');
+  } finally {
+    await sink.end();
+  }
+}
+
 function todayIn(timeZone: string): string {
   return previousLocalDay(Date.now() + 86_400_000, timeZone);
 }
@@ -388,6 +405,8 @@ export function buildProgram(): Command {
       say('5/5 wait for ODS, DWD and DWS to catch up');
       if (!(await waitCaughtUp(cfg, 'default', 180000)))
         throw new Error('pipeline did not catch up within 180s');
+      say('   waiting for the watermark to close the past days (is_final) ...');
+      await waitForClosedDays(cfg, o.days - 1, 60000);
       await printTables(cfg);
       say(
         `Temporal Web UI: http://127.0.0.1:${cfg.temporalUiPort}/namespaces/${cfg.temporalNamespace}/workflows`,
