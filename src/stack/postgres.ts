@@ -145,7 +145,16 @@ export async function startPostgres(
   // After a kill -9 of the postmaster its orphaned backends hold shared memory for a moment: retry until they exit.
   for (let attempt = 1; ; attempt++) {
     try {
-      runAsOwner(path.join(bin, 'pg_ctl'), ['-D', paths.dataDir, '-l', paths.logFile, '-w', '-t', '60', 'start']);
+      runAsOwner(path.join(bin, 'pg_ctl'), [
+        '-D',
+        paths.dataDir,
+        '-l',
+        paths.logFile,
+        '-w',
+        '-t',
+        '60',
+        'start',
+      ]);
       break;
     } catch (err) {
       if (attempt >= 15) throw err;
