@@ -39,18 +39,11 @@ export class StaleCaptureError extends Error {
   }
 }
 
-type FinalState = { row: Row | null; op: string; lsn: bigint };
+/** Last state of a key in the batch (row null = deleted); validity is decided once, when the change is read. */
+type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean };
 
-/** Last state per primary key in the batch: set-based statements may touch each key only once. */
-class TableState {
-  readonly byKey = new Map<string, FinalState>();
-  put(key: string, state: FinalState) {
-    this.byKey.set(key, state);
-  }
-  get size() {
-    return this.byKey.size;
-  }
-}
+/** Last state per primary key: set-based statements may touch each key only once. */
+type TableState = Map<string, FinalState>;
 
 const isAfter = (c: Change, lsn: bigint, seq: number) => c.txLsn > lsn || (c.txLsn === lsn && c.seq > seq);
 
@@ -177,10 +170,7 @@ async function applyRowSegment(
 ): Promise<void> {
   if (!changes.length) return;
   if (logToChangeLog) await logChanges(client, changes);
-  const states: Record<SourceTable, TableState> = {
-    power_user: new TableState(),
-    power_consumption: new TableState(),
-  };
+  const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: object[] = [];
   const days = new Set(result.days);
   for (const c of changes) {
@@ -188,12 +178,13 @@ async function applyRowSegment(
     const pk = PRIMARY_KEY[c.table];
     const key = c.row[pk];
     if (key === null || key === undefined) throw new Error(`change without primary key on ${c.table}`);
-    if (c.oldKey !== undefined) states[c.table].put(c.oldKey, { row: null, op: 'D', lsn: c.txLsn });
+    const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false };
+    if (c.oldKey !== undefined) states[c.table].set(c.oldKey, deleted);
     if (c.op === 'D') {
-      states[c.table].put(key, { row: null, op: 'D', lsn: c.txLsn });
+      states[c.table].set(key, deleted);
     } else {
-      states[c.table].put(key, { row: c.row, op: snapshotOp ?? c.op, lsn: c.txLsn });
       const reason = invalidReason(c.table, c.row);
+      states[c.table].set(key, { row: c.row, op: snapshotOp ?? c.op, lsn: c.txLsn, valid: !reason });
       if (reason) {
         deadLetters.push({
           t: c.table,
@@ -218,8 +209,8 @@ async function applyRowSegment(
 
   const users = split(states.power_user);
   const consumptions = split(states.power_consumption);
-  const touchedUsers = [...states.power_user.byKey.keys()];
-  const touchedConsumptions = [...states.power_consumption.byKey.keys()];
+  const touchedUsers = [...states.power_user.keys()];
+  const touchedConsumptions = [...states.power_consumption.keys()];
 
   // ODS: raw current state, valid or not.
   if (users.upserts.length) await client.query(ods.UPSERT_ODS_USERS, [JSON.stringify(users.upserts)]);
@@ -236,20 +227,12 @@ async function applyRowSegment(
   }
 
   // DWD: valid rows in, invalid or deleted rows out.
-  const validUsers = users.upserts.filter((r) => !invalidReason('power_user', r));
-  const goneUsers = users.deletes.concat(
-    users.upserts.filter((r) => invalidReason('power_user', r)).map((r) => r.user_id as string),
-  );
-  if (validUsers.length) await client.query(dwd.UPSERT_DWD_USERS, [JSON.stringify(validUsers)]);
-  if (goneUsers.length) await client.query(dwd.DELETE_DWD_USERS, [goneUsers]);
-  const validDetails = consumptions.upserts.filter((r) => !invalidReason('power_consumption', r));
-  const goneDetails = consumptions.deletes.concat(
-    consumptions.upserts
-      .filter((r) => invalidReason('power_consumption', r))
-      .map((r) => r.consumption_id as string),
-  );
-  if (goneDetails.length) await client.query(dwd.DELETE_DWD_DETAILS, [goneDetails]);
-  if (validDetails.length) await client.query(dwd.UPSERT_DWD_DETAILS, [JSON.stringify(validDetails)]);
+  if (users.valid.length) await client.query(dwd.UPSERT_DWD_USERS, [JSON.stringify(users.valid)]);
+  if (users.gone.length) await client.query(dwd.DELETE_DWD_USERS, [users.gone]);
+  if (consumptions.gone.length) await client.query(dwd.DELETE_DWD_DETAILS, [consumptions.gone]);
+  if (consumptions.valid.length) {
+    await client.query(dwd.UPSERT_DWD_DETAILS, [JSON.stringify(consumptions.valid)]);
+  }
   if (touchedUsers.length && existingDetails) {
     await client.query(dwd.REENRICH_DETAILS_OF_USERS, [touchedUsers]);
   }
@@ -258,14 +241,31 @@ async function applyRowSegment(
   await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 }
 
-function split(state: TableState): { upserts: (Row & { _lsn: string; _op: string })[]; deletes: string[] } {
-  const upserts: (Row & { _lsn: string; _op: string })[] = [];
-  const deletes: string[] = [];
-  for (const [key, s] of state.byKey) {
-    if (s.row === null) deletes.push(key);
-    else upserts.push({ ...s.row, _lsn: formatLsn(s.lsn), _op: s.op });
+type OdsRow = Row & { _lsn: string; _op: string };
+
+/**
+ * Splits final states into ODS writes (every row, valid or not, and deleted keys) and DWD writes (valid rows in;
+ * deleted or invalid keys out).
+ */
+function split(state: TableState): { upserts: OdsRow[]; deletes: string[]; valid: OdsRow[]; gone: string[] } {
+  const out = {
+    upserts: [] as OdsRow[],
+    deletes: [] as string[],
+    valid: [] as OdsRow[],
+    gone: [] as string[],
+  };
+  for (const [key, s] of state) {
+    if (s.row === null) {
+      out.deletes.push(key);
+      out.gone.push(key);
+      continue;
+    }
+    const row = { ...s.row, _lsn: formatLsn(s.lsn), _op: s.op };
+    out.upserts.push(row);
+    if (s.valid) out.valid.push(row);
+    else out.gone.push(key);
   }
-  return { upserts, deletes };
+  return out;
 }
 
 async function applyTruncate(client: pg.ClientBase, tables: SourceTable[]): Promise<void> {
