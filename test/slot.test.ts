@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import pg from 'pg';
+import { withClient } from '../src/db/client';
 import { pipelineWorkflowId, slotFigures } from '../src/control/pipeline';
 import { PIPELINE_ID, TestContext } from './helpers/pipeline';
 
@@ -15,38 +15,29 @@ describe('replication slot hygiene', function () {
 
   it('keeps advancing while another database writes and the watched tables are idle', async () => {
     await t.freshPipeline();
-    const admin = new pg.Client({ connectionString: t.cfg.sourceUrl.replace(/\/[^/]*$/, '/postgres') });
-    await admin.connect();
-    try {
+    const dbUrl = (name: string) => t.cfg.sourceUrl.replace(/\/[^/]*$/, `/${name}`);
+    await withClient(dbUrl('postgres'), async (admin) => {
       await admin.query('DROP DATABASE IF EXISTS stategrid_other');
       await admin.query('CREATE DATABASE stategrid_other');
-    } finally {
-      await admin.end();
-    }
-    const other = new pg.Client({
-      connectionString: t.cfg.sourceUrl.replace(/\/[^/]*$/, '/stategrid_other'),
     });
-    await other.connect();
-    try {
+    const written = await withClient(dbUrl('stategrid_other'), async (other) => {
       await other.query('CREATE TABLE noise (id int, pad text)');
       // ~20 MB of WAL that the pipeline's tables have nothing to do with.
       await other.query(`INSERT INTO noise SELECT g, repeat('x', 200) FROM generate_series(1, 80000) g`);
-      const written = await other.query(`SELECT pg_current_wal_lsn()::text AS lsn`);
-      await t.waitFor(
-        'slot lag to drop below 1 MB after the foreign writes',
-        async () => {
-          const s = await slotFigures(t.cfg, `stategrid_${PIPELINE_ID}`);
-          const passed = await t.q<{ ok: boolean }>(
-            `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
-            [written.rows[0].lsn, `stategrid_${PIPELINE_ID}`],
-          );
-          return s.exists && passed[0]?.ok === true && (s.lagBytes ?? Infinity) < 1_000_000;
-        },
-        60000,
-      );
-    } finally {
-      await other.end();
-    }
+      return (await other.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string;
+    });
+    await t.waitFor(
+      'slot lag to drop below 1 MB after the foreign writes',
+      async () => {
+        const s = await slotFigures(t.cfg, `stategrid_${PIPELINE_ID}`);
+        const passed = await t.q<{ ok: boolean }>(
+          `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
+          [written, `stategrid_${PIPELINE_ID}`],
+        );
+        return s.exists && passed[0]?.ok === true && (s.lagBytes ?? Infinity) < 1_000_000;
+      },
+      60000,
+    );
   });
 
   it('stop --drop-slot removes the slot and the publication', async () => {

@@ -10,6 +10,7 @@ import * as ops from '../sink/ops';
 import { StaleCaptureError, type CheckpointRow } from '../sink/writer';
 import type { PipelineConfig, RecomputeInput, RecomputeResult } from '../workflows/types';
 import { parsePipelineInput, parseRecomputeInput } from './inputs';
+import { withClient } from '../db/client';
 
 /** Activities own all I/O. Built once per worker with its config and sink pool. */
 export function createActivities(cfg: AppConfig, sink: pg.Pool) {
@@ -35,9 +36,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
 
     /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */
     async preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }> {
-      const source = new pg.Client({ connectionString: cfg.sourceUrl });
-      await source.connect();
-      try {
+      await withClient(cfg.sourceUrl, async (source) => {
         // `stop --drop-slot` removes the publication; a later start brings it back.
         const pub = await source.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
           config.publication,
@@ -47,9 +46,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
             `CREATE PUBLICATION ${quoteIdent(config.publication)} FOR TABLE power_user, power_consumption`,
           );
         }
-      } finally {
-        await source.end();
-      }
+      });
       await sink.query(ops.ENSURE_CHECKPOINT, [config.pipelineId, config.slotName]);
       const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
       return { phase: rows[0].phase, confirmedLsn: rows[0].confirmed_lsn };
@@ -144,18 +141,14 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
       config: PipelineConfig,
     ): Promise<{ slotDropped: boolean; publicationDropped: boolean }> {
       const slotDropped = await dropSlot(cfg.sourceUrl, config.slotName);
-      const client = new pg.Client({ connectionString: cfg.sourceUrl });
-      await client.connect();
-      try {
+      return withClient(cfg.sourceUrl, async (client) => {
         const res = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
           config.publication,
         ]);
         if (res.rowCount) await client.query(`DROP PUBLICATION ${quoteIdent(config.publication)}`);
         await sink.query(ops.RESET_CHECKPOINT, [config.pipelineId, 'new']);
         return { slotDropped, publicationDropped: !!res.rowCount };
-      } finally {
-        await client.end();
-      }
+      });
     },
   };
 }

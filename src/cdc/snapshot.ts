@@ -4,6 +4,7 @@ import { refreshDirtyPartitions } from '../sink/aggregates';
 import * as ops from '../sink/ops';
 import { applySnapshotRows, withTransaction } from '../sink/writer';
 import { formatLsn, parseLsn, PRIMARY_KEY, SOURCE_TABLES, type Row } from './changes';
+import { withClient } from '../db/client';
 
 /**
  * Initial load consistent with the slot: the slot is created with an exported snapshot, the source tables are
@@ -25,22 +26,16 @@ const COLUMNS: Record<string, string> = {
 };
 
 export async function slotExists(sourceUrl: string, slotName: string): Promise<{ active: boolean } | null> {
-  const client = new pg.Client({ connectionString: sourceUrl });
-  await client.connect();
-  try {
+  return withClient(sourceUrl, async (client) => {
     const { rows } = await client.query('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [
       slotName,
     ]);
     return rows[0] ? { active: rows[0].active } : null;
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 export async function dropSlot(sourceUrl: string, slotName: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: sourceUrl });
-  await client.connect();
-  try {
+  return withClient(sourceUrl, async (client) => {
     const { rows } = await client.query(
       `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`,
       [slotName],
@@ -51,9 +46,7 @@ export async function dropSlot(sourceUrl: string, slotName: string): Promise<boo
       [slotName],
     );
     return (res.rowCount ?? 0) > 0;
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 export async function runSnapshot(

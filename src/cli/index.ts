@@ -1,7 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
 import { SingleBar, Presets } from 'cli-progress';
-import pg from 'pg';
 import '../cdc/decoders';
 import { ConfigError, loadConfig, maskUrl, type AppConfig } from '../config';
 import {
@@ -18,6 +17,7 @@ import { stackDown, stackStatus, stackUp } from '../stack';
 import { resolveTemporalCli, temporalVersion } from '../stack/temporal';
 import { previousLocalDay } from '../workflows/window-time';
 import type { RecomputeResult } from '../workflows/types';
+import { withClient } from '../db/client';
 
 /** The `stategrid` command (DESIGN.md §3). */
 const say = (m: string) => console.log(m);
@@ -75,9 +75,7 @@ function printStatus(s: PipelineStatus): void {
 }
 
 async function printTables(cfg: AppConfig): Promise<void> {
-  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
-  await sink.connect();
-  try {
+  await withClient(cfg.sinkUrl, async (sink) => {
     const stats = await sink.query(
       `SELECT stat_date::text, region_id, region_name, total_consumption, total_cost, user_count, max_consumption, is_final
        FROM dws_region_daily_stats ORDER BY stat_date, region_id`,
@@ -97,16 +95,12 @@ async function printTables(cfg: AppConfig): Promise<void> {
     );
     say('== dwd_power_consumption_detail (latest 10) ==');
     console.table(detail.rows);
-  } finally {
-    await sink.end();
-  }
+  });
 }
 
 /** The demo shows final windows: the workflow closes past days after the capture segment that saw them. */
 async function waitForClosedDays(cfg: AppConfig, days: number, timeoutMs: number): Promise<void> {
-  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
-  await sink.connect();
-  try {
+  await withClient(cfg.sinkUrl, async (sink) => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const { rows } = await sink.query(`SELECT count(*)::int AS n FROM stategrid_window WHERE is_final`);
@@ -114,9 +108,7 @@ async function waitForClosedDays(cfg: AppConfig, days: number, timeoutMs: number
       await new Promise((r) => setTimeout(r, 500));
     }
     say('   (past days not closed yet; they show is_final = false until the next capture segment ends)');
-  } finally {
-    await sink.end();
-  }
+  });
 }
 
 function todayIn(timeZone: string): string {
@@ -127,14 +119,10 @@ async function dataInsert(
   cfg: AppConfig,
   o: { users: number; records: number; days: number; seed: number; baseDate?: string },
 ) {
-  const source = new pg.Client({ connectionString: cfg.sourceUrl });
-  await source.connect();
-  try {
+  await withClient(cfg.sourceUrl, async (source) => {
     const r = await insertTestData(source, { ...o, baseDate: o.baseDate ?? todayIn(cfg.timeZone) });
     say(`inserted ${r.users} new users and ${r.records} consumption records`);
-  } finally {
-    await source.end();
-  }
+  });
 }
 
 async function recomputeRange(

@@ -1,9 +1,9 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import pg from 'pg';
 import { parseLsn } from '../cdc/changes';
 import type { AppConfig } from '../config';
 import { parsePipelineInput } from '../activities/inputs';
 import type { PipelineState } from '../workflows/types';
+import { withClient } from '../db/client';
 
 /** Client-side control of pipelines: what the CLI and the tests use. */
 export const pipelineWorkflowId = (pipelineId: string) => `stategrid-pipeline-${pipelineId}`;
@@ -58,9 +58,7 @@ const COUNTED_TABLES = [
 ];
 
 export async function sinkFigures(cfg: AppConfig, pipelineId: string): Promise<SinkFigures> {
-  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
-  await sink.connect();
-  try {
+  return withClient(cfg.sinkUrl, async (sink) => {
     const cp = await sink.query(
       `SELECT phase, slot_name, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text, snapshot_rows,
          changes_applied, max_event_time::text, updated_at FROM stategrid_checkpoint WHERE pipeline_id = $1`,
@@ -85,9 +83,7 @@ export async function sinkFigures(cfg: AppConfig, pipelineId: string): Promise<S
       revisions: Number(e.revisions),
       closedDays: Number(e.closed_days),
     };
-  } finally {
-    await sink.end();
-  }
+  });
 }
 
 export type SlotFigures = {
@@ -98,9 +94,7 @@ export type SlotFigures = {
 };
 
 export async function slotFigures(cfg: AppConfig, slotName: string): Promise<SlotFigures> {
-  const source = new pg.Client({ connectionString: cfg.sourceUrl });
-  await source.connect();
-  try {
+  return withClient(cfg.sourceUrl, async (source) => {
     const { rows } = await source.query(
       `SELECT active, wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag
        FROM pg_replication_slots WHERE slot_name = $1`,
@@ -113,9 +107,7 @@ export async function slotFigures(cfg: AppConfig, slotName: string): Promise<Slo
       lagBytes: Number(rows[0].lag),
       walStatus: rows[0].wal_status,
     };
-  } finally {
-    await source.end();
-  }
+  });
 }
 
 export type PipelineStatus = {
@@ -153,20 +145,13 @@ export async function pipelineStatus(
  * before it to ODS/DWD (confirmed) and refreshed DWS after that (dws_lsn).
  */
 export async function waitCaughtUp(cfg: AppConfig, pipelineId: string, timeoutMs: number): Promise<boolean> {
-  const source = new pg.Client({ connectionString: cfg.sourceUrl });
-  await source.connect();
-  let marker: bigint;
-  try {
+  const marker = await withClient(cfg.sourceUrl, async (source) => {
     const { rows } = await source.query(
       `SELECT pg_logical_emit_message(false, 'stategrid.wait', '')::text AS lsn`,
     );
-    marker = parseLsn(rows[0].lsn);
-  } finally {
-    await source.end();
-  }
-  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
-  await sink.connect();
-  try {
+    return parseLsn(rows[0].lsn);
+  });
+  return withClient(cfg.sinkUrl, async (sink) => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const { rows } = await sink.query(
@@ -185,7 +170,5 @@ export async function waitCaughtUp(cfg: AppConfig, pipelineId: string, timeoutMs
       await new Promise((r) => setTimeout(r, 200));
     }
     return false;
-  } finally {
-    await sink.end();
-  }
+  });
 }

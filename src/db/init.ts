@@ -1,12 +1,10 @@
-import pg from 'pg';
 import type { AppConfig } from '../config';
 import { readSqlFile } from './sql';
+import { withClient } from './client';
 
 /** `stategrid db init`: source tables, publication and CDC role on the source; all sink tables on the sink. */
 export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promise<void> {
-  const source = new pg.Client({ connectionString: cfg.sourceUrl });
-  await source.connect();
-  try {
+  await withClient(cfg.sourceUrl, async (source) => {
     await source.query(readSqlFile('01_source.sql'));
     await source.query(readSqlFile('02_cdc_role.sql'));
     const { rows } = await source.query(
@@ -14,14 +12,8 @@ export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promis
       [cdcPassword],
     );
     await source.query(rows[0].sql);
-  } finally {
-    await source.end();
-  }
-  const sink = new pg.Client({ connectionString: cfg.sinkUrl });
-  await sink.connect();
-  try {
+  });
+  await withClient(cfg.sinkUrl, async (sink) => {
     await sink.query(readSqlFile('03_sink.sql'));
-  } finally {
-    await sink.end();
-  }
+  });
 }

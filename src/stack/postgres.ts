@@ -2,10 +2,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import type { AppConfig } from '../config';
 import { quoteIdent } from '../db/sql';
 import { isAlive, portOpen, readPid, waitFor } from './proc';
+import { withClient } from '../db/client';
 
 /** The private PostgreSQL cluster of `stack up`: initdb on first use, logical WAL, port from config. */
 const PG_BIN_CANDIDATES = [
@@ -176,14 +176,10 @@ export async function ensureDatabase(cfg: AppConfig): Promise<void> {
     if (Number(u.port || 5432) !== cfg.pgPort || !['127.0.0.1', 'localhost'].includes(u.hostname)) continue;
     const dbName = decodeURIComponent(u.pathname.slice(1));
     u.pathname = '/postgres';
-    const client = new pg.Client({ connectionString: u.toString() });
-    await client.connect();
-    try {
+    await withClient(u.toString(), async (client) => {
       const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [dbName]);
       if (!rowCount) await client.query(`CREATE DATABASE ${quoteIdent(dbName)}`);
-    } finally {
-      await client.end();
-    }
+    });
   }
 }
 
