@@ -52,7 +52,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
       return { phase: rows[0].phase, confirmedLsn: rows[0].confirmed_lsn };
     },
 
-    async snapshotSource(config: PipelineConfig): Promise<SnapshotResult & { days: string[] }> {
+    async snapshotSource(config: PipelineConfig): Promise<SnapshotResult> {
       const ctx = Context.current();
       const result = await runSnapshot(
         sink,
@@ -65,15 +65,12 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
         },
         (rows) => ctx.heartbeat({ rows }),
       );
-      const { rows } = await sink.query<{ d: string }>(
-        `SELECT DISTINCT consumption_date::date::text AS d FROM dwd_power_consumption_detail ORDER BY 1`,
-      );
       log.info('snapshot done', {
         pipelineId: config.pipelineId,
         rows: result.rows,
         seconds: result.seconds,
       });
-      return { ...result, days: rows.map((r) => r.d) };
+      return result;
     },
 
     /** A bounded capture segment; the workflow loops over segments so its history shows progress. */

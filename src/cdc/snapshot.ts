@@ -18,7 +18,13 @@ export type SnapshotOptions = {
   chunkRows: number;
 };
 
-export type SnapshotResult = { consistentLsn: string; rows: Record<string, number>; seconds: number };
+export type SnapshotResult = {
+  consistentLsn: string;
+  rows: Record<string, number>;
+  seconds: number;
+  /** Days of the valid consumptions loaded: the windows the workflow opens. */
+  days: string[];
+};
 
 const COLUMNS: Record<string, string> = {
   power_user: 'user_id, user_name, usage_type, region_id, region_name, update_time',
@@ -86,6 +92,7 @@ export async function runSnapshot(
     await reader.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
     let total = 0;
     let maxEventTime: string | null = null;
+    const days = new Set<string>();
     // Users first, so consumptions join to them as they land.
     for (const table of SOURCE_TABLES) {
       rows[table] = 0;
@@ -108,6 +115,7 @@ export async function runSnapshot(
           );
           return r;
         });
+        for (const d of result.days) days.add(d);
         if (result.maxEventTime && (!maxEventTime || result.maxEventTime > maxEventTime)) {
           maxEventTime = result.maxEventTime;
         }
@@ -132,7 +140,12 @@ export async function runSnapshot(
       );
     });
     await refreshDirtyPartitions(sink, opts.pipelineId);
-    return { consistentLsn: formatLsn(consistent), rows, seconds: (Date.now() - started) / 1000 };
+    return {
+      consistentLsn: formatLsn(consistent),
+      rows,
+      seconds: (Date.now() - started) / 1000,
+      days: [...days].sort(),
+    };
   } finally {
     await reader.end().catch(() => undefined);
     await repl.end().catch(() => undefined);
