@@ -17,13 +17,16 @@ async function refreshPartitions(
   dates: string[],
   regions: number[],
   reason: string,
-): Promise<Omit<RefreshResult, 'partitions'> & { revisionsByDay: Record<string, number> }> {
+): Promise<{ result: RefreshResult; revisionsByDay: Record<string, number> }> {
   const stats = await client.query(dws.REFRESH_REGION_STATS, [dates, regions, reason]);
   const ranking = await client.query(dws.REFRESH_USER_RANKING, [dates, regions]);
   return {
-    statsChanged: stats.rows[0].changed,
-    rankingChanged: ranking.rows[0].changed,
-    revisions: stats.rows[0].revisions,
+    result: {
+      partitions: dates.length,
+      statsChanged: stats.rows[0].changed,
+      rankingChanged: ranking.rows[0].changed,
+      revisions: stats.rows[0].revisions,
+    },
     revisionsByDay: stats.rows[0].revisions_by_day,
   };
 }
@@ -41,49 +44,40 @@ export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string):
     const { rows } = await client.query<{ stat_date: string; region_id: number; changes: string }>(
       dws.TAKE_DIRTY_PARTITIONS,
     );
-    let result = {
-      statsChanged: 0,
-      rankingChanged: 0,
-      revisions: 0,
-      revisionsByDay: {} as Record<string, number>,
-    };
+    let result: RefreshResult = { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
     if (rows.length) {
       const dates = rows.map((r) => r.stat_date);
-      result = await refreshPartitions(
+      const refreshed = await refreshPartitions(
         client,
         dates,
         rows.map((r) => r.region_id),
         'late data',
       );
+      result = refreshed.result;
       await client.query(dws.COUNT_LATE_EVENTS, [
         dates,
         rows.map((r) => r.changes),
-        JSON.stringify(result.revisionsByDay),
+        JSON.stringify(refreshed.revisionsByDay),
       ]);
     }
     await client.query(dws.SET_DWS_LSN, [pipelineId]);
-    return {
-      partitions: rows.length,
-      statsChanged: result.statsChanged,
-      rankingChanged: result.rankingChanged,
-      revisions: result.revisions,
-    };
+    return result;
   });
 }
 
 export type DayResult = RefreshResult & { date: string; newlyClosed?: boolean };
 
-async function refreshWholeDay(client: pg.ClientBase, date: string, reason: string) {
+async function refreshWholeDay(client: pg.ClientBase, date: string, reason: string): Promise<RefreshResult> {
   const { rows } = await client.query<{ region_id: number }>(dws.REGIONS_OF_DAY, [date]);
   const regions = rows.map((r) => r.region_id);
-  const result = await refreshPartitions(
+  const { result } = await refreshPartitions(
     client,
     regions.map(() => date),
     regions,
     reason,
   );
   await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
-  return { partitions: regions.length, ...result };
+  return result;
 }
 
 /** Closes a day's window: final recompute of all its partitions, then is_final on the window and its rows. */
@@ -98,14 +92,7 @@ export async function closeDayWindow(
     const refreshed = await refreshWholeDay(client, date, 'close');
     const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
     for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
-    return {
-      date,
-      partitions: refreshed.partitions,
-      statsChanged: refreshed.statsChanged,
-      rankingChanged: refreshed.rankingChanged,
-      revisions: refreshed.revisions,
-      newlyClosed: rows[0].newly_closed,
-    };
+    return { date, ...refreshed, newlyClosed: rows[0].newly_closed };
   });
 }
 
@@ -117,13 +104,6 @@ export async function recomputeDay(
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
     if (pipelineId) await lockCheckpoint(client, pipelineId);
-    const refreshed = await refreshWholeDay(client, date, 'recompute');
-    return {
-      date,
-      partitions: refreshed.partitions,
-      statsChanged: refreshed.statsChanged,
-      rankingChanged: refreshed.rankingChanged,
-      revisions: refreshed.revisions,
-    };
+    return { date, ...(await refreshWholeDay(client, date, 'recompute')) };
   });
 }
