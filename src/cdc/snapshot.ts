@@ -78,8 +78,9 @@ export async function runSnapshot(
     connectionString: opts.sourceUrl,
     replication: 'database',
   } as pg.ClientConfig);
-  await repl.connect();
   const reader = new pg.Client({ connectionString: opts.sourceUrl });
+  for (const c of [repl, reader]) c.on('error', () => undefined); // surfaced by the failing query
+  await repl.connect();
   await reader.connect();
   const rows: Record<string, number> = {};
   try {

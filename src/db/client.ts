@@ -6,6 +6,7 @@ export async function withClient<T>(
   fn: (client: pg.Client) => Promise<T>,
 ): Promise<T> {
   const client = new pg.Client({ connectionString });
+  client.on('error', () => undefined); // surfaced by the failing query; unhandled it would crash the process
   await client.connect();
   try {
     return await fn(client);
