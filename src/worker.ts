@@ -3,6 +3,7 @@ import path from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { createActivities } from './activities';
+import { WORKFLOW_BUNDLE } from './build/bundle-workflows';
 import { loadConfig, maskUrl } from './config';
 import './cdc/decoders'; // registers text type parsers before any pool is used
 
@@ -16,7 +17,10 @@ async function main(): Promise<void> {
     connection,
     namespace: cfg.temporalNamespace,
     taskQueue: cfg.taskQueue,
-    workflowsPath: require.resolve('./workflows'),
+    // Prebuilt by `npm run build`; bundling here would run webpack in every worker start.
+    ...(fs.existsSync(WORKFLOW_BUNDLE)
+      ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
+      : { workflowsPath: require.resolve('./workflows') }),
     activities: createActivities(cfg, sink),
     maxConcurrentActivityTaskExecutions: 20,
   });

@@ -65,10 +65,17 @@ async function startWorker(cfg: AppConfig, log: Log): Promise<'running' | 'start
   if (ownedPid(cfg, 'worker', 'worker.js')) return 'running';
   if (!fs.existsSync(workerEntry()))
     throw new Error(`worker not built (${workerEntry()} missing): run npm run build`);
-  const pid = spawnDetached(process.execPath, [workerEntry()], {
-    logFile: logFile(cfg, 'worker'),
-    env: { ...process.env, STATEGRID_HOME: cfg.home },
-  });
+  // Memory: a small young generation (the apply loop allocates short-lived batches; V8's default 16 MB
+  // semi-spaces add ~50 MB resident) and an old-space cap that makes V8 collect before it grows; the live set
+  // is two batches (<= 2 x batchRows changes) plus the SDK, far below the cap.
+  const pid = spawnDetached(
+    process.execPath,
+    ['--max-semi-space-size=4', '--max-old-space-size=256', workerEntry()],
+    {
+      logFile: logFile(cfg, 'worker'),
+      env: { ...process.env, STATEGRID_HOME: cfg.home },
+    },
+  );
   fs.writeFileSync(runFile(cfg, 'worker'), `${pid}\n`);
   log(`worker started (pid ${pid}); waiting for it to poll task queue ${cfg.taskQueue}`);
   // The worker writes its pid to worker.ready once its poll loop starts (stale pollers don't count).
