@@ -50,8 +50,13 @@ WHERE (user_name, region_id, region_name, usage_type) IS DISTINCT FROM (NULL, NU
 // Marks the DWS partitions (day, region) holding the given consumptions or users' rows as dirty.
 export const MARK_DIRTY_FOR_KEYS = `
 INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
-SELECT consumption_date::date, region_id, count(*) FROM dwd_power_consumption_detail
-WHERE region_id IS NOT NULL AND (consumption_id = ANY($1::bigint[]) OR user_id = ANY($2::bigint[]))
+SELECT consumption_date::date, region_id, count(*) FROM (
+  -- Two index lookups: an OR of the two conditions would scan the whole table on every batch.
+  SELECT consumption_date, region_id FROM dwd_power_consumption_detail WHERE consumption_id = ANY($1::bigint[])
+  UNION ALL
+  SELECT consumption_date, region_id FROM dwd_power_consumption_detail
+  WHERE user_id = ANY($2::bigint[]) AND consumption_id <> ALL($1::bigint[])) d
+WHERE region_id IS NOT NULL
 GROUP BY 1, 2
 ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes`;
 
