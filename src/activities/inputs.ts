@@ -33,6 +33,7 @@ export function pipelineInputSchema(cfg: AppConfig) {
       snapshotChunkRows: z.number().int().min(100).max(1000000).default(20000),
       allowedLatenessMinutes: z.number().min(0).max(10080).default(10),
       closeGraceMinutes: z.number().min(0).max(10080).default(30),
+      maxHistoryEvents: z.number().int().min(20).max(40000).default(4000),
       timeZone: timeZone.default(cfg.timeZone),
     })
     .strict()

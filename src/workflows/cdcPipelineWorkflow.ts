@@ -51,7 +51,8 @@ function captureActivity(config: PipelineConfig) {
   }).captureChanges;
 }
 
-const HISTORY_LIMIT = 4000;
+// Runs started before maxHistoryEvents existed carry configs without it.
+const DEFAULT_HISTORY_LIMIT = 4000;
 const CLOSED_DAYS_KEPT = 400;
 
 export function initialPipelineState(): PipelineState {
@@ -151,7 +152,8 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     await closeDaysByWatermark(state, config);
     if (
       !stopRequest &&
-      (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_LIMIT)
+      (workflowInfo().continueAsNewSuggested ||
+        workflowInfo().historyLength > (config.maxHistoryEvents ?? DEFAULT_HISTORY_LIMIT))
     ) {
       state.continuedRuns += 1;
       await continueAsNew<typeof cdcPipelineWorkflow>(input, state);

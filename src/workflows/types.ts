@@ -13,6 +13,8 @@ export type PipelineConfig = {
   snapshotChunkRows: number;
   allowedLatenessMinutes: number;
   closeGraceMinutes: number;
+  /** Continue-as-new once a run's history has this many events (keeps each run's history bounded). */
+  maxHistoryEvents: number;
   timeZone: string;
 };
 

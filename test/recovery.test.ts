@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipelineWorkflowId } from '../src/control/pipeline';
+import { readPid } from '../src/stack/proc';
+import type { PipelineState } from '../src/workflows/types';
+import { PIPELINE_ID, TestContext } from './helpers/pipeline';
+
+/**
+ * Recovery paths of the capture: a huge single source transaction applied in bounded pieces, sink connections
+ * killed mid-stream (retried by Temporal), and continue-as-new keeping each run's history bounded.
+ */
+const USERS = `INSERT INTO power_user VALUES (1, 'a', '居民用电', 1, '北京', now()), (2, 'b', '商业用电', 1, '北京', now()),
+  (3, 'c', '工业用电', 2, '上海', now())`;
+
+/** Peak resident memory of the worker process since it started (VmHWM), in MB. */
+function workerPeakRssMb(home: string): number {
+  const pid = readPid(path.join(home, 'run', 'worker.pid'));
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
+  return kb / 1024;
+}
+
+describe('capture recovery paths', function () {
+  this.timeout(600000);
+  const t = new TestContext();
+  before(() => t.open());
+  after(async () => {
+    await t.terminatePipeline();
+    await t.close();
+  });
+
+  it('applies a single 1,000,000-row source transaction in bounded batches', async () => {
+    await t.freshPipeline({ batchRows: 5000 }, () => t.q(USERS).then(() => undefined));
+    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 3, (g % 50000) / 100.0, (g % 30000) / 100.0,
+      '2026-11-20'::timestamp + make_interval(secs => g % 86400) FROM generate_series(1, 1000000) g`);
+    // Mid-transaction checkpoints show the transaction was committed to the sink in pieces.
+    let sawPartial = false;
+    await t.waitFor(
+      'the big transaction applied',
+      async () => {
+        const cp = await t.q<{ seq: number; n: number }>(
+          `SELECT seq, (SELECT count(*)::int FROM ods_power_consumption) AS n FROM stategrid_checkpoint
+           WHERE pipeline_id = $1`,
+          [PIPELINE_ID],
+        );
+        if (cp[0].n > 0 && cp[0].n < 1_000_000) sawPartial = true;
+        return cp[0].n === 1_000_000;
+      },
+      400000,
+    );
+    await t.caughtUp(300000);
+    await t.assertConverged();
+    assert.ok(sawPartial, 'parts of the transaction were visible before its end (bounded batches)');
+    const log = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM ods_change_log`);
+    assert.equal(log[0].n, 1_000_000);
+    const peak = workerPeakRssMb(t.cfg.home);
+    console.log(`      worker peak RSS ${peak.toFixed(0)} MB`);
+    assert.ok(peak < 300, `worker peak RSS ${peak.toFixed(0)} MB stays under 300 MB`);
+  });
+
+  it('retries after its sink connections are killed mid-stream, applying each change once', async () => {
+    await t.freshPipeline({ batchRows: 1000 }, () => t.q(USERS).then(() => undefined));
+    const writing = (async () => {
+      for (let start = 1; start <= 30000; start += 100) {
+        await t.q(
+          `INSERT INTO power_consumption SELECT g, 1 + g % 3, 1.00, 0.50, '2026-11-21 10:00:00'
+           FROM generate_series($1::bigint, $2::bigint) g`,
+          [start, start + 99],
+        );
+      }
+    })();
+    let killed = 0;
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 400));
+      const rows = await t.q<{ n: number }>(
+        `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+         WHERE application_name = 'stategrid-worker'`,
+      );
+      killed += rows[0].n;
+    }
+    await writing;
+    assert.ok(killed > 0, 'sink connections were killed');
+    await t.caughtUp(180000);
+    await t.assertConverged();
+    const log = await t.q<{ n: number; d: number }>(
+      `SELECT count(*)::int AS n, count(DISTINCT row_data->>'consumption_id')::int AS d FROM ods_change_log`,
+    );
+    assert.deepEqual(log[0], { n: 30000, d: 30000 });
+  });
+
+  it('continues as new when the history grows, carrying its state', async () => {
+    await t.freshPipeline({ segmentSeconds: 5, maxHistoryEvents: 20 }, () =>
+      t.q(USERS).then(() => undefined),
+    );
+    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    const firstRun = (await handle.describe()).runId;
+    await t.q(`INSERT INTO power_consumption VALUES (1, 1, 2.00, 1.00, '2026-11-22 10:00:00')`);
+    await t.waitFor('a continued run', async () => (await handle.describe()).runId !== firstRun, 120000);
+    await t.q(`INSERT INTO power_consumption VALUES (2, 2, 3.00, 1.50, '2026-11-22 11:00:00')`);
+    await t.caughtUp();
+    await t.assertConverged();
+    const state = await handle.query<PipelineState>('status');
+    assert.ok(state.continuedRuns >= 1);
+    assert.ok(state.totals.applied >= 1, 'totals carried across runs');
+  });
+});
