@@ -102,6 +102,10 @@ describe('capture recovery paths', function () {
     await t.assertConverged();
     const state = await handle.query<PipelineState>('status');
     assert.ok(state.continuedRuns >= 1);
+    assert.ok(state.health, 'the status query reports slot lag, orphans and dead letters');
+    assert.equal(state.health.orphans, 0);
+    assert.equal(state.health.deadLetters, 0);
+    assert.equal(typeof state.health.slotLagBytes, 'number');
     assert.ok(state.totals.applied >= 1, 'totals carried across runs');
   });
 });

@@ -11,6 +11,7 @@ import { StaleCaptureError, type CheckpointRow } from '../sink/writer';
 import type { PipelineConfig, RecomputeInput, RecomputeResult } from '../workflows/types';
 import { parsePipelineInput, parseRecomputeInput } from './inputs';
 import { withClient } from '../db/client';
+import { slotFigures } from '../control/pipeline';
 
 /** Activities own all I/O. Built once per worker with its config and sink pool. */
 export function createActivities(cfg: AppConfig, sink: pg.Pool) {
@@ -74,7 +75,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
     },
 
     /** A bounded capture segment; the workflow loops over segments so its history shows progress. */
-    async captureChanges(config: PipelineConfig): Promise<CaptureProgress> {
+    async captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult> {
       const ctx = Context.current();
       const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
       if (!rows.length || rows[0].phase !== 'streaming') {
@@ -83,8 +84,9 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
           'NotReady',
         );
       }
+      let progress: CaptureProgress;
       try {
-        return await runCaptureSegment(
+        progress = await runCaptureSegment(
           sink,
           {
             pipelineId: config.pipelineId,
@@ -112,6 +114,17 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
           throw ApplicationFailure.nonRetryable(err.message, 'StaleCapture');
         throw err;
       }
+      const slot = await slotFigures(cfg, config.slotName);
+      const { rows: health } = await sink.query(
+        `SELECT (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::int AS orphans,
+           (SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`,
+      );
+      return {
+        ...progress,
+        slotLagBytes: slot.lagBytes,
+        orphans: health[0].orphans,
+        deadLettersTotal: health[0].dead_letters,
+      };
     },
 
     async closeDayWindowActivity(input: { pipelineId: string; date: string; closedBy: string }) {
@@ -151,3 +164,9 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+
+export type CaptureSegmentResult = CaptureProgress & {
+  slotLagBytes: number | null;
+  orphans: number;
+  deadLettersTotal: number;
+};

@@ -13,7 +13,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import type { CaptureProgress } from '../cdc/capture';
+import type { CaptureSegmentResult } from '../activities';
 import type { PipelineConfig, PipelineState } from './types';
 import { validated } from './validation';
 import { dayCloseInstant, watermarkPassed } from './window-time';
@@ -69,6 +69,7 @@ export function initialPipelineState(): PipelineState {
       perTable: { power_user: 0, power_consumption: 0 },
     },
     lastSegment: null,
+    health: null,
     maxEventTime: null,
     openDays: [],
     closedDays: [],
@@ -116,7 +117,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     state.phase = 'streaming';
     const segmentScope = new CancellationScope();
     const segment = segmentScope.run(() => capture(config));
-    let progress: CaptureProgress | undefined;
+    let progress: CaptureSegmentResult | undefined;
     let segmentError: unknown;
     segment.then(
       (p) => (progress = p),
@@ -176,7 +177,7 @@ function addOpenDays(state: PipelineState, days: string[]) {
   state.openDays = [...open].sort();
 }
 
-function recordSegment(state: PipelineState, p: CaptureProgress) {
+function recordSegment(state: PipelineState, p: CaptureSegmentResult) {
   state.confirmedLsn = p.confirmedLsn;
   state.totals.applied += p.applied;
   state.totals.deadLetters += p.deadLetters;
@@ -192,6 +193,12 @@ function recordSegment(state: PipelineState, p: CaptureProgress) {
     rowsPerSecond: p.seconds > 0 ? Math.round(p.applied / p.seconds) : 0,
     confirmedLsn: p.confirmedLsn,
     at: new Date(Date.now()).toISOString(),
+  };
+  state.health = {
+    slotLagBytes: p.slotLagBytes,
+    orphans: p.orphans,
+    deadLetters: p.deadLettersTotal,
+    at: state.lastSegment.at,
   };
   addOpenDays(state, p.days);
 }

@@ -39,6 +39,8 @@ export type PipelineState = {
     perTable: { power_user: number; power_consumption: number };
   };
   lastSegment: SegmentSummary | null;
+  /** Read at the end of each segment, so the status query alone answers "is it healthy?". */
+  health: { slotLagBytes: number | null; orphans: number; deadLetters: number; at: string } | null;
   maxEventTime: string | null;
   openDays: string[];
   closedDays: { date: string; by: string }[];
