@@ -5,13 +5,22 @@ import pg from 'pg';
 import { createActivities } from './activities';
 import { WORKFLOW_BUNDLE } from './build/bundle-workflows';
 import { loadConfig, maskUrl } from './config';
+import { createLogger, installSdkLogger } from './observability/log';
+import { serveMetrics } from './observability/metrics';
 import './cdc/decoders'; // registers text type parsers before any pool is used
 
-/** Wires connection, task queue, workflows and activities; nothing else. */
+/** Wires logging, metrics, connection, task queue, workflows and activities; nothing else. */
 async function main(): Promise<void> {
   const cfg = loadConfig();
+  const logger = createLogger(cfg.logLevel);
+  installSdkLogger(logger);
   const sink = new pg.Pool({ connectionString: cfg.sinkUrl, max: 6, application_name: 'stategrid-worker' });
-  sink.on('error', (err) => console.error(`sink pool error (${maskUrl(cfg.sinkUrl)}): ${err.message}`));
+  sink.on('error', (err) => logger.warn({ sink: maskUrl(cfg.sinkUrl), err: err.message }, 'sink pool error'));
+  const metricsServer = serveMetrics(
+    cfg.metricsPort,
+    (port) => logger.info({ port }, `metrics on http://127.0.0.1:${port}/metrics`),
+    (err) => logger.warn({ err: err.message }, 'metrics endpoint not started (STATEGRID_METRICS_PORT)'),
+  );
   const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
   const worker = await Worker.create({
     connection,
@@ -27,10 +36,14 @@ async function main(): Promise<void> {
   const readyFile = path.join(cfg.home, 'run', 'worker.ready');
   fs.mkdirSync(path.dirname(readyFile), { recursive: true });
   fs.writeFileSync(readyFile, `${process.pid}\n`);
-  console.log(`worker polling ${cfg.taskQueue} on ${cfg.temporalAddress} (pid ${process.pid})`);
+  logger.info(
+    { taskQueue: cfg.taskQueue, temporal: cfg.temporalAddress, sink: maskUrl(cfg.sinkUrl), pid: process.pid },
+    'worker polling',
+  );
   try {
     await worker.run();
   } finally {
+    metricsServer?.close();
     await sink.end();
     await connection.close();
   }

@@ -12,6 +12,7 @@ import type { PipelineConfig, RecomputeInput, RecomputeResult } from '../workflo
 import { parsePipelineInput, parseRecomputeInput } from './inputs';
 import { withClient } from '../db/client';
 import { slotFigures } from '../control/pipeline';
+import { slotLagBytes } from '../observability/metrics';
 
 /** Activities own all I/O. Built once per worker with its config and sink pool. */
 export function createActivities(cfg: AppConfig, sink: pg.Pool) {
@@ -105,6 +106,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
             heartbeat: (p) => ctx.heartbeat(p),
             cancelled: ctx.cancelled,
             log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
+            debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
           },
         );
       } catch (err) {
@@ -115,6 +117,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
         throw err;
       }
       const slot = await slotFigures(cfg, config.slotName);
+      if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
       const { rows: health } = await sink.query(
         `SELECT (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::int AS orphans,
            (SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`,

@@ -2,7 +2,8 @@ import { LogicalReplicationService } from 'pg-logical-replication';
 import type pg from 'pg';
 import { refreshDirtyPartitions } from '../sink/aggregates';
 import { applyChangeBatch, withTransaction, type BatchResult } from '../sink/writer';
-import { formatLsn, parseLsn, type Change, type SourceTable } from './changes';
+import * as metrics from '../observability/metrics';
+import { formatLsn, parseLsn, SOURCE_TABLES, type Change, type SourceTable } from './changes';
 import { decoderFor } from './decoders';
 
 /**
@@ -51,6 +52,7 @@ type Hooks = {
   heartbeat: (p: CaptureProgress) => void;
   cancelled: Promise<unknown>;
   log: (msg: string, extra?: object) => void;
+  debug: (msg: string, extra?: object) => void;
 };
 
 export async function runCaptureSegment(
@@ -131,11 +133,24 @@ export async function runCaptureSegment(
     const result = await withTransaction(sink, (client) =>
       applyChangeBatch(client, opts.pipelineId, epoch, batch, confirm > confirmed ? confirm : null),
     );
-    progress.writeMs += Date.now() - writeStarted;
+    const writeMs = Date.now() - writeStarted;
+    progress.writeMs += writeMs;
     if (batch.length) {
       progress.batches += 1;
       dirtySinceRefresh = true;
       mergeResult(result);
+      metrics.batchSeconds.observe({ pipeline: opts.pipelineId }, writeMs / 1000);
+      for (const table of SOURCE_TABLES) {
+        metrics.rowsApplied.inc({ pipeline: opts.pipelineId, table }, result.perTable[table]);
+      }
+      metrics.deadLetters.inc({ pipeline: opts.pipelineId }, result.deadLetters);
+      hooks.debug('batch applied', {
+        batch: progress.batches,
+        rows: batch.length,
+        lsn: formatLsn(batch[batch.length - 1].txLsn),
+        seq: batch[batch.length - 1].seq,
+        writeMs,
+      });
     }
     if (confirm > confirmed) {
       confirmed = confirm;
@@ -171,6 +186,7 @@ export async function runCaptureSegment(
     dwsConfirmed = beforeConfirmed;
     progress.dwsRefreshes += 1;
     progress.revisions += r.revisions;
+    metrics.dwsRevisions.inc({ pipeline: opts.pipelineId }, r.revisions);
   };
 
   service.on('data', async (_lsn: string, message: unknown) => {

@@ -8,8 +8,8 @@ const defaults: Record<string, string> = {
   TEMPORAL_ADDRESS: '127.0.0.1:7243',
   STATEGRID_TEMPORAL_UI_PORT: '8243',
   STATEGRID_TASK_QUEUE: 'stategrid-cdc',
-  STATEGRID_METRICS_PORT: '0',
-  STATEGRID_LOG_LEVEL: 'warn',
+  STATEGRID_METRICS_PORT: '9474',
+  STATEGRID_LOG_LEVEL: 'info',
 };
 for (const [k, v] of Object.entries(defaults)) process.env[k] = process.env[`TEST_${k}`] ?? v;
 delete process.env.STATEGRID_SOURCE_URL;

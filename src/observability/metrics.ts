@@ -1,0 +1,60 @@
+import http from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of the worker process, served on STATEGRID_METRICS_PORT (0 disables the endpoint). */
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: 'stategrid_worker_' });
+
+export const rowsApplied = new Counter({
+  name: 'stategrid_rows_applied_total',
+  help: 'Source changes applied to ODS/DWD, per source table',
+  labelNames: ['pipeline', 'table'] as const,
+  registers: [registry],
+});
+export const deadLetters = new Counter({
+  name: 'stategrid_dead_letters_total',
+  help: 'Invalid changes sent to the dead-letter table',
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
+export const dwsRevisions = new Counter({
+  name: 'stategrid_dws_revisions_total',
+  help: 'Revisions of closed days caused by late changes',
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
+export const slotLagBytes = new Gauge({
+  name: 'stategrid_slot_lag_bytes',
+  help: 'WAL between the source insert position and the slot confirmed position',
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
+export const batchSeconds = new Histogram({
+  name: 'stategrid_batch_seconds',
+  help: 'Time to write one batch (ODS, change log, DWD, checkpoint) in one sink transaction',
+  labelNames: ['pipeline'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+
+export function serveMetrics(
+  port: number,
+  onListen: (port: number) => void,
+  onError: (err: Error) => void,
+): http.Server | undefined {
+  if (port === 0) return undefined;
+  const server = http.createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(err.message),
+    );
+  });
+  // A busy port must not stop the worker: it keeps applying changes without the endpoint.
+  server.on('error', onError);
+  server.listen(port, '127.0.0.1', () => onListen(port));
+  return server;
+}

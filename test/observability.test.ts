@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { TestContext } from './helpers/pipeline';
+
+/** The worker's Prometheus endpoint and structured JSON logs, read from the running worker process. */
+describe('worker metrics and logs', function () {
+  this.timeout(120000);
+  const t = new TestContext();
+  before(() => t.open());
+  after(async () => {
+    await t.terminatePipeline();
+    await t.close();
+  });
+
+  it('counts applied rows and dead letters on /metrics and logs JSON lines without passwords', async () => {
+    const scrape = async () => {
+      const res = await fetch(`http://127.0.0.1:${t.cfg.metricsPort}/metrics`);
+      assert.equal(res.status, 200);
+      return res.text();
+    };
+    const value = (body: string, series: string) => {
+      const line = body.split('\n').find((l) => l.startsWith(series + ' '));
+      return line ? Number(line.split(' ')[1]) : 0;
+    };
+    const applied = 'stategrid_rows_applied_total{pipeline="test",table="power_consumption"}';
+    const dead = 'stategrid_dead_letters_total{pipeline="test"}';
+    const before = await scrape();
+    await t.freshPipeline({}, async () => {
+      await t.q(`INSERT INTO power_user VALUES (1, 'a', '居民用电', 1, '北京', now())`);
+    });
+    await t.q(`INSERT INTO power_consumption SELECT g, 1, 1.00, 0.56, '2026-11-20 10:00:00'
+      FROM generate_series(1, 250) g`);
+    await t.q(`INSERT INTO power_consumption VALUES (251, 1, -1.00, 0.56, '2026-11-20 10:00:00')`);
+    await t.caughtUp();
+    const after = await scrape();
+    assert.equal(value(after, applied) - value(before, applied), 251);
+    assert.equal(value(after, dead) - value(before, dead), 1);
+    assert.match(after, /stategrid_batch_seconds_bucket/);
+
+    const log = fs.readFileSync(path.join(t.cfg.home, 'logs', 'worker.log'), 'utf8');
+    const json = log
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(json.some((e) => e.msg === 'worker polling' && typeof e.sink === 'string'));
+    assert.ok(!log.includes(':postgres@'), 'connection passwords are masked in logs');
+  });
+});
