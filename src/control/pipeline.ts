@@ -1,9 +1,16 @@
-import { Client, Connection, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
 import { parseLsn } from '../cdc/changes';
 import type { AppConfig } from '../config';
 import { parsePipelineInput } from '../activities/inputs';
 import type { PipelineState } from '../workflows/types';
 import { withClient } from '../db/client';
+import { dropSlot } from '../cdc/snapshot';
+import { initDatabases } from '../db/init';
 
 /** Client-side control of pipelines: what the CLI and the tests use. */
 export const pipelineWorkflowId = (pipelineId: string) => `stategrid-pipeline-${pipelineId}`;
@@ -170,5 +177,47 @@ export async function waitCaughtUp(cfg: AppConfig, pipelineId: string, timeoutMs
       await new Promise((r) => setTimeout(r, 200));
     }
     return false;
+  });
+}
+
+/** Terminates a pipeline's workflow if it runs (tests and benchmarks start from a clean slate). */
+export async function terminatePipeline(client: Client, pipelineId: string, reason: string): Promise<void> {
+  try {
+    await client.workflow.getHandle(pipelineWorkflowId(pipelineId)).terminate(reason);
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError) && !/not found|already completed/i.test(String(err)))
+      throw err;
+  }
+}
+
+/**
+ * Empties source and sink after stopping the pipeline and dropping its slot: the clean slate of tests and
+ * benchmarks. Never used by the product's own commands.
+ */
+export async function resetEverything(cfg: AppConfig, client: Client, pipelineId: string): Promise<void> {
+  await terminatePipeline(client, pipelineId, 'reset');
+  await dropSlot(cfg.sourceUrl, `stategrid_${pipelineId}`);
+  await initDatabases(cfg, process.env.STATEGRID_CDC_PASSWORD ?? 'stategrid_cdc');
+  await withClient(cfg.sourceUrl, (db) =>
+    db.query(
+      `TRUNCATE power_user, power_consumption, ods_power_user, ods_power_consumption, ods_change_log,
+        dwd_power_user_info, dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking,
+        stategrid_checkpoint, stategrid_dead_letter, stategrid_dws_dirty, stategrid_window, dws_revision`,
+    ),
+  );
+}
+
+/** Waits until the pipeline's snapshot is done and it streams. */
+export async function waitStreaming(cfg: AppConfig, pipelineId: string, timeoutMs: number): Promise<void> {
+  await withClient(cfg.sinkUrl, async (sink) => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const { rows } = await sink.query(`SELECT phase FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
+        pipelineId,
+      ]);
+      if (rows[0]?.phase === 'streaming') return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`pipeline ${pipelineId} did not finish its snapshot in ${timeoutMs / 1000}s`);
   });
 }

@@ -1,12 +1,17 @@
 import '../setup/env';
 import assert from 'node:assert/strict';
-import { Client, WorkflowNotFoundError } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import pg from 'pg';
 import '../../src/cdc/decoders';
-import { dropSlot } from '../../src/cdc/snapshot';
 import { loadConfig, type AppConfig } from '../../src/config';
-import { pipelineWorkflowId, startPipeline, temporalClient, waitCaughtUp } from '../../src/control/pipeline';
-import { initDatabases } from '../../src/db/init';
+import {
+  resetEverything,
+  startPipeline,
+  temporalClient,
+  terminatePipeline,
+  waitCaughtUp,
+  waitStreaming,
+} from '../../src/control/pipeline';
 
 /** Shared helpers for integration tests against the real stack: fresh pipeline, oracle queries, convergence. */
 export const PIPELINE_ID = 'test';
@@ -38,14 +43,7 @@ export class TestContext {
 
   /** Stops any earlier test pipeline, empties source and sink, and starts a new pipeline (snapshot of what exists). */
   async freshPipeline(input: Record<string, unknown> = {}, seed?: () => Promise<void>): Promise<void> {
-    await this.terminatePipeline();
-    await dropSlot(this.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
-    await initDatabases(this.cfg, 'stategrid_cdc');
-    await this.db.query(
-      `TRUNCATE power_user, power_consumption, ods_power_user, ods_power_consumption, ods_change_log,
-        dwd_power_user_info, dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking,
-        stategrid_checkpoint, stategrid_dead_letter, stategrid_dws_dirty, stategrid_window, dws_revision`,
-    );
+    await resetEverything(this.cfg, this.client, PIPELINE_ID);
     if (seed) await seed();
     await startPipeline(this.cfg, this.client, {
       pipelineId: PIPELINE_ID,
@@ -54,21 +52,11 @@ export class TestContext {
       dwsRefreshMs: 300,
       ...input,
     });
-    await this.waitFor('pipeline streaming', async () => {
-      const rows = await this.q(`SELECT phase FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
-        PIPELINE_ID,
-      ]);
-      return rows[0]?.phase === 'streaming';
-    });
+    await waitStreaming(this.cfg, PIPELINE_ID, 60000);
   }
 
-  async terminatePipeline(): Promise<void> {
-    try {
-      await this.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID)).terminate('test reset');
-    } catch (err) {
-      if (!(err instanceof WorkflowNotFoundError) && !/not found|already completed/i.test(String(err)))
-        throw err;
-    }
+  terminatePipeline(): Promise<void> {
+    return terminatePipeline(this.client, PIPELINE_ID, 'test reset');
   }
 
   async waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60000): Promise<void> {
