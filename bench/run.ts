@@ -1,0 +1,370 @@
+/**
+ * `npm run bench [-- --quick] [-- --json]`: measures the pipeline on its own embedded stack and, in the same run,
+ * the physical limits it is compared with (pg_recvlogical decoding the same changes, a plain GROUP BY over DWD).
+ * Prints a table and writes JSON to bench/results/.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import '../src/cdc/decoders';
+import { loadConfig, type AppConfig } from '../src/config';
+import {
+  resetEverything,
+  startPipeline,
+  temporalClient,
+  waitCaughtUp,
+  waitStreaming,
+} from '../src/control/pipeline';
+import { withClient } from '../src/db/client';
+import { stackDown, stackUp } from '../src/stack';
+import { pgBinDir } from '../src/stack/postgres';
+import { readPid } from '../src/stack/proc';
+import type { RecomputeResult } from '../src/workflows/types';
+
+const REPO = path.resolve(__dirname, '../..');
+const PIPELINE = 'bench';
+
+type Sizes = { users: number; snapshotRows: number; streamRows: number; txRows: number; bigTxRows: number };
+const QUICK: Sizes = {
+  users: 2000,
+  snapshotRows: 200_000,
+  streamRows: 100_000,
+  txRows: 1000,
+  bigTxRows: 200_000,
+};
+const FULL: Sizes = {
+  users: 20000,
+  snapshotRows: 1_000_000,
+  streamRows: 500_000,
+  txRows: 1000,
+  bigTxRows: 1_000_000,
+};
+
+type Figure = {
+  name: string;
+  ours: number;
+  unit: string;
+  limit?: number;
+  limitName?: string;
+  target?: string;
+};
+
+const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
+
+async function sql<T = Record<string, unknown>>(
+  cfg: AppConfig,
+  query: string,
+  params: unknown[] = [],
+): Promise<T[]> {
+  return withClient(cfg.sourceUrl, async (c) => (await c.query(query, params)).rows as T[]);
+}
+
+/** Inserts consumptions [from, to] in transactions of `perTx` rows; values depend only on the id. */
+async function insertConsumptions(cfg: AppConfig, from: number, to: number, perTx: number, users: number) {
+  await withClient(cfg.sourceUrl, async (c) => {
+    for (let start = from; start <= to; start += perTx) {
+      await c.query(
+        `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, (g % 50000) / 100.0, (g % 30000) / 100.0,
+           '2026-11-20'::timestamp + make_interval(secs => g % 259200)
+         FROM generate_series($1::bigint, $2::bigint) g`,
+        [start, Math.min(to, start + perTx - 1), users],
+      );
+    }
+  });
+}
+
+/** Changes applied by the pipeline so far, from its checkpoint (a cheap poll, unlike count(*) on ODS). */
+async function appliedChanges(cfg: AppConfig): Promise<number> {
+  const rows = await sql<{ n: string }>(
+    cfg,
+    'SELECT changes_applied AS n FROM stategrid_checkpoint WHERE pipeline_id = $1',
+    [PIPELINE],
+  );
+  return Number(rows[0]?.n ?? 0);
+}
+
+async function waitApplied(cfg: AppConfig, expected: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await appliedChanges(cfg)) < expected) {
+    if (Date.now() > deadline) throw new Error(`pipeline did not apply ${expected} changes`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** pg_recvlogical decoding the same WAL range with the same plugin and publication, written to /dev/null. */
+async function recvlogicalSeconds(cfg: AppConfig, slot: string, endLsn: string): Promise<number> {
+  const u = new URL(cfg.sourceUrl);
+  const t0 = process.hrtime.bigint();
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(
+      path.join(pgBinDir(), 'pg_recvlogical'),
+      [
+        '-h',
+        u.hostname,
+        '-p',
+        u.port,
+        '-U',
+        decodeURIComponent(u.username),
+        '-d',
+        u.pathname.slice(1),
+        '-S',
+        slot,
+        '--start',
+        '-E',
+        endLsn,
+        '-o',
+        'proto_version=1',
+        '-o',
+        'publication_names=stategrid_pub',
+        '-f',
+        '/dev/null',
+        '--no-loop',
+      ],
+      {
+        env: { ...process.env, PGPASSWORD: decodeURIComponent(u.password) },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`pg_recvlogical exit ${code}: ${err}`)),
+    );
+  });
+  return seconds(t0);
+}
+
+function workerPeakRssMb(cfg: AppConfig): number {
+  const pid = readPid(path.join(cfg.home, 'run', 'worker.pid'));
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+}
+
+async function main(): Promise<void> {
+  const opts = new Command('bench')
+    .option('--quick', 'small sizes, under 2 minutes')
+    .option('--json', 'print the JSON result instead of the table')
+    .option('--keep-stack', 'leave the bench stack running')
+    .parse(process.argv)
+    .opts();
+  const sizes = opts.quick ? QUICK : FULL;
+  const say = (m: string) => {
+    if (!opts.json) console.log(m);
+  };
+  Object.assign(process.env, {
+    STATEGRID_HOME: process.env.STATEGRID_BENCH_HOME ?? path.join(REPO, '.stategrid-bench'),
+    STATEGRID_PG_PORT: '54349',
+    TEMPORAL_ADDRESS: '127.0.0.1:7253',
+    STATEGRID_TEMPORAL_UI_PORT: '8253',
+    STATEGRID_METRICS_PORT: '0',
+    STATEGRID_LOG_LEVEL: process.env.STATEGRID_LOG_LEVEL ?? 'warn',
+  });
+  delete process.env.STATEGRID_SOURCE_URL;
+  delete process.env.STATEGRID_SINK_URL;
+  const cfg = loadConfig();
+  const figures: Figure[] = [];
+  say(`stack up (${cfg.home})`);
+  await stackUp(cfg, () => undefined, { restartWorker: true });
+  const { client, close } = await temporalClient(cfg);
+  try {
+    await resetEverything(cfg, client, PIPELINE);
+    await sql(
+      cfg,
+      `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'bench_recv'`,
+    );
+
+    // 1. Initial snapshot.
+    say(`generating ${sizes.users} users and ${sizes.snapshotRows} consumptions`);
+    await sql(
+      cfg,
+      `INSERT INTO power_user SELECT g, 'user' || g, '居民用电', 1 + g % 8, 'region' || (1 + g % 8), now()
+       FROM generate_series(1, $1::int) g`,
+      [sizes.users],
+    );
+    await insertConsumptions(cfg, 1, sizes.snapshotRows, 100_000, sizes.users);
+    const input = { pipelineId: PIPELINE, segmentSeconds: 30 };
+    let t0 = process.hrtime.bigint();
+    await startPipeline(cfg, client, input);
+    await waitStreaming(cfg, PIPELINE, 600_000);
+    const snapshotS = seconds(t0);
+    figures.push({
+      name: 'initial snapshot',
+      ours: (sizes.users + sizes.snapshotRows) / snapshotS,
+      unit: 'rows/s',
+      target: '>= 100,000 rows/s',
+    });
+    say(`snapshot: ${((sizes.users + sizes.snapshotRows) / snapshotS) | 0} rows/s`);
+    if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after snapshot');
+
+    // 2. Streaming: small transactions, measured from the first source commit to the sink caught up.
+    await sql(cfg, `SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
+    const first = sizes.snapshotRows + 1;
+    const last = sizes.snapshotRows + sizes.streamRows;
+    const appliedBefore = await appliedChanges(cfg);
+    t0 = process.hrtime.bigint();
+    await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
+    const writeS = seconds(t0);
+    const endLsn = (await sql<{ l: string }>(cfg, 'SELECT pg_current_wal_lsn()::text AS l'))[0].l;
+    await waitApplied(cfg, appliedBefore + sizes.streamRows, 600_000);
+    const odsS = seconds(t0);
+    if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after streaming');
+    const dwsS = seconds(t0);
+    const recvS = await recvlogicalSeconds(cfg, 'bench_recv', endLsn);
+    await sql(cfg, `SELECT pg_drop_replication_slot('bench_recv')`);
+    figures.push({
+      name: 'streaming, commit -> ODS+DWD',
+      ours: sizes.streamRows / odsS,
+      unit: 'rows/s',
+      limit: sizes.streamRows / recvS,
+      limitName: 'pg_recvlogical decode of the same changes',
+      target: '>= 50,000 rows/s and >= 40% of limit',
+    });
+    figures.push({ name: 'streaming, commit -> DWS current', ours: sizes.streamRows / dwsS, unit: 'rows/s' });
+    say(
+      `streaming: source wrote in ${writeS.toFixed(1)}s, ODS+DWD after ${odsS.toFixed(1)}s, DWS after ${dwsS.toFixed(1)}s`,
+    );
+
+    // 3. Latency at a steady offered rate: 50-row transactions every 10 ms (5,000 rows/s) for 10 s.
+    const latFirst = last + 1;
+    const latRows = 50_000;
+    await withClient(cfg.sourceUrl, async (c) => {
+      const start = Date.now();
+      for (let i = 0; i < latRows / 50; i++) {
+        const due = start + i * 10;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const a = latFirst + i * 50;
+        await c.query(
+          `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, 1.00, 0.50, '2026-11-23 10:00:00'
+           FROM generate_series($1::bigint, $2::bigint) g`,
+          [a, a + 49, sizes.users],
+        );
+      }
+    });
+    if (!(await waitCaughtUp(cfg, PIPELINE, 300_000))) throw new Error('not caught up after latency run');
+    const lat = (
+      await sql<{ p50: number; p95: number; p99: number }>(
+        cfg,
+        `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50, percentile_cont(0.95) WITHIN GROUP (ORDER BY s) AS p95,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY s) AS p99
+         FROM (SELECT extract(epoch FROM d.etl_time - pg_xact_commit_timestamp(c.xmin)) AS s
+               FROM power_consumption c JOIN dwd_power_consumption_detail d USING (consumption_id)
+               WHERE c.consumption_id >= $1) x`,
+        [latFirst],
+      )
+    )[0];
+    figures.push({ name: 'latency commit -> DWD p50 @5k rows/s', ours: lat.p50, unit: 's' });
+    figures.push({ name: 'latency commit -> DWD p95 @5k rows/s', ours: lat.p95, unit: 's' });
+    figures.push({ name: 'latency commit -> DWD p99 @5k rows/s', ours: lat.p99, unit: 's', target: '< 1 s' });
+
+    // 4. One-day recompute against a plain GROUP BY over DWD for the same day.
+    const day = (
+      await sql<{ d: string }>(
+        cfg,
+        `SELECT consumption_date::date::text AS d FROM dwd_power_consumption_detail GROUP BY 1 ORDER BY count(*) DESC LIMIT 1`,
+      )
+    )[0].d;
+    const dayRows = Number(
+      (
+        await sql<{ n: string }>(
+          cfg,
+          `SELECT count(*) AS n FROM dwd_power_consumption_detail WHERE consumption_date::date = $1`,
+          [day],
+        )
+      )[0].n,
+    );
+    t0 = process.hrtime.bigint();
+    await sql(
+      cfg,
+      `SELECT region_id, region_name, sum(consumption_amount), sum(consumption_cost), count(DISTINCT user_id),
+         max(consumption_amount) FROM dwd_power_consumption_detail WHERE consumption_date::date = $1 GROUP BY 1, 2`,
+      [day],
+    );
+    const groupByS = seconds(t0);
+    t0 = process.hrtime.bigint();
+    const rec = (await client.workflow.execute('dailyRecomputeWorkflow', {
+      taskQueue: cfg.taskQueue,
+      workflowId: `bench-recompute-${Date.now()}`,
+      args: [{ date: day, pipelineId: PIPELINE }],
+    })) as RecomputeResult;
+    const recomputeS = seconds(t0);
+    figures.push({
+      name: `recompute one day (${dayRows} rows, drift ${rec.drift})`,
+      ours: recomputeS,
+      unit: 's',
+      limit: groupByS,
+      limitName: 'plain GROUP BY over DWD',
+      target: '<= 1.5x limit',
+    });
+
+    // 5. A single large source transaction; worker peak RSS over the whole run.
+    const bigFirst = latFirst + latRows;
+    const appliedBeforeBig = await appliedChanges(cfg);
+    t0 = process.hrtime.bigint();
+    await insertConsumptions(cfg, bigFirst, bigFirst + sizes.bigTxRows - 1, sizes.bigTxRows, sizes.users);
+    await waitApplied(cfg, appliedBeforeBig + sizes.bigTxRows, 900_000);
+    const bigS = seconds(t0);
+    figures.push({
+      name: `single ${sizes.bigTxRows}-row transaction applied`,
+      ours: sizes.bigTxRows / bigS,
+      unit: 'rows/s',
+    });
+    figures.push({
+      name: 'worker peak RSS (whole run)',
+      ours: workerPeakRssMb(cfg),
+      unit: 'MB',
+      target: '< 300 MB',
+    });
+  } finally {
+    await close();
+    if (!opts.keepStack) await stackDown(cfg, () => undefined);
+  }
+
+  const result = {
+    mode: opts.quick ? 'quick' : 'full',
+    at: new Date().toISOString(),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memGb: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+      postgres: execFileSync(path.join(pgBinDir(), 'postgres'), ['--version']).toString().trim(),
+    },
+    sizes,
+    figures: figures.map((f) => ({ ...f, ratio: f.limit ? f.ours / f.limit : undefined })),
+  };
+  const dir = path.join(REPO, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${result.mode}-${result.at.replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  if (opts.json) {
+    console.log(JSON.stringify(result, null, 2));
+    return;
+  }
+  const fmt = (v: number | undefined, unit: string) =>
+    v === undefined
+      ? ''
+      : unit === 's'
+        ? v.toFixed(3) + ' s'
+        : `${Math.round(v).toLocaleString('en-US')} ${unit}`;
+  console.table(
+    result.figures.map((f) => ({
+      measure: f.name,
+      ours: fmt(f.ours, f.unit),
+      limit: f.limitName ? `${fmt(f.limit, f.unit)} (${f.limitName})` : '',
+      ratio: f.ratio === undefined ? '' : f.ratio.toFixed(2),
+      target: f.target ?? '',
+    })),
+  );
+  console.log(`results written to ${path.relative(process.cwd(), file)}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err instanceof Error ? err.stack : err);
+    process.exit(1);
+  },
+);
