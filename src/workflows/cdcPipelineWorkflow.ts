@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   ActivityFailure,
   CancellationScope,
   condition,
@@ -41,6 +42,8 @@ function captureActivity(config: PipelineConfig) {
   return proxyActivities<Activities>({
     startToCloseTimeout: `${config.segmentSeconds + 300} seconds`,
     heartbeatTimeout: '20 seconds',
+    // On pause/stop, wait until the segment has really stopped (flushed and left the slot) before going on.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     // Transient sink/source errors (connection loss, serialization failure, deadlock) retry with backoff.
     retry: {
       initialInterval: '1s',
