@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { withClient } from '../src/db/client';
-import { pipelineWorkflowId, slotFigures } from '../src/control/pipeline';
+import { dropSlot } from '../src/cdc/snapshot';
+import { pipelineWorkflowId, slotFigures, startPipeline } from '../src/control/pipeline';
+import type { PipelineState } from '../src/workflows/types';
 import { PIPELINE_ID, TestContext } from './helpers/pipeline';
 
 /** Slot hygiene: the slot advances while watched tables are idle, and stop --drop-slot cleans up. */
@@ -49,5 +51,35 @@ describe('replication slot hygiene', function () {
     assert.equal(slot.exists, false);
     const pub = await t.q(`SELECT 1 FROM pg_publication WHERE pubname = 'stategrid_pub'`);
     assert.equal(pub.length, 0);
+  });
+});
+
+describe('replication slot dropped externally', function () {
+  this.timeout(180000);
+  const t = new TestContext();
+  before(() => t.open());
+  after(async () => {
+    await t.terminatePipeline();
+    await t.close();
+  });
+
+  it('fails the pipeline with a clear error and recovers with stop + start --resync', async () => {
+    await t.freshPipeline({}, async () => {
+      await t.q(`INSERT INTO power_user VALUES (1, 'a', '居民用电', 1, '北京', now())`);
+    });
+    await dropSlot(t.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
+    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    await t.waitFor('the pipeline to report the missing slot', async () => {
+      const s = await handle.query<PipelineState>('status');
+      return s.phase === 'failed' && /does not exist/.test(s.error ?? '');
+    });
+    const state = await handle.query<PipelineState>('status');
+    assert.match(String(state.error), /pipeline stop && stategrid pipeline start --resync/);
+    await handle.signal('stop', {});
+    await handle.result();
+    await t.q(`INSERT INTO power_consumption VALUES (1, 1, 2.00, 1.00, '2026-11-20 10:00:00')`);
+    await startPipeline(t.cfg, t.client, { pipelineId: PIPELINE_ID, resync: true, segmentSeconds: 15 });
+    await t.caughtUp();
+    await t.assertConverged();
   });
 });

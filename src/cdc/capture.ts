@@ -43,7 +43,9 @@ const IDLE_CONFIRM_MS = 5000;
 
 export class SlotMissingError extends Error {
   constructor(slot: string, detail: string) {
-    super(`replication slot "${slot}" does not exist (${detail}); run: stategrid pipeline start --resync`);
+    super(
+      `replication slot "${slot}" does not exist (${detail}); recover with: stategrid pipeline stop && stategrid pipeline start --resync`,
+    );
     this.name = 'SlotMissingError';
   }
 }
