@@ -26,7 +26,7 @@ describe('worker metrics and logs', function () {
     const applied = 'stategrid_rows_applied_total{pipeline="test",table="power_consumption"}';
     const dead = 'stategrid_dead_letters_total{pipeline="test"}';
     const before = await scrape();
-    await t.freshPipeline({}, async () => {
+    await t.freshPipeline({ segmentSeconds: 5 }, async () => {
       await t.q(`INSERT INTO power_user VALUES (1, 'a', '居民用电', 1, '北京', now())`);
     });
     await t.q(`INSERT INTO power_consumption SELECT g, 1, 1.00, 0.56, '2026-11-20 10:00:00'
@@ -37,6 +37,20 @@ describe('worker metrics and logs', function () {
     assert.equal(value(after, applied) - value(before, applied), 251);
     assert.equal(value(after, dead) - value(before, dead), 1);
     assert.match(after, /stategrid_batch_seconds_bucket/);
+
+    // A change to a day whose window is closed is corrected and counted as a late event.
+    const late = 'stategrid_late_events_total{pipeline="test"}';
+    await t.waitFor('2026-11-20 closed', async () => {
+      const w = await t.q(`SELECT 1 FROM stategrid_window WHERE stat_date = '2026-11-20' AND is_final`);
+      return w.length === 1;
+    });
+    await t.q(`INSERT INTO power_consumption VALUES (252, 1, 2.00, 1.12, '2026-11-20 11:00:00')`);
+    await t.caughtUp();
+    const window = await t.q<{ n: number }>(
+      `SELECT late_events::int AS n FROM stategrid_window WHERE stat_date = '2026-11-20'`,
+    );
+    assert.ok(window[0].n >= 1);
+    assert.equal(value(await scrape(), late) - value(after, late), window[0].n);
 
     const log = fs.readFileSync(path.join(t.cfg.home, 'logs', 'worker.log'), 'utf8');
     const json = log

@@ -7,7 +7,11 @@ const safeName = z.string().regex(/^[a-z0-9_]{1,48}$/, 'must match [a-z0-9_]{1,4
 const isoDate = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD')
-  .refine((d) => !Number.isNaN(Date.parse(d + 'T00:00:00Z')), 'is not a valid calendar date');
+  // Date.parse rolls 2026-02-30 over to March; a real calendar date survives the round trip.
+  .refine((d) => {
+    const t = Date.parse(d + 'T00:00:00Z');
+    return !Number.isNaN(t) && new Date(t).toISOString().slice(0, 10) === d;
+  }, 'is not a valid calendar date');
 
 const timeZone = z.string().refine((tz) => {
   try {

@@ -189,6 +189,7 @@ export async function runCaptureSegment(
     progress.dwsRefreshes += 1;
     progress.revisions += r.revisions;
     metrics.dwsRevisions.inc({ pipeline: opts.pipelineId }, r.revisions);
+    metrics.lateEvents.inc({ pipeline: opts.pipelineId }, r.lateEvents ?? 0);
   };
 
   service.on('data', async (_lsn: string, message: unknown) => {

@@ -3,7 +3,9 @@ import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client
 import { SingleBar, Presets } from 'cli-progress';
 import '../cdc/decoders';
 import { ConfigError, loadConfig, maskUrl, type AppConfig } from '../config';
+import type { Client } from '@temporalio/client';
 import {
+  followSnapshot,
   pipelineStatus,
   pipelineWorkflowId,
   startPipeline,
@@ -18,6 +20,7 @@ import { resolveTemporalCli, temporalVersion } from '../stack/temporal';
 import { previousLocalDay } from '../workflows/window-time';
 import type { RecomputeResult } from '../workflows/types';
 import { withClient } from '../db/client';
+import { dropSlot } from '../cdc/snapshot';
 
 /** The `stategrid` command (DESIGN.md §3). */
 const say = (m: string) => console.log(m);
@@ -32,7 +35,8 @@ const int = (name: string) => (v: string) => {
   return n;
 };
 const isoDate = (v: string) => {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(v) || Number.isNaN(Date.parse(v))) {
+  const t = Date.parse(v + 'T00:00:00Z');
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(v) || Number.isNaN(t) || new Date(t).toISOString().slice(0, 10) !== v) {
     throw new InvalidArgumentError('must be a date YYYY-MM-DD');
   }
   return v;
@@ -123,6 +127,32 @@ async function dataInsert(
     const r = await insertTestData(source, { ...o, baseDate: o.baseDate ?? todayIn(cfg.timeZone) });
     say(`inserted ${r.users} new users and ${r.records} consumption records`);
   });
+}
+
+/** Snapshot progress: a bar in an interactive terminal, a line every few seconds otherwise. */
+async function showSnapshotProgress(cfg: AppConfig, client: Client, pipelineId: string): Promise<void> {
+  const interactive = !!process.stdout.isTTY;
+  const bar = interactive
+    ? new SingleBar({ format: 'snapshot {bar} {value}/{total} rows | {phase}' }, Presets.shades_classic)
+    : null;
+  let lastLine = 0;
+  const phase = await followSnapshot(cfg, client, pipelineId, (p) => {
+    if (bar) {
+      if (!bar.isActive) bar.start(p.total, 0, { phase: p.phase });
+      bar.setTotal(p.total);
+      bar.update(p.rows, { phase: p.phase });
+    } else if (Date.now() - lastLine >= 5000 || p.phase !== 'snapshot') {
+      lastLine = Date.now();
+      say(`snapshot ${p.rows}/${p.total} rows (${p.phase})`);
+    }
+  });
+  bar?.stop();
+  if (phase !== 'streaming' && phase !== 'paused') {
+    throw new Error(
+      `pipeline ${pipelineId} is ${phase} after its snapshot; see \`stategrid pipeline status\``,
+    );
+  }
+  say(`pipeline ${pipelineId} is ${phase}`);
 }
 
 async function recomputeRange(
@@ -225,6 +255,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--plugin <plugin>', 'decoding plugin').choices(['pgoutput', 'wal2json']))
     .option('--resync', 'drop the slot and take a fresh snapshot')
     .option('--input <json>', 'extra workflow input as JSON (batchRows, segmentSeconds, ...)')
+    .option('--detach', 'return once the workflow is started instead of following the snapshot')
     .action(async (o) => {
       const cfg = config();
       let extra: Record<string, unknown> = {};
@@ -244,6 +275,7 @@ export function buildProgram(): Command {
       await withTemporal(async (client) => {
         const r = await startPipeline(cfg, client, input);
         say(r.alreadyRunning ? `pipeline ${r.workflowId} is already running` : `started ${r.workflowId}`);
+        if (!o.detach) await showSnapshotProgress(cfg, client, o.id);
       });
     });
   pipeline
@@ -274,8 +306,23 @@ export function buildProgram(): Command {
     .option('--id <pipelineId>', 'pipeline id', 'default')
     .option('--drop-slot', 'also drop the replication slot and publication')
     .action(async (o) => {
+      const cfg = config();
       await withTemporal(async (client) => {
         const handle = client.workflow.getHandle(pipelineWorkflowId(o.id));
+        const running = await handle.describe().then(
+          (d) => d.status.name === 'RUNNING',
+          () => false,
+        );
+        if (!running) {
+          // An abandoned pipeline: no workflow to signal, but its slot may still hold WAL.
+          const slot = `stategrid_${o.id}`;
+          const dropped = o.dropSlot ? await dropSlot(cfg.sourceUrl, slot) : false;
+          say(
+            `pipeline ${pipelineWorkflowId(o.id)} is not running` +
+              (o.dropSlot ? (dropped ? `; dropped slot ${slot}` : `; no slot ${slot}`) : ''),
+          );
+          return;
+        }
         await handle.signal('stop', { dropSlot: !!o.dropSlot });
         await handle.result();
         say(

@@ -4,6 +4,7 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
 } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { parseLsn } from '../cdc/changes';
 import type { AppConfig } from '../config';
 import { parsePipelineInput } from '../activities/inputs';
@@ -36,6 +37,7 @@ export async function startPipeline(
       taskQueue: cfg.taskQueue,
       workflowId,
       args: [input],
+      staticSummary: `CDC ${config.plugin} slot ${config.slotName} → ODS, DWD, DWS (pipeline ${config.pipelineId})`,
     });
     return { workflowId, alreadyRunning: false };
   } catch (err) {
@@ -220,4 +222,45 @@ export async function waitStreaming(cfg: AppConfig, pipelineId: string, timeoutM
     }
     throw new Error(`pipeline ${pipelineId} did not finish its snapshot in ${timeoutMs / 1000}s`);
   });
+}
+
+export type SnapshotProgress = { phase: string; rows: number; total: number };
+
+/**
+ * Follows a pipeline until its snapshot is done, reporting rows copied (the snapshot activity's heartbeat) out of
+ * the source's row count. Returns the final phase ('streaming', or 'failed'/'stopped' if it ended early).
+ */
+export async function followSnapshot(
+  cfg: AppConfig,
+  client: Client,
+  pipelineId: string,
+  report: (p: SnapshotProgress) => void,
+  intervalMs = 1000,
+): Promise<string> {
+  const total = await withClient(cfg.sourceUrl, async (db) => {
+    const { rows } = await db.query(
+      `SELECT (SELECT count(*) FROM power_user) + (SELECT count(*) FROM power_consumption) AS n`,
+    );
+    return Number(rows[0].n);
+  });
+  const handle = client.workflow.getHandle(pipelineWorkflowId(pipelineId));
+  for (;;) {
+    const desc = await handle.describe();
+    if (desc.status.name !== 'RUNNING') return desc.status.name.toLowerCase();
+    const state = await handle.query<PipelineState>('status');
+    if (state.phase !== 'validating' && state.phase !== 'snapshot') {
+      const copied = state.snapshot ? Object.values(state.snapshot.rows).reduce((a, b) => a + b, 0) : total;
+      report({ phase: state.phase, rows: copied, total: Math.max(total, copied) });
+      return state.phase;
+    }
+    let rows = 0;
+    for (const act of desc.raw.pendingActivities ?? []) {
+      const payload = act.heartbeatDetails?.payloads?.[0];
+      if (act.activityType?.name !== 'snapshotSource' || !payload) continue;
+      const details = defaultPayloadConverter.fromPayload<{ rows?: number }>(payload);
+      rows = Number(details?.rows ?? 0);
+    }
+    report({ phase: state.phase, rows, total: Math.max(total, rows) });
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
 }

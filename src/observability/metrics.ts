@@ -23,6 +23,12 @@ export const dwsRevisions = new Counter({
   labelNames: ['pipeline'] as const,
   registers: [registry],
 });
+export const lateEvents = new Counter({
+  name: 'stategrid_late_events_total',
+  help: 'Changes that arrived for a day whose window was already closed (corrected, never dropped)',
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
 export const slotLagBytes = new Gauge({
   name: 'stategrid_slot_lag_bytes',
   help: 'WAL between the source insert position and the slot confirmed position',

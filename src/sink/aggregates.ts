@@ -10,6 +10,8 @@ export type RefreshResult = {
   statsChanged: number;
   rankingChanged: number;
   revisions: number;
+  /** Changes that arrived for days whose window was already closed (final). */
+  lateEvents?: number;
 };
 
 async function refreshPartitions(
@@ -54,11 +56,12 @@ export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string):
         'late data',
       );
       result = refreshed.result;
-      await client.query(dws.COUNT_LATE_EVENTS, [
+      const late = await client.query<{ changes: string }>(dws.COUNT_LATE_EVENTS, [
         dates,
         rows.map((r) => r.changes),
         JSON.stringify(refreshed.revisionsByDay),
       ]);
+      result.lateEvents = late.rows.reduce((n, r) => n + Number(r.changes), 0);
     }
     await client.query(dws.SET_DWS_LSN, [pipelineId]);
     return result;

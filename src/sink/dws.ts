@@ -92,7 +92,8 @@ UPDATE stategrid_window w SET late_events = w.late_events + x.changes,
   revisions = w.revisions + COALESCE(($3::jsonb ->> w.stat_date::text)::int, 0)
 FROM (SELECT stat_date, sum(changes) AS changes FROM unnest($1::date[], $2::bigint[]) AS u(stat_date, changes)
   GROUP BY stat_date) x
-WHERE w.stat_date = x.stat_date AND w.is_final`;
+WHERE w.stat_date = x.stat_date AND w.is_final
+RETURNING x.changes`;
 
 export const SET_DWS_LSN = `
 UPDATE stategrid_checkpoint SET dws_lsn = confirmed_lsn WHERE pipeline_id = $1`;

@@ -9,6 +9,7 @@ import {
   isCancellation,
   log,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -99,7 +100,10 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     const prep = await setup.preparePipeline(state.config);
     if (prep.phase !== 'streaming' || state.config.resync) {
       state.phase = 'snapshot';
-      const snap = await snapshot.snapshotSource(state.config);
+      const snap = await snapshot.snapshotSource.executeWithOptions(
+        { summary: `initial snapshot of power_user, power_consumption (slot ${state.config.slotName})` },
+        [state.config],
+      );
       state.snapshot = { rows: snap.rows, seconds: snap.seconds, consistentLsn: snap.consistentLsn };
       state.confirmedLsn = snap.consistentLsn;
       addOpenDays(state, snap.days);
@@ -114,12 +118,21 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   while (!stopRequest) {
     if (paused) {
       state.phase = 'paused';
+      showDetails(state);
       await condition(() => !paused || !!stopRequest);
       continue;
     }
     state.phase = 'streaming';
+    showDetails(state);
     const segmentScope = new CancellationScope();
-    const segment = segmentScope.run(() => capture(config));
+    const segment = segmentScope.run(() =>
+      capture.executeWithOptions(
+        {
+          summary: `capture ≤${config.segmentSeconds}s from ${state.confirmedLsn} (slot ${config.slotName})`,
+        },
+        [config],
+      ),
+    );
     let progress: CaptureSegmentResult | undefined;
     let segmentError: unknown;
     segment.then(
@@ -148,6 +161,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
       state.error = failure instanceof Error ? failure.message : String(failure);
       state.phase = 'failed';
       log.error('capture failed; waiting for resume or stop', { error: state.error });
+      showDetails(state);
       paused = true;
       await condition(() => !paused || !!stopRequest);
       continue;
@@ -170,7 +184,22 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     log.info('slot dropped', dropped);
   }
   state.phase = 'stopped';
+  showDetails(state);
   return state;
+}
+
+/** "Current details" in the Web UI: what an operator checks first, without running a query. */
+function showDetails(state: PipelineState) {
+  const t = state.totals;
+  const lines = [
+    `**${state.phase}** at LSN ${state.confirmedLsn}`,
+    `applied ${t.applied} changes (power_user ${t.perTable.power_user}, power_consumption ${t.perTable.power_consumption}) in ${t.segments} segments`,
+    `dead letters ${t.deadLetters}, late revisions ${t.revisions}`,
+    `open days: ${state.openDays.join(', ') || 'none'}`,
+  ];
+  if (state.health) lines.push(`slot lag ${state.health.slotLagBytes ?? 'n/a'} bytes at ${state.health.at}`);
+  if (state.error) lines.push(`error: ${state.error}`);
+  setCurrentDetails(lines.join('\n\n'));
 }
 
 function addOpenDays(state: PipelineState, days: string[]) {
@@ -229,7 +258,9 @@ async function closeDaysByWatermark(state: PipelineState, config: PipelineConfig
 }
 
 async function closeDay(state: PipelineState, config: PipelineConfig, day: string, by: string) {
-  await windows.closeDayWindowActivity({ pipelineId: config.pipelineId, date: day, closedBy: by });
+  await windows.closeDayWindowActivity.executeWithOptions({ summary: `close day ${day} (${by})` }, [
+    { pipelineId: config.pipelineId, date: day, closedBy: by },
+  ]);
   state.openDays = state.openDays.filter((d) => d !== day);
   state.closedDays = [...state.closedDays, { date: day, by }].slice(-CLOSED_DAYS_KEPT);
 }

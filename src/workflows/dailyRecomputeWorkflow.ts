@@ -27,5 +27,8 @@ export async function dailyRecomputeWorkflow(input?: {
   const nominal = scheduled ? new Date(scheduled as string | Date).getTime() : Date.now();
   const date = valid.date ?? previousLocalDay(nominal, valid.timeZone ?? DEFAULT_TIME_ZONE);
   upsertSearchAttributes({ StategridStatDate: [date], StategridPipelineId: [valid.pipelineId] });
-  return acts.recomputeDayActivity({ pipelineId: valid.pipelineId, date });
+  return acts.recomputeDayActivity.executeWithOptions(
+    { summary: `recompute DWS for ${date} (pipeline ${valid.pipelineId})` },
+    [{ pipelineId: valid.pipelineId, date }],
+  );
 }
