@@ -1,6 +1,12 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import pg from 'pg';
-import { runCaptureSegment, SlotMissingError, type CaptureProgress } from '../cdc/capture';
+import {
+  PublicationAlteredError,
+  runCaptureSegment,
+  SlotMissingError,
+  unpublishedTables,
+  type CaptureProgress,
+} from '../cdc/capture';
 import { parseLsn } from '../cdc/changes';
 import { dropSlot, runSnapshot, type SnapshotResult } from '../cdc/snapshot';
 import type { AppConfig } from '../config';
@@ -38,19 +44,33 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
 
     /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */
     async preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }> {
+      await sink.query(ops.ENSURE_CHECKPOINT, [config.pipelineId, config.slotName]);
+      const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
+      const resuming = rows[0].phase === 'streaming' && !config.resync;
       await withClient(cfg.sourceUrl, async (source) => {
         // `stop --drop-slot` removes the publication; a later start brings it back.
         const pub = await source.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
           config.publication,
         ]);
-        if (!pub.rowCount) {
+        if (!pub.rowCount && !resuming) {
           await source.query(
             `CREATE PUBLICATION ${quoteIdent(config.publication)} FOR TABLE power_user, power_consumption`,
           );
         }
+        if (config.plugin !== 'pgoutput') return;
+        const missing = await unpublishedTables(source, config.publication);
+        if (!missing.length) return;
+        // Resuming over a gap in the publication would skip changes for good; a new snapshot closes the gap.
+        if (resuming)
+          throw ApplicationFailure.nonRetryable(
+            new PublicationAlteredError(config.publication, missing).message,
+            'PublicationAltered',
+          );
+        for (const table of missing)
+          await source.query(
+            `ALTER PUBLICATION ${quoteIdent(config.publication)} ADD TABLE ${quoteIdent(table)}`,
+          );
       });
-      await sink.query(ops.ENSURE_CHECKPOINT, [config.pipelineId, config.slotName]);
-      const { rows } = await sink.query<CheckpointRow>(ops.READ_CHECKPOINT, [config.pipelineId]);
       return { phase: rows[0].phase, confirmedLsn: rows[0].confirmed_lsn };
     },
 
@@ -112,6 +132,8 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
       } catch (err) {
         if (err instanceof SlotMissingError)
           throw ApplicationFailure.nonRetryable(err.message, 'SlotMissing');
+        if (err instanceof PublicationAlteredError)
+          throw ApplicationFailure.nonRetryable(err.message, 'PublicationAltered');
         if (err instanceof StaleCaptureError)
           throw ApplicationFailure.nonRetryable(err.message, 'StaleCapture');
         throw err;

@@ -1,5 +1,5 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
-import type pg from 'pg';
+import pg from 'pg';
 import { refreshDirtyPartitions } from '../sink/aggregates';
 import { applyChangeBatch, withTransaction, type BatchResult } from '../sink/writer';
 import * as metrics from '../observability/metrics';
@@ -50,6 +50,28 @@ export class SlotMissingError extends Error {
   }
 }
 
+export class PublicationAlteredError extends Error {
+  constructor(publication: string, missing: string[]) {
+    super(
+      `publication "${publication}" no longer publishes ${missing.join(', ')} (ALTER/DROP PUBLICATION?); changes ` +
+        'made since then were not sent by the server. Recover with: stategrid pipeline stop && stategrid pipeline start --resync',
+    );
+    this.name = 'PublicationAlteredError';
+  }
+}
+
+/** Source tables the publication does not (or no longer) cover; pgoutput silently skips their changes. */
+export async function unpublishedTables(source: pg.ClientBase, publication: string): Promise<SourceTable[]> {
+  const { rows } = await source.query<{ tablename: string }>(
+    `SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'public'`,
+    [publication],
+  );
+  const published = new Set(rows.map((r) => r.tablename));
+  return SOURCE_TABLES.filter((t) => !published.has(t));
+}
+
+const PUBLICATION_CHECK_MS = 3000;
+
 type Hooks = {
   heartbeat: (p: CaptureProgress) => void;
   cancelled: Promise<unknown>;
@@ -91,6 +113,26 @@ export async function runCaptureSegment(
     received += 1;
     return parse(buf);
   };
+
+  // pgoutput only sends tables in the publication: a table dropped from it must stop us, not go silent.
+  const watcher = opts.plugin === 'pgoutput' ? new pg.Client({ connectionString: opts.sourceUrl }) : null;
+  let lastPublicationCheck = 0;
+  const checkPublication = async () => {
+    if (!watcher || Date.now() - lastPublicationCheck < PUBLICATION_CHECK_MS) return;
+    lastPublicationCheck = Date.now();
+    const missing = await unpublishedTables(watcher, opts.publication);
+    if (missing.length) throw new PublicationAlteredError(opts.publication, missing);
+  };
+  if (watcher) {
+    watcher.on('error', () => undefined); // surfaced by the failing query
+    await watcher.connect();
+    try {
+      await checkPublication();
+    } catch (err) {
+      await watcher.end().catch(() => undefined);
+      throw err;
+    }
+  }
 
   const service = new LogicalReplicationService(
     { connectionString: opts.sourceUrl, application_name: `stategrid-${opts.pipelineId}` },
@@ -296,6 +338,7 @@ export async function runCaptureSegment(
       }
       await flushing;
       await maybeRefreshDws();
+      await checkPublication();
       const now = Date.now();
       if (now - lastPing > 1000) {
         lastPing = now;
@@ -313,8 +356,11 @@ export async function runCaptureSegment(
     await flushing;
     lastRefresh = 0;
     await maybeRefreshDws();
+    lastPublicationCheck = 0;
+    await checkPublication();
   } finally {
     await service.destroy().catch(() => undefined);
+    await watcher?.end().catch(() => undefined);
   }
   progress.seconds = (Date.now() - started) / 1000;
   progress.days = [...days];

@@ -38,9 +38,12 @@ export type StreamEvent =
   | { type: 'message'; lsn: bigint; prefix: string; transactional: boolean }
   | { type: 'skip' };
 
+const LSN_TEXT = /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/;
+
 export function parseLsn(lsn: string): bigint {
+  // pg_lsn's own text form only: anything else is a bug upstream, not a position.
+  if (!LSN_TEXT.test(lsn)) throw new Error(`invalid LSN ${JSON.stringify(lsn)}`);
   const [hi, lo] = lsn.split('/');
-  if (lo === undefined) throw new Error(`invalid LSN ${JSON.stringify(lsn)}`);
   return (BigInt('0x' + hi) << 32n) | BigInt('0x' + lo);
 }
 

@@ -96,6 +96,7 @@ export function wal2jsonDecoder(): Decoder {
   });
   // wal2json writes bigint and numeric values as bare JSON numbers; JSON.parse would round them through doubles.
   // Quoting them first keeps the exact text (an escaped quote inside a string value is never matched).
+  // (wal2json 2.5 has no option to print numerics as strings, so NaN arrives as null: see README, Known limits.)
   plugin.parse = (buffer: Buffer) => JSON.parse(buffer.toString().replace(BARE_NUMBER_VALUE, '"value":"$1"'));
   return {
     plugin,

@@ -4,7 +4,6 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
 } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import { parseLsn } from '../cdc/changes';
 import type { AppConfig } from '../config';
 import { parsePipelineInput } from '../activities/inputs';
@@ -227,7 +226,7 @@ export async function waitStreaming(cfg: AppConfig, pipelineId: string, timeoutM
 export type SnapshotProgress = { phase: string; rows: number; total: number };
 
 /**
- * Follows a pipeline until its snapshot is done, reporting rows copied (the snapshot activity's heartbeat) out of
+ * Follows a pipeline until its snapshot is done, reporting rows copied (committed to the sink) out of
  * the source's row count. Returns the final phase ('streaming', or 'failed'/'stopped' if it ended early).
  */
 export async function followSnapshot(
@@ -253,13 +252,13 @@ export async function followSnapshot(
       report({ phase: state.phase, rows: copied, total: Math.max(total, copied) });
       return state.phase;
     }
-    let rows = 0;
-    for (const act of desc.raw.pendingActivities ?? []) {
-      const payload = act.heartbeatDetails?.payloads?.[0];
-      if (act.activityType?.name !== 'snapshotSource' || !payload) continue;
-      const details = defaultPayloadConverter.fromPayload<{ rows?: number }>(payload);
-      rows = Number(details?.rows ?? 0);
-    }
+    // The sink checkpoint counts committed snapshot chunks (heartbeats reach the server only every ~24 s).
+    const rows = await withClient(cfg.sinkUrl, async (db) => {
+      const r = await db.query(`SELECT snapshot_rows FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
+        pipelineId,
+      ]);
+      return Number(r.rows[0]?.snapshot_rows ?? 0);
+    });
     report({ phase: state.phase, rows, total: Math.max(total, rows) });
     await new Promise((r) => setTimeout(r, intervalMs));
   }

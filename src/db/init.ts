@@ -2,7 +2,10 @@ import type { AppConfig } from '../config';
 import { readSqlFile } from './sql';
 import { withClient } from './client';
 
-/** `stategrid db init`: source tables, publication and CDC role on the source; all sink tables on the sink. */
+/**
+ * `stategrid db init`: source tables, publication and CDC role on the source; all sink tables and the sink role
+ * (`STATEGRID_SINK_PASSWORD`, default stategrid_sink) on the sink.
+ */
 export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promise<void> {
   await withClient(cfg.sourceUrl, async (source) => {
     await source.query(readSqlFile('01_source.sql'));
@@ -15,5 +18,11 @@ export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promis
   });
   await withClient(cfg.sinkUrl, async (sink) => {
     await sink.query(readSqlFile('03_sink.sql'));
+    await sink.query(readSqlFile('04_sink_role.sql'));
+    const { rows } = await sink.query(
+      `SELECT format('ALTER ROLE stategrid_sink PASSWORD %L', $1::text) AS sql`,
+      [process.env.STATEGRID_SINK_PASSWORD ?? 'stategrid_sink'],
+    );
+    await sink.query(rows[0].sql);
   });
 }

@@ -122,6 +122,50 @@ export function postgresPid(cfg: AppConfig): number | undefined {
   return isAlive(pid) ? pid : undefined;
 }
 
+/** Where clients find the embedded cluster's certificate: `?sslmode=verify-full&sslrootcert=<this>`. */
+export function tlsRootCert(cfg: AppConfig): string {
+  return path.join(cfg.home, 'tls', 'root.crt');
+}
+
+/**
+ * TLS for the embedded cluster: a self-signed certificate for 127.0.0.1, made once with openssl. Clients choose
+ * with `sslmode` in their URL (plain connections keep working); without openssl the cluster stays plain.
+ */
+function ensureTls(paths: PgPaths, cfg: AppConfig, log: (m: string) => void): void {
+  const crt = path.join(paths.dataDir, 'server.crt');
+  const key = path.join(paths.dataDir, 'server.key');
+  if (!fs.existsSync(crt)) {
+    if (spawnSync('openssl', ['version']).status !== 0) {
+      log('openssl not found: the embedded PostgreSQL runs without TLS');
+      return;
+    }
+    runAsOwner('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '3650',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      key,
+      '-out',
+      crt,
+    ]);
+    runAsOwner('chmod', ['600', key]);
+    runAsOwner('tee', ['-a', path.join(paths.dataDir, 'postgresql.conf')], {
+      input: `\n# stategrid-cdc TLS (clients opt in with sslmode)\nssl = on\n`,
+    });
+  }
+  const root = tlsRootCert(cfg);
+  fs.mkdirSync(path.dirname(root), { recursive: true });
+  fs.writeFileSync(root, runAsOwner('cat', [crt]));
+}
+
 export async function startPostgres(
   cfg: AppConfig,
   log: (m: string) => void,
@@ -137,6 +181,7 @@ export async function startPostgres(
     log(`initdb: new PostgreSQL cluster in ${paths.dataDir}`);
     initdb(bin, paths, cfg);
   }
+  ensureTls(paths, cfg, log);
   if (!running && (await portOpen(cfg.pgPort))) {
     throw new Error(
       `port ${cfg.pgPort} is already used by another process (set STATEGRID_PG_PORT to another port)`,

@@ -31,7 +31,8 @@ const setup = proxyActivities<Activities>({
 });
 const snapshot = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
-  heartbeatTimeout: '2 minutes',
+  // Short enough that a worker lost mid-snapshot is noticed quickly; chunks heartbeat every second or so.
+  heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '2s', maximumInterval: '1 minute' },
 });
 const windows = proxyActivities<Activities>({

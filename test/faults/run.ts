@@ -1,0 +1,470 @@
+import { SINK_PROXY_PORT } from './env';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import { resetEverything, startPipeline, waitStreaming } from '../../src/control/pipeline';
+import { dropSlot } from '../../src/cdc/snapshot';
+import { initDatabases } from '../../src/db/init';
+import { stackDown, stackUp } from '../../src/stack';
+import { stopPostgres } from '../../src/stack/postgres';
+import { readPid } from '../../src/stack/proc';
+import type { PipelineState } from '../../src/workflows/types';
+import { PIPELINE_ID, TestContext } from '../helpers/pipeline';
+import { REPO_ROOT } from '../setup/env';
+
+/**
+ * `npm run test:faults [-- --quick]`: injects faults into the real stack under a continuous write load and checks
+ * that ODS, DWD and DWS converge to the oracle computed on the source, and that the change log holds every
+ * streamed insert exactly once. Prints a table and writes test-output/faults.json; exits 1 on any loss.
+ */
+const QUICK = process.argv.includes('--quick');
+const STREAM_BASE = 10_000_000; // ids the load inserts while streaming; snapshot seeds stay below
+const USERS = 50;
+const say = (m: string) => console.log(`[faults] ${m}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A TCP proxy in front of the sink; `refuse` closes it so new connections are refused and open ones drop. */
+class SinkProxy {
+  private server?: net.Server;
+  private sockets = new Set<net.Socket>();
+  constructor(
+    private port: number,
+    private target: number,
+  ) {}
+
+  async listen(): Promise<void> {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(this.target, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          this.sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
+  }
+
+  async refuse(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server!.close(() => resolve());
+      for (const s of this.sockets) s.destroy();
+    });
+    await sleep(ms);
+    await this.listen();
+  }
+
+  close(): void {
+    this.server?.close();
+    for (const s of this.sockets) s.destroy();
+  }
+}
+
+/** Continuous source writes: small transactions of inserts, amount updates and user region changes. */
+class WriteLoad {
+  nextId = STREAM_BASE;
+  committed = 0;
+  errors = 0;
+  private running = false;
+  private done: Promise<void> = Promise.resolve();
+  constructor(private url: string) {}
+
+  start(rowsPerSecond = 1500): void {
+    this.running = true;
+    this.done = this.loop(rowsPerSecond);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.done;
+  }
+
+  private async loop(rowsPerSecond: number): Promise<void> {
+    let db: pg.Client | undefined;
+    let tx = 0;
+    const perTx = 20;
+    while (this.running) {
+      const began = Date.now();
+      try {
+        if (!db) {
+          db = new pg.Client({ connectionString: this.url });
+          db.on('error', () => undefined);
+          await db.connect();
+        }
+        const first = this.nextId;
+        this.nextId += perTx;
+        tx += 1;
+        await db.query('BEGIN');
+        await db.query(
+          `INSERT INTO power_consumption SELECT g, 1 + g % ${USERS}, (g % 997) / 10.0, (g % 613) / 10.0,
+             '2026-11-18'::timestamp + make_interval(secs => (g * 37) % 259200)
+           FROM generate_series($1::bigint, $2::bigint) g`,
+          [first, first + perTx - 1],
+        );
+        if (tx % 5 === 0 && first > STREAM_BASE)
+          await db.query(
+            `UPDATE power_consumption SET consumption_amount = consumption_amount + 0.01 WHERE consumption_id = $1`,
+            [first - 7],
+          );
+        if (tx % 40 === 0)
+          await db.query(`UPDATE power_user SET region_id = 1 + (region_id % 4), update_time = now()
+            WHERE user_id = ${1 + (tx % USERS)}`);
+        await db.query('COMMIT');
+        this.committed += 1;
+      } catch {
+        this.errors += 1;
+        await db?.end().catch(() => undefined);
+        db = undefined;
+        await sleep(300);
+      }
+      const wait = (perTx * 1000) / rowsPerSecond - (Date.now() - began);
+      if (wait > 0) await sleep(wait);
+    }
+    await db?.end().catch(() => undefined);
+  }
+}
+
+type Outcome = {
+  scenario: string;
+  faults: number;
+  sourceRows: number;
+  loggedInserts: number;
+  lost: number;
+  duplicated: number;
+  layersEqual: boolean;
+  seconds: number;
+  note?: string;
+};
+
+const t = new TestContext();
+const load = new WriteLoad(t.cfg.sourceUrl);
+const proxy = new SinkProxy(SINK_PROXY_PORT, t.cfg.pgPort);
+const results: Outcome[] = [];
+
+async function rowCount(sql: string): Promise<number> {
+  const r = await t.q<{ n: string }>(sql);
+  return Number(r[0].n);
+}
+
+const odsRows = () => rowCount(`SELECT count(*) AS n FROM ods_power_consumption`);
+
+async function waitGrowth(rows: number, timeoutMs = 180000): Promise<void> {
+  const from = await odsRows();
+  await t.waitFor(`${rows} more rows in ODS`, async () => (await odsRows()) >= from + rows, timeoutMs);
+}
+
+async function status(): Promise<PipelineState> {
+  return t.client.workflow.getHandle(`stategrid-pipeline-${PIPELINE_ID}`).query<PipelineState>('status');
+}
+
+function kill(name: 'worker' | 'temporal'): void {
+  const pid = readPid(path.join(t.cfg.home, 'run', `${name}.pid`));
+  if (!pid) throw new Error(`no ${name} pid`);
+  process.kill(pid, 'SIGKILL');
+}
+
+/** `stack up` restarts whatever died; the suite's own pool and Temporal connection reconnect by themselves. */
+async function restartStack(): Promise<void> {
+  await stackUp(t.cfg, () => undefined);
+}
+
+/** CLI as an operator would type it (the documented recovery commands). */
+function stategrid(...args: string[]): string {
+  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), ...args], {
+    encoding: 'utf8',
+    timeout: 300000,
+  });
+  if (r.status !== 0) throw new Error(`stategrid ${args.join(' ')} failed: ${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+async function seed(consumptionRows: number): Promise<void> {
+  await t.q(`INSERT INTO power_user SELECT g, 'user_' || g || '_电', CASE g % 3 WHEN 0 THEN '居民用电'
+      WHEN 1 THEN '商业用电' ELSE '工业用电' END, 1 + g % 4, 'region_' || (1 + g % 4), now()
+    FROM generate_series(1, ${USERS}) g`);
+  if (consumptionRows)
+    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % ${USERS}, (g % 991) / 10.0, (g % 577) / 10.0,
+        '2026-11-18'::timestamp + make_interval(secs => (g * 13) % 259200)
+      FROM generate_series(1, ${consumptionRows}) g`);
+}
+
+/** Fresh pipeline with seeded rows; the load runs from here on. */
+async function begin(consumptionRows = 20000): Promise<void> {
+  await t.freshPipeline({ segmentSeconds: 10, batchDelayMs: 50 }, async () => seed(consumptionRows));
+  load.start();
+}
+
+/** Stops the load, waits for the pipeline, and compares every layer and the change log. */
+async function check(scenario: string, faults: number, started: number, logFrom = STREAM_BASE, note = '') {
+  await load.stop();
+  await t.caughtUp(600000);
+  const layers = await t.divergence();
+  const log = await t.q<{ lost: string; dup: string; logged: string }>(
+    `WITH src AS (SELECT consumption_id AS id FROM power_consumption WHERE consumption_id >= $1),
+       log AS (SELECT (row_data->>'consumption_id')::bigint AS id, count(*) AS n FROM ods_change_log
+         WHERE table_name = 'power_consumption' AND op = 'I' AND (row_data->>'consumption_id')::bigint >= $1
+         GROUP BY 1)
+     SELECT (SELECT count(*) FROM src WHERE NOT EXISTS (SELECT 1 FROM log WHERE log.id = src.id)) AS lost,
+       (SELECT COALESCE(sum(n - 1), 0) FROM log WHERE n > 1) AS dup, (SELECT count(*) FROM log) AS logged`,
+    [logFrom],
+  );
+  const ods = layers.find((l) => l.layer === 'ods_power_consumption')!;
+  const outcome: Outcome = {
+    scenario,
+    faults,
+    sourceRows: await rowCount(
+      `SELECT (SELECT count(*) FROM power_consumption) + (SELECT count(*) FROM power_user) AS n`,
+    ),
+    loggedInserts: Number(log[0].logged),
+    lost: ods.missing + Number(log[0].lost),
+    duplicated: ods.extra + Number(log[0].dup),
+    layersEqual: layers.every((l) => l.missing === 0 && l.extra === 0),
+    seconds: Math.round((Date.now() - started) / 1000),
+    note: note || undefined,
+  };
+  if (!outcome.layersEqual) outcome.note = `${note} diverged: ${JSON.stringify(layers)}`.trim();
+  results.push(outcome);
+  say(`${scenario}: ${JSON.stringify(outcome)}`);
+}
+
+async function streamingKills(scenario: string, targets: ('worker' | 'temporal')[][]): Promise<void> {
+  const started = Date.now();
+  await begin();
+  for (const group of targets) {
+    await waitGrowth(3000);
+    for (const name of group) kill(name);
+    await sleep(1000);
+    await restartStack();
+  }
+  await waitGrowth(3000);
+  await check(scenario, targets.flat().length, started);
+}
+
+async function snapshotKills(kills: number): Promise<void> {
+  const started = Date.now();
+  await resetEverything(t.cfg, t.client, PIPELINE_ID);
+  await seed(QUICK ? 150000 : 400000);
+  load.start();
+  await startPipeline(t.cfg, t.client, {
+    pipelineId: PIPELINE_ID,
+    segmentSeconds: 10,
+    snapshotChunkRows: 5000,
+  });
+  const snapshotAt = async () => {
+    const r = await t.q<{ phase: string; epoch: string; rows: string }>(
+      `SELECT phase, epoch::text, snapshot_rows::text AS rows FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+      [PIPELINE_ID],
+    );
+    return r[0];
+  };
+  let lastEpoch = '';
+  for (let k = 0; k < kills; k++) {
+    await t.waitFor(
+      'a snapshot attempt half-way',
+      async () => {
+        const cp = await snapshotAt();
+        return !!cp && cp.phase === 'snapshot' && cp.epoch !== lastEpoch && Number(cp.rows) >= 30000;
+      },
+      240000,
+    );
+    lastEpoch = (await snapshotAt()).epoch;
+    kill('worker');
+    await sleep(500);
+    await restartStack();
+  }
+  await waitStreaming(t.cfg, PIPELINE_ID, 600000);
+  await waitGrowth(3000);
+  await check(`kill -9 worker x${kills} during snapshot`, kills, started);
+}
+
+async function sinkOutage(ms: number): Promise<void> {
+  const started = Date.now();
+  await begin();
+  await waitGrowth(3000);
+  await proxy.refuse(ms);
+  await waitGrowth(3000);
+  await check(`sink refused ${ms / 1000}s`, 1, started);
+}
+
+async function sourceRestart(): Promise<void> {
+  const started = Date.now();
+  await begin();
+  await waitGrowth(3000);
+  await stopPostgres(t.cfg);
+  await sleep(3000);
+  await restartStack();
+  await waitGrowth(3000);
+  await check('source (and sink) PostgreSQL restarted', 1, started);
+}
+
+/** A failure that needs the documented recovery: status shows it, then stop + start --resync. */
+async function resyncAfter(scenario: string, inject: () => Promise<void>, expected: RegExp): Promise<void> {
+  const started = Date.now();
+  await begin();
+  await waitGrowth(3000);
+  await inject();
+  await t.waitFor(
+    `status shows ${expected}`,
+    async () => expected.test((await status()).error ?? ''),
+    120000,
+  );
+  const error = (await status()).error ?? '';
+  stategrid('pipeline', 'stop', '--id', PIPELINE_ID);
+  stategrid('pipeline', 'start', '--id', PIPELINE_ID, '--resync', '--detach');
+  await waitStreaming(t.cfg, PIPELINE_ID, 300000);
+  const logFrom = load.nextId;
+  await waitGrowth(3000);
+  await check(scenario, 1, started, logFrom, `status: ${error.slice(0, 60)}…`);
+}
+
+async function largeTransaction(rows: number): Promise<void> {
+  const started = Date.now();
+  await begin();
+  await waitGrowth(2000);
+  await t.q(
+    `INSERT INTO power_consumption SELECT g, 1 + g % ${USERS}, (g % 89) / 10.0, (g % 61) / 10.0,
+       '2026-11-19'::timestamp + make_interval(secs => g % 86400)
+     FROM generate_series(${STREAM_BASE * 10}, ${STREAM_BASE * 10 + rows - 1}) g`,
+  );
+  await check(`one ${rows.toLocaleString('en')}-row transaction`, 1, started);
+}
+
+async function singleRowBurst(count: number): Promise<void> {
+  const started = Date.now();
+  await begin();
+  await waitGrowth(2000);
+  // Still one transaction per row; only the wait for each commit's WAL flush is skipped.
+  const db = new pg.Client({ connectionString: t.cfg.sourceUrl });
+  await db.connect();
+  await db.query(`SET synchronous_commit = off`);
+  await db.query(`DO $$ BEGIN
+    FOR i IN 0..${count - 1} LOOP
+      INSERT INTO power_consumption VALUES (${STREAM_BASE * 20} + i, 1 + i % ${USERS}, (i % 71) / 10.0, 0.56,
+        '2026-11-20'::timestamp + make_interval(secs => i % 86400));
+      COMMIT;
+    END LOOP; END $$`);
+  await db.end();
+  await check(`burst of ${count.toLocaleString('en')} single-row transactions`, 1, started);
+}
+
+async function idleSlotAdvance(): Promise<void> {
+  const started = Date.now();
+  await begin(2000);
+  await waitGrowth(1000);
+  await load.stop();
+  await t.caughtUp();
+  const exists = await t.q(`SELECT 1 FROM pg_database WHERE datname = 'stategrid_other'`);
+  if (!exists.length) await t.q(`CREATE DATABASE stategrid_other`);
+  const other = new pg.Client({
+    connectionString: t.cfg.sourceUrl.replace(/\/stategrid_db/, '/stategrid_other'),
+  });
+  await other.connect();
+  await other.query(`CREATE TABLE IF NOT EXISTS filler (x text)`);
+  await other.query(`INSERT INTO filler SELECT repeat(md5(g::text), 30) FROM generate_series(1, 80000) g`);
+  const written = (await other.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string;
+  await other.end();
+  let lag = 0;
+  await t.waitFor(
+    'the idle slot to pass the other database WAL',
+    async () => {
+      const r = await t.q<{ behind: string; lag: string }>(
+        `SELECT pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn) AS behind,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) AS lag
+         FROM pg_replication_slots WHERE slot_name = 'stategrid_test'`,
+        [written],
+      );
+      lag = Number(r[0].lag);
+      return Number(r[0].behind) <= 0 && lag < 64 * 1024 * 1024;
+    },
+    120000,
+  );
+  load.start();
+  await waitGrowth(1000);
+  await check('idle source, ~80 MB WAL in another database', 0, started, STREAM_BASE, `slot lag ${lag} B`);
+}
+
+async function main(): Promise<void> {
+  const suiteStart = Date.now();
+  await proxy.listen();
+  say(`stack under ${t.cfg.home}; sink via proxy :${SINK_PROXY_PORT}`);
+  await stackUp(t.cfg, say, { restartWorker: true });
+  await initDatabases(t.cfg, 'stategrid_cdc');
+  await t.open();
+  try {
+    await streamingKills('kill -9 worker x2 during streaming', [['worker'], ['worker']]);
+    await singleRowBurst(QUICK ? 20000 : 100000);
+    if (!QUICK) {
+      await snapshotKills(3);
+      await streamingKills('kill -9 worker x3 during streaming', [['worker'], ['worker'], ['worker']]);
+      await streamingKills('kill -9 Temporal x2 during streaming', [['temporal'], ['temporal']]);
+      await streamingKills('kill -9 worker+Temporal x2', [
+        ['worker', 'temporal'],
+        ['worker', 'temporal'],
+      ]);
+      await sinkOutage(30000);
+      await sourceRestart();
+      await resyncAfter(
+        'replication slot dropped externally',
+        async () => {
+          for (let i = 0; i < 20 && !(await dropSlot(t.cfg.sourceUrl, 'stategrid_test')); i++)
+            await sleep(200);
+        },
+        /does not exist/,
+      );
+      await resyncAfter(
+        'publication altered (table dropped from it)',
+        async () => {
+          await t.q(`CREATE TABLE IF NOT EXISTS fault_extra (id int PRIMARY KEY)`);
+          await t.q(`ALTER PUBLICATION stategrid_pub ADD TABLE fault_extra`);
+          await t.q(`INSERT INTO fault_extra SELECT generate_series(1, 100) ON CONFLICT DO NOTHING`);
+          await waitGrowth(2000);
+          await t.q(`ALTER PUBLICATION stategrid_pub DROP TABLE power_consumption`);
+        },
+        /no longer publishes power_consumption/,
+      );
+      await t.q(`ALTER PUBLICATION stategrid_pub DROP TABLE IF EXISTS fault_extra`).catch(() => undefined);
+      await largeTransaction(1_000_000);
+      await idleSlotAdvance();
+    }
+  } finally {
+    await load.stop();
+    await t.terminatePipeline().catch(() => undefined);
+    await t.close().catch(() => undefined);
+    if (!process.env.STATEGRID_FAULTS_KEEP_STACK) await stackDown(t.cfg, () => undefined);
+    proxy.close();
+  }
+  console.log('');
+  console.table(
+    results.map((r) => ({
+      scenario: r.scenario,
+      faults: r.faults,
+      'source rows': r.sourceRows,
+      'inserts logged': r.loggedInserts,
+      lost: r.lost,
+      duplicated: r.duplicated,
+      'layers = oracle': r.layersEqual ? 'yes' : 'NO',
+      s: r.seconds,
+    })),
+  );
+  const bad = results.filter((r) => r.lost || r.duplicated || !r.layersEqual);
+  fs.mkdirSync(path.join(REPO_ROOT, 'test-output'), { recursive: true });
+  fs.writeFileSync(
+    path.join(REPO_ROOT, 'test-output', 'faults.json'),
+    JSON.stringify({ quick: QUICK, seconds: (Date.now() - suiteStart) / 1000, results }, null, 2),
+  );
+  say(
+    `${results.length} scenarios, ${bad.length} with loss or divergence, ${Math.round((Date.now() - suiteStart) / 1000)} s`,
+  );
+  if (bad.length) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
