@@ -26,8 +26,23 @@ for (const plugin of ['pgoutput', 'wal2json'] as const) {
       await t.freshPipeline({ plugin }, async () => {
         await t.q(USERS);
         await t.q(`INSERT INTO power_consumption VALUES
-          (1, 1, 10.50, 5.88, '2026-11-20 10:00:00'), (2, 2, 20.00, 17.00, '2026-11-20 11:00:00')`);
+          (1, 1, 10.50, 5.88, '2026-11-20 10:00:00'), (2, 2, 20.00, 17.00, '2026-11-20 11:00:00'),
+          (90, 1, -3.00, 1.00, '2026-11-20 12:00:00'), (91, 99, 4.00, 1.00, '2026-11-20 12:30:00')`);
+        await t.q(`INSERT INTO power_user VALUES (98, '\u3000', '居民用电', 1, '北京', now())`);
       });
+      // The snapshot validates like the stream: the negative amount is a dead letter, the blank name too, and
+      // the consumption of an unknown user lands in DWD without user columns.
+      const dead = await t.q(`SELECT table_name, record_key, reason, raw_row->>'consumption_amount' AS amount
+        FROM stategrid_dead_letter ORDER BY table_name, record_key`);
+      assert.deepEqual(dead, [
+        {
+          table_name: 'power_consumption',
+          record_key: '90',
+          reason: 'consumption_amount is negative',
+          amount: '-3.00',
+        },
+        { table_name: 'power_user', record_key: '98', reason: 'user_name is null or blank', amount: null },
+      ]);
       await t.q(`INSERT INTO power_consumption VALUES (3, 3, 30.25, 31.76, '2026-11-20 12:00:00'),
         (4, 1, 1.00, 0.56, '2026-11-21 09:00:00')`);
       await t.q(`UPDATE power_consumption SET consumption_amount = 11.50 WHERE consumption_id = 1`);

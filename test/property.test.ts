@@ -145,7 +145,7 @@ function buildRow(
   return row;
 }
 
-const consumptionRow = fc
+export const consumptionRow = fc
   .tuple(
     fc.record({
       consumption_id: column(int8Text),
@@ -166,7 +166,7 @@ const userName = fc.oneof(
   fc.constantFrom('张三', ' 李四 ', '\u3000', '\u200b', 'Ωμέγα', 'e\u0301', '👩‍👩‍👧'),
 );
 
-const userRow = fc
+export const userRow = fc
   .tuple(
     fc.record({
       user_id: column(int8Text),

@@ -1,9 +1,12 @@
+import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteIdent } from '../db/sql';
 import { refreshDirtyPartitions } from '../sink/aggregates';
 import * as ops from '../sink/ops';
-import { applySnapshotRows, withTransaction } from '../sink/writer';
-import { formatLsn, parseLsn, PRIMARY_KEY, SOURCE_TABLES, type Row } from './changes';
+import * as load from '../sink/snapshot-load';
+import { withTransaction } from '../sink/writer';
+import { formatLsn, parseLsn, SOURCE_TABLES } from './changes';
 import { withClient } from '../db/client';
 
 /**
@@ -26,9 +29,12 @@ export type SnapshotResult = {
   days: string[];
 };
 
-const COLUMNS: Record<string, string> = {
-  power_user: 'user_id, user_name, usage_type, region_id, region_name, update_time',
-  power_consumption: 'consumption_id, user_id, consumption_amount, consumption_cost, consumption_date',
+type LoadedChunk = {
+  rows: number;
+  dead_letters: number;
+  last_key: string | null;
+  days: string[] | null;
+  max_event_time: string | null;
 };
 
 export async function slotExists(sourceUrl: string, slotName: string): Promise<{ active: boolean } | null> {
@@ -94,35 +100,36 @@ export async function runSnapshot(
     let total = 0;
     let maxEventTime: string | null = null;
     const days = new Set<string>();
-    // Users first, so consumptions join to them as they land.
+    const lsn = formatLsn(consistent);
+    // Users first, so consumptions join to them as they land. Each chunk: COPY out of the snapshot, COPY into a
+    // temp table of the sink session, one set-based load, progress; committed chunk by chunk.
     for (const table of SOURCE_TABLES) {
       rows[table] = 0;
-      await reader.query(
-        `DECLARE snap_${table} NO SCROLL CURSOR FOR SELECT ${COLUMNS[table]} FROM ${quoteIdent(table)} ORDER BY ${PRIMARY_KEY[table]}`,
-      );
+      let lastKey: string | null = null;
       for (;;) {
-        const chunk = await reader.query<Row>(`FETCH ${opts.chunkRows} FROM snap_${table}`);
-        if (!chunk.rows.length) break;
-        const result = await withTransaction(sink, async (client) => {
-          const r = await applySnapshotRows(client, table, chunk.rows.map(stringify), consistent);
-          guard(
-            (
-              await client.query(ops.SET_SNAPSHOT_PROGRESS, [
-                opts.pipelineId,
-                total + chunk.rows.length,
-                epoch,
-              ])
-            ).rowCount,
+        const chunk = await withTransaction(sink, async (client) => {
+          await client.query(load.CREATE_STAGING(table));
+          await pipeline(
+            reader.query(copyTo(load.COPY_CHUNK(table, lastKey, opts.chunkRows))),
+            client.query(copyFrom(`COPY ${load.stagingTable(table)} FROM STDIN`)),
           );
-          return r;
+          const { rows: loaded } = await client.query<LoadedChunk>(load.LOAD_STAGED[table], [lsn]);
+          guard(
+            (await client.query(ops.SET_SNAPSHOT_PROGRESS, [opts.pipelineId, total + loaded[0].rows, epoch]))
+              .rowCount,
+          );
+          return loaded[0];
         });
-        for (const d of result.days) days.add(d);
-        if (result.maxEventTime && (!maxEventTime || result.maxEventTime > maxEventTime)) {
-          maxEventTime = result.maxEventTime;
+        if (!chunk.rows) break;
+        for (const d of chunk.days ?? []) days.add(d);
+        if (chunk.max_event_time && (!maxEventTime || chunk.max_event_time > maxEventTime)) {
+          maxEventTime = chunk.max_event_time;
         }
-        rows[table] += chunk.rows.length;
-        total += chunk.rows.length;
+        rows[table] += chunk.rows;
+        total += chunk.rows;
+        lastKey = chunk.last_key;
         onProgress(total);
+        if (chunk.rows < opts.chunkRows) break;
       }
     }
     await reader.query('COMMIT');
@@ -151,10 +158,4 @@ export async function runSnapshot(
     await reader.end().catch(() => undefined);
     await repl.end().catch(() => undefined);
   }
-}
-
-function stringify(row: Row): Row {
-  const out: Row = {};
-  for (const k of Object.keys(row)) out[k] = row[k] === null ? null : String(row[k]);
-  return out;
 }

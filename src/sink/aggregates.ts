@@ -20,16 +20,17 @@ async function refreshPartitions(
   regions: number[],
   reason: string,
 ): Promise<{ result: RefreshResult; revisionsByDay: Record<string, number> }> {
-  const stats = await client.query(dws.REFRESH_REGION_STATS, [dates, regions, reason]);
-  const ranking = await client.query(dws.REFRESH_USER_RANKING, [dates, regions]);
+  // Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only).
+  await client.query(`SET LOCAL work_mem = '64MB'`);
+  const { rows } = await client.query(dws.REFRESH_PARTITIONS, [dates, regions, reason]);
   return {
     result: {
       partitions: dates.length,
-      statsChanged: stats.rows[0].changed,
-      rankingChanged: ranking.rows[0].changed,
-      revisions: stats.rows[0].revisions,
+      statsChanged: rows[0].stats_changed,
+      rankingChanged: rows[0].ranking_changed,
+      revisions: rows[0].revisions,
     },
-    revisionsByDay: stats.rows[0].revisions_by_day,
+    revisionsByDay: rows[0].revisions_by_day,
   };
 }
 

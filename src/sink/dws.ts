@@ -6,23 +6,35 @@ const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::d
 const DETAIL_IN_PARTITIONS = `p JOIN dwd_power_consumption_detail d
   ON d.consumption_date::date = p.stat_date AND d.region_id = p.region_id`;
 
-/** Recomputes dws_region_daily_stats for the partitions; returns changed rows and revisions of closed days. */
-export const REFRESH_REGION_STATS = `
+/**
+ * Recomputes both DWS tables for the partitions from one pass over DWD: per-user day totals first (the ranking
+ * rows), region stats rolled up from them. Returns changed rows per table and revisions of closed days.
+ * $1 date[], $2 int[] (partitions), $3 revision reason.
+ */
+export const REFRESH_PARTITIONS = `
 WITH ${PARTITIONS},
-fresh AS (
-  SELECT d.region_id, d.region_name, p.stat_date, sum(d.consumption_amount) AS total_consumption,
-    sum(d.consumption_cost) AS total_cost, count(DISTINCT d.user_id) AS user_count,
+per_user AS MATERIALIZED (
+  SELECT p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
+    sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
     max(d.consumption_amount) AS max_consumption
   FROM ${DETAIL_IN_PARTITIONS}
-  GROUP BY d.region_id, d.region_name, p.stat_date),
+  GROUP BY p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name),
+fresh AS (
+  SELECT region_id, region_name, stat_date, sum(total_consumption) AS total_consumption,
+    sum(total_cost) AS total_cost, count(DISTINCT user_id) AS user_count, max(max_consumption) AS max_consumption
+  FROM per_user GROUP BY region_id, region_name, stat_date),
+ranked AS (
+  SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost,
+    row_number() OVER (PARTITION BY stat_date, region_id ORDER BY total_consumption DESC, user_id ASC) AS ranking
+  FROM per_user),
 old AS (
   SELECT s.region_id, s.region_name, s.stat_date, s.total_consumption, s.total_cost, s.user_count, s.max_consumption
   FROM dws_region_daily_stats s JOIN p ON s.stat_date = p.stat_date AND s.region_id = p.region_id),
 removed AS (
   DELETE FROM dws_region_daily_stats s USING p
   WHERE s.stat_date = p.stat_date AND s.region_id = p.region_id
-    AND NOT EXISTS (SELECT 1 FROM fresh f
-      WHERE f.stat_date = s.stat_date AND f.region_id = s.region_id AND f.region_name = s.region_name)
+    -- NOT IN over a CTE is a hashed subplan; NOT EXISTS let the planner pick a nested loop over it.
+    AND (s.stat_date, s.region_id, s.region_name) NOT IN (SELECT stat_date, region_id, region_name FROM fresh)
   RETURNING 1),
 upserted AS (
   INSERT INTO dws_region_daily_stats AS s (region_id, region_name, stat_date, total_consumption, total_cost,
@@ -47,33 +59,18 @@ revised AS (
         WHERE f.stat_date = p.stat_date AND f.region_id = p.region_id) AS after
     FROM p JOIN stategrid_window w ON w.stat_date = p.stat_date AND w.is_final) r
   WHERE r.before IS DISTINCT FROM r.after
-  RETURNING stat_date)
-SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS changed,
-  (SELECT count(*) FROM revised)::int AS revisions,
-  (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
-    (SELECT stat_date::text, count(*) AS n FROM revised GROUP BY 1) x) AS revisions_by_day`;
-
-/** Recomputes dws_user_ranking for the partitions: ROW_NUMBER by amount desc, ties by user_id. */
-export const REFRESH_USER_RANKING = `
-WITH ${PARTITIONS},
-fresh AS (
-  SELECT p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
-    sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
-    row_number() OVER (PARTITION BY p.stat_date, d.region_id
-      ORDER BY sum(d.consumption_amount) DESC, d.user_id ASC) AS ranking
-  FROM ${DETAIL_IN_PARTITIONS}
-  GROUP BY p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name),
-removed AS (
+  RETURNING stat_date),
+removed_ranks AS (
   DELETE FROM dws_user_ranking r USING p
   WHERE r.stat_date = p.stat_date AND r.region_id = p.region_id
-    AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stat_date = r.stat_date AND f.user_id = r.user_id)
+    AND (r.stat_date, r.user_id) NOT IN (SELECT stat_date, user_id FROM ranked)
   RETURNING 1),
-upserted AS (
+upserted_ranks AS (
   INSERT INTO dws_user_ranking AS r (stat_date, user_id, user_name, region_id, region_name, total_consumption,
     total_cost, ranking, is_final, updated_at)
   SELECT f.stat_date, f.user_id, f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost,
     f.ranking, COALESCE(w.is_final, false), now()
-  FROM fresh f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  FROM ranked f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
   ON CONFLICT (stat_date, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, region_id = EXCLUDED.region_id,
     region_name = EXCLUDED.region_name, total_consumption = EXCLUDED.total_consumption,
     total_cost = EXCLUDED.total_cost, ranking = EXCLUDED.ranking, is_final = EXCLUDED.is_final, updated_at = now()
@@ -81,7 +78,11 @@ upserted AS (
     IS DISTINCT FROM (EXCLUDED.user_name, EXCLUDED.region_id, EXCLUDED.region_name, EXCLUDED.total_consumption,
       EXCLUDED.total_cost, EXCLUDED.ranking, EXCLUDED.is_final)
   RETURNING 1)
-SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS changed`;
+SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS stats_changed,
+  (SELECT count(*) FROM removed_ranks)::int + (SELECT count(*) FROM upserted_ranks)::int AS ranking_changed,
+  (SELECT count(*) FROM revised)::int AS revisions,
+  (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
+    (SELECT stat_date::text, count(*) AS n FROM revised GROUP BY 1) x) AS revisions_by_day`;
 
 /** Takes all pending dirty partitions; the caller holds the checkpoint lock, so none is added meanwhile. */
 export const TAKE_DIRTY_PARTITIONS = `

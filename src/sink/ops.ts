@@ -53,4 +53,6 @@ export const CLEAR_FOR_SNAPSHOT = [
   'DELETE FROM dws_region_daily_stats',
   'DELETE FROM dws_user_ranking',
   'DELETE FROM stategrid_dws_dirty',
+  // Dead letters of an earlier (interrupted or superseded) snapshot: this one finds the invalid rows again.
+  'DELETE FROM stategrid_dead_letter WHERE seq IS NULL',
 ];

@@ -97,7 +97,7 @@ export async function applyChangeBatch(
     for (let i = 0; i <= fresh.length; i++) {
       const c = fresh[i];
       if (i === fresh.length || c.kind === 'truncate') {
-        await applyRowSegment(client, fresh.slice(start, i), result, true);
+        await applyRowSegment(client, fresh.slice(start, i), result);
         if (c && c.kind === 'truncate') {
           await logChanges(client, [c]);
           await applyTruncate(client, c.tables);
@@ -118,27 +118,6 @@ export async function applyChangeBatch(
   } else if (confirmLsn !== null) {
     await client.query(ops.CONFIRM_IDLE_POSITION, [pipelineId, formatLsn(confirmLsn)]);
   }
-  return result;
-}
-
-/** Snapshot rows take the same path without change-log entries and without moving the checkpoint. */
-export async function applySnapshotRows(
-  client: pg.ClientBase,
-  table: SourceTable,
-  rows: Row[],
-  snapshotLsn: bigint,
-): Promise<BatchResult> {
-  const changes: Change[] = rows.map((row, i) => ({
-    kind: 'row',
-    table,
-    op: 'I',
-    row,
-    txLsn: snapshotLsn,
-    seq: i,
-    commitTime: null,
-  }));
-  const result = emptyResult(0);
-  await applyRowSegment(client, changes, result, false, 'R');
   return result;
 }
 
@@ -167,15 +146,9 @@ async function logChanges(client: pg.ClientBase, changes: Change[]): Promise<voi
   await client.query(ods.INSERT_CHANGE_LOG, [JSON.stringify(entries)]);
 }
 
-async function applyRowSegment(
-  client: pg.ClientBase,
-  changes: Change[],
-  result: BatchResult,
-  logToChangeLog: boolean,
-  snapshotOp?: string,
-): Promise<void> {
+async function applyRowSegment(client: pg.ClientBase, changes: Change[], result: BatchResult): Promise<void> {
   if (!changes.length) return;
-  if (logToChangeLog) await logChanges(client, changes);
+  await logChanges(client, changes);
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: object[] = [];
   const days = new Set(result.days);
@@ -190,7 +163,7 @@ async function applyRowSegment(
       states[c.table].set(key, deleted);
     } else {
       const reason = invalidReason(c.table, c.row);
-      states[c.table].set(key, { row: c.row, op: snapshotOp ?? c.op, lsn: c.txLsn, valid: !reason });
+      states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason });
       if (reason) {
         deadLetters.push({
           t: c.table,
@@ -198,7 +171,7 @@ async function applyRowSegment(
           r: c.row,
           reason,
           l: formatLsn(c.txLsn),
-          s: logToChangeLog ? c.seq : null,
+          s: c.seq,
         });
       } else if (c.table === 'power_consumption') {
         const eventTime = c.row.consumption_date as string;
@@ -227,10 +200,7 @@ async function applyRowSegment(
   if (consumptions.deletes.length) await client.query(ods.DELETE_ODS_CONSUMPTIONS, [consumptions.deletes]);
 
   // DWS partitions the old DWD rows belonged to, before DWD changes.
-  const existingDetails = snapshotOp === undefined;
-  if (existingDetails) {
-    await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
-  }
+  await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 
   // DWD: valid rows in, invalid or deleted rows out.
   if (users.valid.length) await client.query(dwd.UPSERT_DWD_USERS, [JSON.stringify(users.valid)]);
@@ -239,7 +209,7 @@ async function applyRowSegment(
   if (consumptions.valid.length) {
     await client.query(dwd.UPSERT_DWD_DETAILS, [JSON.stringify(consumptions.valid)]);
   }
-  if (touchedUsers.length && existingDetails) {
+  if (touchedUsers.length) {
     await client.query(dwd.REENRICH_DETAILS_OF_USERS, [touchedUsers]);
   }
 

@@ -1,9 +1,19 @@
-import { proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  proxyActivities,
+  proxyLocalActivities,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { RecomputeResult } from './types';
 import { validated } from './validation';
 import { previousLocalDay } from './window-time';
 
+// Input validation is pure CPU: a local activity saves a task-queue round trip on every run.
+const local = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '10 seconds',
+  retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InvalidInput'] },
+});
 const acts = proxyActivities<Activities>({
   startToCloseTimeout: '30 minutes',
   retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: ['InvalidInput'] },
@@ -22,7 +32,7 @@ export async function dailyRecomputeWorkflow(input?: {
   pipelineId?: string;
   timeZone?: string;
 }): Promise<RecomputeResult> {
-  const valid = await validated(() => acts.validateRecomputeInput(input ?? {}));
+  const valid = await validated(() => local.validateRecomputeInput(input ?? {}));
   const scheduled = workflowInfo().searchAttributes?.TemporalScheduledStartTime?.[0];
   const nominal = scheduled ? new Date(scheduled as string | Date).getTime() : Date.now();
   const date = valid.date ?? previousLocalDay(nominal, valid.timeZone ?? DEFAULT_TIME_ZONE);
