@@ -1,4 +1,6 @@
 /** DWD layer SQL: valid users, and consumptions LEFT JOINed to the current valid user row. */
+import { INSERT_CHANGE_LOG_FROM } from './ods';
+import { INSERT_DEAD_LETTERS_FROM } from './ops';
 
 const USER_COLUMNS_FROM_U = `u.user_name, u.region_id, u.region_name, u.usage_type`;
 
@@ -65,3 +67,54 @@ INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
 SELECT consumption_date::date, region_id, count(*) FROM dwd_power_consumption_detail
 WHERE region_id IS NOT NULL GROUP BY 1, 2
 ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes`;
+
+/**
+ * A batch that touches only consumptions, in one statement: change log, dead letters, ODS, DWD and the DWS dirty
+ * marks of the rows' old and new partitions (the old ones read from the statement's snapshot, before its writes).
+ * $1 change-log JSON, $2 final rows JSON (with _lsn, _op, _valid), $3 deleted keys, $4 keys leaving DWD (deleted
+ * or invalid), $5 every touched key, $6 dead letters JSON.
+ */
+export const APPLY_CONSUMPTIONS = `
+WITH logged AS (${INSERT_CHANGE_LOG_FROM('$1')} RETURNING 1),
+dead AS (${INSERT_DEAD_LETTERS_FROM('$6')} RETURNING 1),
+c AS MATERIALIZED (
+  SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(consumption_id bigint, user_id bigint,
+    consumption_amount numeric, consumption_cost numeric, consumption_date timestamp(3), _lsn pg_lsn, _op char(1),
+    _valid boolean)),
+ods_up AS (
+  INSERT INTO ods_power_consumption (consumption_id, user_id, consumption_amount, consumption_cost,
+    consumption_date, _lsn, _op, _synced_at)
+  SELECT consumption_id, user_id, consumption_amount, consumption_cost, consumption_date, _lsn, _op, now() FROM c
+  ON CONFLICT (consumption_id) DO UPDATE SET user_id = EXCLUDED.user_id,
+    consumption_amount = EXCLUDED.consumption_amount, consumption_cost = EXCLUDED.consumption_cost,
+    consumption_date = EXCLUDED.consumption_date, _lsn = EXCLUDED._lsn, _op = EXCLUDED._op,
+    _synced_at = EXCLUDED._synced_at
+  RETURNING 1),
+ods_del AS (DELETE FROM ods_power_consumption WHERE consumption_id = ANY($3::bigint[]) RETURNING 1),
+old_parts AS (
+  SELECT consumption_date, region_id FROM dwd_power_consumption_detail WHERE consumption_id = ANY($5::bigint[])),
+dwd_del AS (DELETE FROM dwd_power_consumption_detail WHERE consumption_id = ANY($4::bigint[]) RETURNING 1),
+dwd_up AS (
+  INSERT INTO dwd_power_consumption_detail (consumption_id, user_id, user_name, consumption_amount,
+    consumption_cost, consumption_date, region_id, region_name, usage_type, etl_time)
+  SELECT c.consumption_id, c.user_id, u.user_name, c.consumption_amount, c.consumption_cost, c.consumption_date,
+    u.region_id, u.region_name, u.usage_type, now()
+  FROM c LEFT JOIN dwd_power_user_info u ON u.user_id = c.user_id
+  WHERE c._valid
+  ON CONFLICT (consumption_id) DO UPDATE SET user_id = EXCLUDED.user_id, user_name = EXCLUDED.user_name,
+    consumption_amount = EXCLUDED.consumption_amount, consumption_cost = EXCLUDED.consumption_cost,
+    consumption_date = EXCLUDED.consumption_date, region_id = EXCLUDED.region_id,
+    region_name = EXCLUDED.region_name, usage_type = EXCLUDED.usage_type, etl_time = EXCLUDED.etl_time
+  RETURNING consumption_date, region_id),
+dirty AS (
+  INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
+  SELECT consumption_date::date, region_id, count(*)
+  FROM (SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up) d
+  WHERE region_id IS NOT NULL
+  GROUP BY 1, 2
+  ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes
+  RETURNING 1)
+SELECT (SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
+  (SELECT count(*) FROM ods_up)::int + (SELECT count(*) FROM ods_del)::int AS ods,
+  (SELECT count(*) FROM dwd_up)::int + (SELECT count(*) FROM dwd_del)::int AS dwd,
+  (SELECT count(*) FROM dirty)::int AS dirty`;

@@ -27,8 +27,9 @@ export const DELETE_ODS_CONSUMPTIONS = `DELETE FROM ods_power_consumption WHERE 
 export const TRUNCATE_ODS_USERS = `DELETE FROM ods_power_user`;
 export const TRUNCATE_ODS_CONSUMPTIONS = `DELETE FROM ods_power_consumption`;
 
-// $1: JSON array of {l: commit lsn, s: seq, t: table, o: op, r: row, k: old key, c: commit time}.
-export const INSERT_CHANGE_LOG = `
+// $n: JSON array of {l: commit lsn, s: seq, t: table, o: op, r: row, k: old key, c: commit time}.
+export const INSERT_CHANGE_LOG_FROM = (param: string) => `
 INSERT INTO ods_change_log (commit_lsn, seq, table_name, op, row_data, old_key, commit_time)
-SELECT l, s, t, o, r, k, c FROM jsonb_to_recordset($1::jsonb)
+SELECT l, s, t, o, r, k, c FROM jsonb_to_recordset(${param}::jsonb)
   AS x(l pg_lsn, s int, t text, o char(1), r jsonb, k jsonb, c timestamptz)`;
+export const INSERT_CHANGE_LOG = INSERT_CHANGE_LOG_FROM('$1');

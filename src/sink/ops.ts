@@ -38,11 +38,12 @@ UPDATE stategrid_checkpoint SET phase = $2, epoch = epoch + 1, commit_lsn = '0/0
 WHERE pipeline_id = $1
 RETURNING epoch::text`;
 
-// $1: JSON array of {t: table, k: key, r: raw row, reason, l: lsn, s: seq}.
-export const INSERT_DEAD_LETTERS = `
+// $n: JSON array of {t: table, k: key, r: raw row, reason, l: lsn, s: seq}.
+export const INSERT_DEAD_LETTERS_FROM = (param: string) => `
 INSERT INTO stategrid_dead_letter (table_name, record_key, raw_row, reason, lsn, seq)
-SELECT t, k, r, reason, l, s FROM jsonb_to_recordset($1::jsonb)
+SELECT t, k, r, reason, l, s FROM jsonb_to_recordset(${param}::jsonb)
   AS x(t text, k text, r jsonb, reason text, l pg_lsn, s int)`;
+export const INSERT_DEAD_LETTERS = INSERT_DEAD_LETTERS_FROM('$1');
 
 // Sink tables a re-snapshot empties before it loads again.
 export const CLEAR_FOR_SNAPSHOT = [

@@ -99,7 +99,7 @@ export async function applyChangeBatch(
       if (i === fresh.length || c.kind === 'truncate') {
         await applyRowSegment(client, fresh.slice(start, i), result);
         if (c && c.kind === 'truncate') {
-          await logChanges(client, [c]);
+          await client.query(ods.INSERT_CHANGE_LOG, [changeLogJson([c])]);
           await applyTruncate(client, c.tables);
           result.applied += 1;
         }
@@ -132,8 +132,7 @@ function emptyResult(skipped: number): BatchResult {
   };
 }
 
-async function logChanges(client: pg.ClientBase, changes: Change[]): Promise<void> {
-  if (!changes.length) return;
+function changeLogJson(changes: Change[]): string {
   const entries = changes.map((c) => ({
     l: formatLsn(c.txLsn),
     s: c.seq,
@@ -143,12 +142,11 @@ async function logChanges(client: pg.ClientBase, changes: Change[]): Promise<voi
     k: c.kind === 'row' && c.oldKey !== undefined ? { [PRIMARY_KEY[c.table]]: c.oldKey } : null,
     c: c.commitTime,
   }));
-  await client.query(ods.INSERT_CHANGE_LOG, [JSON.stringify(entries)]);
+  return JSON.stringify(entries);
 }
 
 async function applyRowSegment(client: pg.ClientBase, changes: Change[], result: BatchResult): Promise<void> {
   if (!changes.length) return;
-  await logChanges(client, changes);
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: object[] = [];
   const days = new Set(result.days);
@@ -184,6 +182,22 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   }
   result.days = [...days];
   result.deadLetters += deadLetters.length;
+
+  if (states.power_user.size === 0) {
+    // The common streaming case: one statement and one round trip for the whole batch.
+    const consumptions = split(states.power_consumption);
+    await client.query(dwd.APPLY_CONSUMPTIONS, [
+      changeLogJson(changes),
+      JSON.stringify(consumptions.upserts),
+      consumptions.deletes,
+      consumptions.gone,
+      [...states.power_consumption.keys()],
+      JSON.stringify(deadLetters),
+    ]);
+    return;
+  }
+
+  await client.query(ods.INSERT_CHANGE_LOG, [changeLogJson(changes)]);
   if (deadLetters.length) await client.query(ops.INSERT_DEAD_LETTERS, [JSON.stringify(deadLetters)]);
 
   const users = split(states.power_user);
@@ -217,7 +231,7 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 }
 
-type OdsRow = Row & { _lsn: string; _op: string };
+type OdsRow = Row & { _lsn: string; _op: string; _valid: boolean };
 
 /**
  * Splits final states into ODS writes (every row, valid or not, and deleted keys) and DWD writes (valid rows in;
@@ -236,7 +250,7 @@ function split(state: TableState): { upserts: OdsRow[]; deletes: string[]; valid
       out.gone.push(key);
       continue;
     }
-    const row = { ...s.row, _lsn: formatLsn(s.lsn), _op: s.op };
+    const row = { ...s.row, _lsn: formatLsn(s.lsn), _op: s.op, _valid: s.valid } as OdsRow;
     out.upserts.push(row);
     if (s.valid) out.valid.push(row);
     else out.gone.push(key);

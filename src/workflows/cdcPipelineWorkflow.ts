@@ -153,6 +153,8 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
         continue;
       }
       if (progress || segmentError) break;
+      // The running segment flushes what it decoded before it lets go of the slot; say so meanwhile.
+      state.phase = stopRequest ? 'stopping' : 'pausing';
       segmentScope.cancel();
       await segment.catch(() => undefined);
       break;

@@ -28,7 +28,7 @@ export type SegmentSummary = {
 
 export type PipelineState = {
   config: PipelineConfig | null;
-  phase: 'validating' | 'snapshot' | 'streaming' | 'paused' | 'stopping' | 'stopped' | 'failed';
+  phase: 'validating' | 'snapshot' | 'streaming' | 'pausing' | 'paused' | 'stopping' | 'stopped' | 'failed';
   snapshot: { rows: Record<string, number>; seconds: number; consistentLsn: string } | null;
   confirmedLsn: string;
   totals: {
