@@ -34,39 +34,50 @@ async function refreshPartitions(
   };
 }
 
-async function lockCheckpoint(client: pg.ClientBase, pipelineId: string): Promise<void> {
-  // Same lock order as batch writes (checkpoint first) so refreshes and batches never deadlock.
-  const { rowCount } = await client.query(ops.LOCK_CHECKPOINT, [pipelineId]);
-  if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+/** Window close and recompute: no batch in flight (checkpoint, same order as batches), no refresh (DWS lock). */
+async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null): Promise<void> {
+  if (pipelineId) {
+    const { rowCount } = await client.query(ops.LOCK_CHECKPOINT, [pipelineId]);
+    if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+  }
+  await client.query(dws.LOCK_DWS);
 }
 
-/** Recomputes every partition DWD changes marked dirty; late changes to closed days leave revisions. */
+/**
+ * Recomputes every partition DWD changes marked dirty; late changes to closed days leave revisions. Runs beside
+ * batch writes (no checkpoint lock): it reads the confirmed position first, so every batch up to it has its marks
+ * committed and seen by the refresh, and records that position as dws_lsn after it commits.
+ */
 export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
-  return withTransaction(pool, async (client) => {
-    await lockCheckpoint(client, pipelineId);
+  const { rows: cp } = await pool.query<{ confirmed_lsn: string }>(
+    `SELECT confirmed_lsn::text FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+    [pipelineId],
+  );
+  if (!cp.length) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+  const result = await withTransaction(pool, async (client) => {
+    await client.query(dws.LOCK_DWS);
     const { rows } = await client.query<{ stat_date: string; region_id: number; changes: string }>(
-      dws.TAKE_DIRTY_PARTITIONS,
+      dws.READ_DIRTY_PARTITIONS,
     );
-    let result: RefreshResult = { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
-    if (rows.length) {
-      const dates = rows.map((r) => r.stat_date);
-      const refreshed = await refreshPartitions(
-        client,
-        dates,
-        rows.map((r) => r.region_id),
-        'late data',
-      );
-      result = refreshed.result;
-      const late = await client.query<{ changes: string }>(dws.COUNT_LATE_EVENTS, [
-        dates,
-        rows.map((r) => r.changes),
-        JSON.stringify(refreshed.revisionsByDay),
-      ]);
-      result.lateEvents = late.rows.reduce((n, r) => n + Number(r.changes), 0);
-    }
-    await client.query(dws.SET_DWS_LSN, [pipelineId]);
-    return result;
+    if (!rows.length) return { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
+    const dates = rows.map((r) => r.stat_date);
+    const regions = rows.map((r) => r.region_id);
+    const counts = rows.map((r) => r.changes);
+    const refreshed = await refreshPartitions(client, dates, regions, 'late data');
+    // Late events are counted from the marks dropped here; a mark kept for the next refresh counts then.
+    const { rows: dropped } = await client.query<{ stat_date: string; changes: string }>(
+      dws.DROP_TAKEN_MARKS,
+      [dates, regions, counts],
+    );
+    const late = await client.query<{ changes: string }>(dws.COUNT_LATE_EVENTS, [
+      dropped.map((d) => d.stat_date),
+      dropped.map((d) => d.changes),
+      JSON.stringify(refreshed.revisionsByDay),
+    ]);
+    return { ...refreshed.result, lateEvents: late.rows.reduce((n, r) => n + Number(r.changes), 0) };
   });
+  await pool.query(dws.SET_DWS_LSN, [pipelineId, cp[0].confirmed_lsn]);
+  return result;
 }
 
 export type DayResult = RefreshResult & { date: string; newlyClosed?: boolean };
@@ -92,7 +103,7 @@ export async function closeDayWindow(
   closedBy: string,
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
-    await lockCheckpoint(client, pipelineId);
+    await lockForWholeDay(client, pipelineId);
     const refreshed = await refreshWholeDay(client, date, 'close');
     const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
     for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
@@ -107,7 +118,7 @@ export async function recomputeDay(
   date: string,
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
-    if (pipelineId) await lockCheckpoint(client, pipelineId);
+    await lockForWholeDay(client, pipelineId);
     return { date, ...(await refreshWholeDay(client, date, 'recompute')) };
   });
 }

@@ -84,9 +84,26 @@ SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::in
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
     (SELECT stat_date::text, count(*) AS n FROM revised GROUP BY 1) x) AS revisions_by_day`;
 
-/** Takes all pending dirty partitions; the caller holds the checkpoint lock, so none is added meanwhile. */
-export const TAKE_DIRTY_PARTITIONS = `
-DELETE FROM stategrid_dws_dirty RETURNING stat_date::text, region_id, changes`;
+/**
+ * DWS writers (refresh, window close, recompute) serialize on this transaction lock; batches never take it, so a
+ * refresh does not hold up the stream. Batches and refreshes only meet on dirty marks (see DROP_TAKEN_MARKS).
+ */
+export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
+
+export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
+
+/**
+ * Drops the marks a refresh has taken care of: only those still holding the count it read (a batch that marked
+ * the partition again meanwhile keeps it for the next refresh), and never waiting on a mark a batch holds (so a
+ * refresh cannot deadlock with a batch). $1 date[], $2 int[], $3 bigint[] counts read.
+ */
+export const DROP_TAKEN_MARKS = `
+DELETE FROM stategrid_dws_dirty WHERE ctid IN (
+  SELECT d.ctid FROM stategrid_dws_dirty d
+  JOIN unnest($1::date[], $2::int[], $3::bigint[]) AS x(stat_date, region_id, changes)
+    ON d.stat_date = x.stat_date AND d.region_id = x.region_id AND d.changes = x.changes
+  FOR UPDATE OF d SKIP LOCKED)
+RETURNING stat_date::text, changes`;
 
 export const COUNT_LATE_EVENTS = `
 UPDATE stategrid_window w SET late_events = w.late_events + x.changes,
@@ -96,8 +113,9 @@ FROM (SELECT stat_date, sum(changes) AS changes FROM unnest($1::date[], $2::bigi
 WHERE w.stat_date = x.stat_date AND w.is_final
 RETURNING x.changes`;
 
+/** $2: the confirmed position read before the refresh (every batch up to it had marked its partitions). */
 export const SET_DWS_LSN = `
-UPDATE stategrid_checkpoint SET dws_lsn = confirmed_lsn WHERE pipeline_id = $1`;
+UPDATE stategrid_checkpoint SET dws_lsn = GREATEST(dws_lsn, $2::pg_lsn) WHERE pipeline_id = $1`;
 
 /** Every region that has DWD rows or DWS rows on a day: the partitions a whole-day recompute covers. */
 export const REGIONS_OF_DAY = `

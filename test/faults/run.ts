@@ -317,9 +317,25 @@ async function resyncAfter(scenario: string, inject: () => Promise<void>, expect
     120000,
   );
   const error = (await status()).error ?? '';
+  const epoch = async () =>
+    (
+      await t.q<{ e: string; phase: string }>(
+        `SELECT epoch::text AS e, phase FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+        [PIPELINE_ID],
+      )
+    )[0];
+  const before = (await epoch()).e;
   stategrid('pipeline', 'stop', '--id', PIPELINE_ID);
   stategrid('pipeline', 'start', '--id', PIPELINE_ID, '--resync', '--detach');
-  await waitStreaming(t.cfg, PIPELINE_ID, 300000);
+  // Streaming again means: the new snapshot (a new epoch) is done, not the old run's checkpoint.
+  await t.waitFor(
+    'the resync snapshot to finish',
+    async () => {
+      const cp = await epoch();
+      return cp.e !== before && cp.phase === 'streaming';
+    },
+    300000,
+  );
   const logFrom = load.nextId;
   await waitGrowth(3000);
   await check(scenario, 1, started, logFrom, `status: ${error.slice(0, 60)}…`);
