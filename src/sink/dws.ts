@@ -117,10 +117,13 @@ RETURNING x.changes`;
 export const SET_DWS_LSN = `
 UPDATE stategrid_checkpoint SET dws_lsn = GREATEST(dws_lsn, $2::pg_lsn) WHERE pipeline_id = $1`;
 
-/** Every region that has DWD rows or DWS rows on a day: the partitions a whole-day recompute covers. */
+/**
+ * Every region a day can have rows in: DWD details take their region from the current DWD user (and are
+ * re-enriched when it changes), so the regions of DWD users cover them, without scanning the day; plus the
+ * regions DWS still has for the day, so stale rows go.
+ */
 export const REGIONS_OF_DAY = `
-SELECT region_id FROM dwd_power_consumption_detail
-  WHERE consumption_date::date = $1::date AND region_id IS NOT NULL
+SELECT region_id FROM dwd_power_user_info WHERE region_id IS NOT NULL
 UNION SELECT region_id FROM dws_region_daily_stats WHERE stat_date = $1::date
 UNION SELECT region_id FROM dws_user_ranking WHERE stat_date = $1::date`;
 
