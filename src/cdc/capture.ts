@@ -233,6 +233,15 @@ export async function runCaptureSegment(
     metrics.dwsRevisions.inc({ pipeline: opts.pipelineId }, r.revisions);
     metrics.lateEvents.inc({ pipeline: opts.pipelineId }, r.lateEvents ?? 0);
   };
+  // Refreshes run beside the loop: a long one must not hold back the time-based flush of small batches
+  // (that wait is what commit-to-DWD latency would pay). One at a time; a failure fails the segment.
+  let refreshing = null as Promise<void> | null;
+  const startRefresh = () => {
+    if (refreshing) return;
+    refreshing = maybeRefreshDws()
+      .catch(onError)
+      .finally(() => (refreshing = null));
+  };
 
   service.on('data', async (_lsn: string, message: unknown) => {
     processed += 1;
@@ -337,7 +346,7 @@ export async function runCaptureSegment(
         await flush();
       }
       await flushing;
-      await maybeRefreshDws();
+      startRefresh();
       await checkPublication();
       const now = Date.now();
       if (now - lastPing > 1000) {
@@ -354,11 +363,13 @@ export async function runCaptureSegment(
     // Apply what is decoded and committed up to here, then stop: the next segment resumes from the checkpoint.
     await flush();
     await flushing;
+    await refreshing;
     lastRefresh = 0;
     await maybeRefreshDws();
     lastPublicationCheck = 0;
     await checkPublication();
   } finally {
+    await refreshing?.catch(() => undefined);
     await service.destroy().catch(() => undefined);
     await watcher?.end().catch(() => undefined);
   }
