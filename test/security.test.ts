@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { dropSlot } from '../src/cdc/snapshot';
 import { loadConfig } from '../src/config';
+import { withClient } from '../src/db/client';
+import { initDatabases } from '../src/db/init';
 import { resetEverything, startPipeline, terminatePipeline, waitCaughtUp } from '../src/control/pipeline';
 import { tlsRootCert } from '../src/stack/postgres';
 import { readPid, spawnDetached, stopPid, waitFor } from '../src/stack/proc';
@@ -64,6 +66,24 @@ describe('roles and TLS', function () {
        WHERE grantee = 'stategrid_sink' AND table_name IN ('power_user', 'power_consumption')`,
     );
     assert.equal(sinkOnSource.length, 0, 'the sink role cannot touch the source tables');
+  });
+
+  it('takes hostile config values (role passwords) literally: no SQL runs, the password works', async () => {
+    const hostile = `x'; DROP TABLE power_user; --"\\ 密码`;
+    process.env.STATEGRID_SINK_PASSWORD = hostile;
+    try {
+      await initDatabases(t.cfg, hostile);
+      for (const role of ['stategrid_cdc', 'stategrid_sink']) {
+        const url = `postgres://${role}:${encodeURIComponent(hostile)}@127.0.0.1:${t.cfg.pgPort}/stategrid_db`;
+        const who = await withClient(url, (c) => c.query<{ u: string }>('SELECT current_user AS u'));
+        assert.equal(who.rows[0].u, role);
+      }
+      const table = await t.q(`SELECT 1 FROM pg_tables WHERE tablename = 'power_user'`);
+      assert.equal(table.length, 1);
+    } finally {
+      delete process.env.STATEGRID_SINK_PASSWORD;
+      await initDatabases(t.cfg, 'stategrid_cdc');
+    }
   });
 
   it('runs a whole pipeline as stategrid_cdc / stategrid_sink over verified TLS (sslmode passes through)', async () => {

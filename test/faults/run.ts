@@ -246,7 +246,8 @@ async function streamingKills(scenario: string, targets: ('worker' | 'temporal')
   await check(scenario, targets.flat().length, started);
 }
 
-async function snapshotKills(kills: number): Promise<void> {
+/** Kills during the initial snapshot; each group is killed together once the snapshot is well under way. */
+async function snapshotKills(label: string, groups: ('worker' | 'temporal')[][]): Promise<void> {
   const started = Date.now();
   await resetEverything(t.cfg, t.client, PIPELINE_ID);
   await seed(QUICK ? 150000 : 400000);
@@ -264,17 +265,21 @@ async function snapshotKills(kills: number): Promise<void> {
     return r[0];
   };
   let lastEpoch = '';
-  for (let k = 0; k < kills; k++) {
+  for (const group of groups) {
+    // A killed worker restarts the snapshot (new epoch); a killed Temporal server leaves it running.
+    const restarts = group.includes('worker');
     await t.waitFor(
-      'a snapshot attempt half-way',
+      'a snapshot attempt under way',
       async () => {
         const cp = await snapshotAt();
-        return !!cp && cp.phase === 'snapshot' && cp.epoch !== lastEpoch && Number(cp.rows) >= 30000;
+        return (
+          !!cp && cp.phase === 'snapshot' && (!restarts || cp.epoch !== lastEpoch) && Number(cp.rows) >= 30000
+        );
       },
       240000,
     );
     lastEpoch = (await snapshotAt()).epoch;
-    kill('worker');
+    for (const name of group) kill(name);
     await sleep(500);
     await restartStack();
   }
@@ -282,7 +287,7 @@ async function snapshotKills(kills: number): Promise<void> {
   // Rows written before this may have been read by the snapshot rather than streamed: the layers check them.
   const logFrom = load.nextId;
   await waitGrowth(3000);
-  await check(`kill -9 worker x${kills} during snapshot`, kills, started, logFrom);
+  await check(label, groups.flat().length, started, logFrom);
 }
 
 async function sinkOutage(ms: number): Promise<void> {
@@ -418,7 +423,12 @@ async function main(): Promise<void> {
     await streamingKills('kill -9 worker x2 during streaming', [['worker'], ['worker']]);
     await singleRowBurst(QUICK ? 20000 : 100000);
     if (!QUICK) {
-      await snapshotKills(3);
+      await snapshotKills('kill -9 worker x3 during snapshot', [['worker'], ['worker'], ['worker']]);
+      await snapshotKills('kill -9 Temporal during snapshot', [['temporal']]);
+      await snapshotKills('kill -9 worker+Temporal x2 during snapshot', [
+        ['worker', 'temporal'],
+        ['worker', 'temporal'],
+      ]);
       await streamingKills('kill -9 worker x3 during streaming', [['worker'], ['worker'], ['worker']]);
       await streamingKills('kill -9 Temporal x2 during streaming', [['temporal'], ['temporal']]);
       await streamingKills('kill -9 worker+Temporal x2', [
