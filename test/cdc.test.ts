@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { TestContext } from './helpers/pipeline';
+import { pipelineTestContext } from './helpers/pipeline';
 
 /**
  * CDC semantics against the real stack (PostgreSQL + Temporal dev server + worker process), for both decoding
@@ -13,14 +13,7 @@ const USERS = `INSERT INTO power_user (user_id, user_name, usage_type, region_id
 for (const plugin of ['pgoutput', 'wal2json'] as const) {
   describe(`CDC pipeline with ${plugin}`, function () {
     this.timeout(180000);
-    const t = new TestContext();
-    before(async () => {
-      await t.open();
-    });
-    after(async () => {
-      await t.terminatePipeline();
-      await t.close();
-    });
+    const t = pipelineTestContext();
 
     it('snapshots existing rows, then streams inserts, updates and deletes, each change logged once', async () => {
       await t.freshPipeline({ plugin }, async () => {

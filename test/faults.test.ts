@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { readPid } from '../src/stack/proc';
 import { stackUp } from '../src/stack';
-import { TestContext } from './helpers/pipeline';
+import { pipelineTestContext } from './helpers/pipeline';
 
 /**
  * Crash recovery against the real stack: kill -9 of the worker process or of the Temporal server in the middle of a
@@ -14,12 +14,7 @@ const PER_TX = 50;
 
 describe('exactly-once recovery after kill -9', function () {
   this.timeout(600000);
-  const t = new TestContext();
-  before(() => t.open());
-  after(async () => {
-    await t.terminatePipeline();
-    await t.close();
-  });
+  const t = pipelineTestContext();
 
   async function streamSmallTransactions(): Promise<void> {
     for (let start = 1; start <= ROWS; start += PER_TX) {

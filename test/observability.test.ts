@@ -1,17 +1,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { TestContext } from './helpers/pipeline';
+import { pipelineTestContext } from './helpers/pipeline';
 
 /** The worker's Prometheus endpoint and structured JSON logs, read from the running worker process. */
 describe('worker metrics and logs', function () {
   this.timeout(120000);
-  const t = new TestContext();
-  before(() => t.open());
-  after(async () => {
-    await t.terminatePipeline();
-    await t.close();
-  });
+  const t = pipelineTestContext();
 
   it('counts applied rows and dead letters on /metrics and logs JSON lines without passwords', async () => {
     const scrape = async () => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { resetEverything } from '../src/control/pipeline';
 import { resolveTemporalCli } from '../src/stack/temporal';
-import { PIPELINE_ID, TestContext } from './helpers/pipeline';
+import { PIPELINE_ID, pipelineTestContext, runStategrid } from './helpers/pipeline';
 import { REPO_ROOT } from './setup/env';
 
 /**
@@ -14,7 +14,7 @@ import { REPO_ROOT } from './setup/env';
  */
 describe('operator tools: temporal CLI and Web UI', function () {
   this.timeout(240000);
-  const t = new TestContext();
+  const t = pipelineTestContext();
   const workflowId = `stategrid-pipeline-${PIPELINE_ID}`;
   const recomputeId = 'stategrid-recompute-test-cli';
   let temporalBin = '';
@@ -40,12 +40,7 @@ describe('operator tools: temporal CLI and Web UI', function () {
   };
 
   before(async () => {
-    await t.open();
     temporalBin = await resolveTemporalCli(t.cfg, () => undefined);
-  });
-  after(async () => {
-    await t.terminatePipeline();
-    await t.close();
   });
 
   it('starts the pipeline with `temporal workflow start`, queries status, pauses and resumes by signal', async () => {
@@ -149,11 +144,7 @@ describe('operator tools: temporal CLI and Web UI', function () {
       FROM generate_series(1, 2000) g`);
     await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 2000, 1.5, 0.8, '2026-11-21 09:00:00'
       FROM generate_series(1, 60000) g`);
-    const stategrid = (...args: string[]) =>
-      spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), ...args], {
-        encoding: 'utf8',
-        timeout: 120000,
-      });
+    const stategrid = (...args: string[]) => runStategrid(args);
     const started = stategrid(
       'pipeline',
       'start',

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { formatLsn, parseLsn, PRIMARY_KEY, type Row, type SourceTable } from '../src/cdc/changes';
+import {
+  formatLsn,
+  parseLsn,
+  PRIMARY_KEY,
+  type Row,
+  type SourceTable,
+  type StreamEvent,
+} from '../src/cdc/changes';
 import { pgoutputDecoder, wal2jsonDecoder } from '../src/cdc/decoders';
 import { consumptionInvalidReason, invalidReason, userInvalidReason } from '../src/cdc/validate';
 
@@ -688,6 +695,23 @@ describe('property: validity rules', () => {
     agreesWithOracle(userRow, oracleUserFailures, userInvalidReason));
 });
 
+/** What both decoders must give for a source-table change: text-only row, key kept, oldKey only on key change. */
+function assertDecodedChange(
+  ev: StreamEvent,
+  s: Scenario,
+  expected: ReturnType<typeof expectedChange>,
+): void {
+  if (ev.type !== 'change') assert.fail(`expected a change, got ${ev.type}`);
+  assert.equal(ev.table, s.table);
+  assert.equal(ev.op, expected.op);
+  assertTextRow(ev.row);
+  assert.equal(ev.row[expected.pk], expected.row[expected.pk], 'primary key kept');
+  assert.notEqual(ev.row[expected.pk], null);
+  assert.deepEqual(ev.row, expected.row);
+  assert.equal(ev.oldKey, expected.oldKey);
+  assertSameBytes(ev.row, expected.row, expected.cols);
+}
+
 describe('property: pgoutput decoder', () => {
   it('decodes source-table changes to text-only rows with the key kept and oldKey only on key changes', () => {
     fc.assert(
@@ -697,15 +721,7 @@ describe('property: pgoutput decoder', () => {
         const relid = 16384;
         decoder.plugin.parse(relationMessage(relid, 'public', s.table, expected.cols, identity));
         const ev = decoder.decode(decoder.plugin.parse(pgoutputChangeMessage(relid, s)));
-        if (ev.type !== 'change') assert.fail(`expected a change, got ${ev.type}`);
-        assert.equal(ev.table, s.table);
-        assert.equal(ev.op, expected.op);
-        assertTextRow(ev.row);
-        assert.equal(ev.row[expected.pk], expected.row[expected.pk], 'primary key kept');
-        assert.notEqual(ev.row[expected.pk], null);
-        assert.deepEqual(ev.row, expected.row);
-        assert.equal(ev.oldKey, expected.oldKey);
-        assertSameBytes(ev.row, expected.row, expected.cols);
+        assertDecodedChange(ev, s, expected);
       }),
       RUNS,
     );
@@ -786,16 +802,8 @@ describe('property: wal2json decoder', () => {
         const expected = expectedChange(s);
         const text = wal2jsonChangeText('public', s.table, s);
         const ev = decoder.decode(decoder.plugin.parse(Buffer.from(text, 'utf8')));
-        if (ev.type !== 'change') assert.fail(`expected a change, got ${ev.type}`);
-        assert.equal(ev.table, s.table);
-        assert.equal(ev.op, expected.op);
-        assertTextRow(ev.row);
-        assert.equal(ev.row[expected.pk], expected.row[expected.pk], 'primary key kept');
-        assert.notEqual(ev.row[expected.pk], null);
         // update-old carries no unchanged-TOAST marker in wal2json: the new row is complete.
-        assert.deepEqual(ev.row, expected.row);
-        assert.equal(ev.oldKey, expected.oldKey);
-        assertSameBytes(ev.row, expected.row, expected.cols);
+        assertDecodedChange(ev, s, expected);
       }),
       RUNS,
     );

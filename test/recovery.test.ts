@@ -4,7 +4,7 @@ import path from 'node:path';
 import { pipelineWorkflowId } from '../src/control/pipeline';
 import { readPid } from '../src/stack/proc';
 import type { PipelineState } from '../src/workflows/types';
-import { PIPELINE_ID, TestContext } from './helpers/pipeline';
+import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /**
  * Recovery paths of the capture: a huge single source transaction applied in bounded pieces, sink connections
@@ -23,12 +23,7 @@ function workerPeakRssMb(home: string): number {
 
 describe('capture recovery paths', function () {
   this.timeout(600000);
-  const t = new TestContext();
-  before(() => t.open());
-  after(async () => {
-    await t.terminatePipeline();
-    await t.close();
-  });
+  const t = pipelineTestContext();
 
   it('applies a single 1,000,000-row source transaction in bounded batches', async () => {
     await t.freshPipeline({ batchRows: 5000 }, () => t.q(USERS).then(() => undefined));

@@ -3,17 +3,12 @@ import { withClient } from '../src/db/client';
 import { dropSlot } from '../src/cdc/snapshot';
 import { pipelineWorkflowId, slotFigures, startPipeline } from '../src/control/pipeline';
 import type { PipelineState } from '../src/workflows/types';
-import { PIPELINE_ID, TestContext } from './helpers/pipeline';
+import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /** Slot hygiene: the slot advances while watched tables are idle, and stop --drop-slot cleans up. */
 describe('replication slot hygiene', function () {
   this.timeout(180000);
-  const t = new TestContext();
-  before(() => t.open());
-  after(async () => {
-    await t.terminatePipeline();
-    await t.close();
-  });
+  const t = pipelineTestContext();
 
   it('keeps advancing while another database writes and the watched tables are idle', async () => {
     await t.freshPipeline();
@@ -56,12 +51,7 @@ describe('replication slot hygiene', function () {
 
 describe('replication slot dropped externally', function () {
   this.timeout(180000);
-  const t = new TestContext();
-  before(() => t.open());
-  after(async () => {
-    await t.terminatePipeline();
-    await t.close();
-  });
+  const t = pipelineTestContext();
 
   it('fails the pipeline with a clear error and recovers with stop + start --resync', async () => {
     await t.freshPipeline({}, async () => {
@@ -86,13 +76,9 @@ describe('replication slot dropped externally', function () {
 
 describe('publication altered under a running pipeline', function () {
   this.timeout(180000);
-  const t = new TestContext();
-  before(() => t.open());
-  after(async () => {
-    await t.terminatePipeline();
-    await t.q(`ALTER PUBLICATION stategrid_pub DROP TABLE IF EXISTS pub_extra`).catch(() => undefined);
-    await t.close();
-  });
+  const t = pipelineTestContext((ctx) =>
+    ctx.q(`ALTER PUBLICATION stategrid_pub DROP TABLE IF EXISTS pub_extra`).catch(() => undefined),
+  );
 
   it('ignores an added foreign table, stops on a dropped source table, and a resync restores it', async () => {
     await t.freshPipeline({}, async () => {

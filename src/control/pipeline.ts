@@ -243,23 +243,24 @@ export async function followSnapshot(
     return Number(rows[0].n);
   });
   const handle = client.workflow.getHandle(pipelineWorkflowId(pipelineId));
-  for (;;) {
-    const desc = await handle.describe();
-    if (desc.status.name !== 'RUNNING') return desc.status.name.toLowerCase();
-    const state = await handle.query<PipelineState>('status');
-    if (state.phase !== 'validating' && state.phase !== 'snapshot') {
-      const copied = state.snapshot ? Object.values(state.snapshot.rows).reduce((a, b) => a + b, 0) : total;
-      report({ phase: state.phase, rows: copied, total: Math.max(total, copied) });
-      return state.phase;
-    }
-    // The sink checkpoint counts committed snapshot chunks (heartbeats reach the server only every ~24 s).
-    const rows = await withClient(cfg.sinkUrl, async (db) => {
-      const r = await db.query(`SELECT snapshot_rows FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
+  // One sink connection for the whole follow, not one per poll.
+  return withClient(cfg.sinkUrl, async (sink) => {
+    for (;;) {
+      const desc = await handle.describe();
+      if (desc.status.name !== 'RUNNING') return desc.status.name.toLowerCase();
+      const state = await handle.query<PipelineState>('status');
+      if (state.phase !== 'validating' && state.phase !== 'snapshot') {
+        const copied = state.snapshot ? Object.values(state.snapshot.rows).reduce((a, b) => a + b, 0) : total;
+        report({ phase: state.phase, rows: copied, total: Math.max(total, copied) });
+        return state.phase;
+      }
+      // The sink checkpoint counts committed snapshot chunks (heartbeats reach the server only every ~24 s).
+      const cp = await sink.query(`SELECT snapshot_rows FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
         pipelineId,
       ]);
-      return Number(r.rows[0]?.snapshot_rows ?? 0);
-    });
-    report({ phase: state.phase, rows, total: Math.max(total, rows) });
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+      const rows = Number(cp.rows[0]?.snapshot_rows ?? 0);
+      report({ phase: state.phase, rows, total: Math.max(total, rows) });
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  });
 }

@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import type { AppConfig } from '../config';
 import { readSqlFile } from './sql';
 import { withClient } from './client';
@@ -10,19 +11,24 @@ export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promis
   await withClient(cfg.sourceUrl, async (source) => {
     await source.query(readSqlFile('01_source.sql'));
     await source.query(readSqlFile('02_cdc_role.sql'));
-    const { rows } = await source.query(
-      `SELECT format('ALTER ROLE stategrid_cdc PASSWORD %L', $1::text) AS sql`,
-      [cdcPassword],
-    );
-    await source.query(rows[0].sql);
+    await setRolePassword(source, 'stategrid_cdc', cdcPassword);
   });
   await withClient(cfg.sinkUrl, async (sink) => {
     await sink.query(readSqlFile('03_sink.sql'));
     await sink.query(readSqlFile('04_sink_role.sql'));
-    const { rows } = await sink.query(
-      `SELECT format('ALTER ROLE stategrid_sink PASSWORD %L', $1::text) AS sql`,
-      [process.env.STATEGRID_SINK_PASSWORD ?? 'stategrid_sink'],
-    );
-    await sink.query(rows[0].sql);
+    await setRolePassword(sink, 'stategrid_sink', process.env.STATEGRID_SINK_PASSWORD ?? 'stategrid_sink');
   });
+}
+
+/** ALTER ROLE takes no bind parameters: the password is quoted by format(%L) on the server. */
+async function setRolePassword(
+  client: pg.ClientBase,
+  role: 'stategrid_cdc' | 'stategrid_sink',
+  password: string,
+) {
+  const { rows } = await client.query(
+    `SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text) AS sql`,
+    [role, password],
+  );
+  await client.query(rows[0].sql);
 }

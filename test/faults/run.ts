@@ -1,5 +1,4 @@
 import { SINK_PROXY_PORT } from './env';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -11,7 +10,7 @@ import { stackDown, stackUp } from '../../src/stack';
 import { stopPostgres } from '../../src/stack/postgres';
 import { readPid } from '../../src/stack/proc';
 import type { PipelineState } from '../../src/workflows/types';
-import { PIPELINE_ID, TestContext } from '../helpers/pipeline';
+import { PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
 import { REPO_ROOT } from '../setup/env';
 
 /**
@@ -176,10 +175,7 @@ async function restartStack(): Promise<void> {
 
 /** CLI as an operator would type it (the documented recovery commands). */
 function stategrid(...args: string[]): string {
-  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), ...args], {
-    encoding: 'utf8',
-    timeout: 300000,
-  });
+  const r = runStategrid(args, 300000);
   if (r.status !== 0) throw new Error(`stategrid ${args.join(' ')} failed: ${r.stdout}${r.stderr}`);
   return r.stdout;
 }
@@ -246,6 +242,15 @@ async function streamingKills(scenario: string, targets: ('worker' | 'temporal')
   await check(scenario, targets.flat().length, started);
 }
 
+/** The test pipeline's checkpoint: phase, snapshot epoch and committed snapshot rows. */
+async function checkpointNow(): Promise<{ phase: string; epoch: string; rows: string } | undefined> {
+  const r = await t.q<{ phase: string; epoch: string; rows: string }>(
+    `SELECT phase, epoch::text, snapshot_rows::text AS rows FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+    [PIPELINE_ID],
+  );
+  return r[0];
+}
+
 /** Kills during the initial snapshot; each group is killed together once the snapshot is well under way. */
 async function snapshotKills(label: string, groups: ('worker' | 'temporal')[][]): Promise<void> {
   const started = Date.now();
@@ -257,13 +262,6 @@ async function snapshotKills(label: string, groups: ('worker' | 'temporal')[][])
     segmentSeconds: 10,
     snapshotChunkRows: 5000,
   });
-  const snapshotAt = async () => {
-    const r = await t.q<{ phase: string; epoch: string; rows: string }>(
-      `SELECT phase, epoch::text, snapshot_rows::text AS rows FROM stategrid_checkpoint WHERE pipeline_id = $1`,
-      [PIPELINE_ID],
-    );
-    return r[0];
-  };
   let lastEpoch = '';
   for (const group of groups) {
     // A killed worker restarts the snapshot (new epoch); a killed Temporal server leaves it running.
@@ -271,14 +269,14 @@ async function snapshotKills(label: string, groups: ('worker' | 'temporal')[][])
     await t.waitFor(
       'a snapshot attempt under way',
       async () => {
-        const cp = await snapshotAt();
+        const cp = await checkpointNow();
         return (
           !!cp && cp.phase === 'snapshot' && (!restarts || cp.epoch !== lastEpoch) && Number(cp.rows) >= 30000
         );
       },
       240000,
     );
-    lastEpoch = (await snapshotAt()).epoch;
+    lastEpoch = (await checkpointNow())?.epoch ?? '';
     for (const name of group) kill(name);
     await sleep(500);
     await restartStack();
@@ -322,22 +320,15 @@ async function resyncAfter(scenario: string, inject: () => Promise<void>, expect
     120000,
   );
   const error = (await status()).error ?? '';
-  const epoch = async () =>
-    (
-      await t.q<{ e: string; phase: string }>(
-        `SELECT epoch::text AS e, phase FROM stategrid_checkpoint WHERE pipeline_id = $1`,
-        [PIPELINE_ID],
-      )
-    )[0];
-  const before = (await epoch()).e;
+  const before = (await checkpointNow())?.epoch;
   stategrid('pipeline', 'stop', '--id', PIPELINE_ID);
   stategrid('pipeline', 'start', '--id', PIPELINE_ID, '--resync', '--detach');
   // Streaming again means: the new snapshot (a new epoch) is done, not the old run's checkpoint.
   await t.waitFor(
     'the resync snapshot to finish',
     async () => {
-      const cp = await epoch();
-      return cp.e !== before && cp.phase === 'streaming';
+      const cp = await checkpointNow();
+      return !!cp && cp.epoch !== before && cp.phase === 'streaming';
     },
     300000,
   );

@@ -1,4 +1,6 @@
-import '../setup/env';
+import { REPO_ROOT } from '../setup/env';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Client } from '@temporalio/client';
 import pg from 'pg';
@@ -106,6 +108,29 @@ export class TestContext {
     for (const l of LAYERS)
       assert.equal(await this.diff(l.expected, l.actual), 0, `${l.name} differs from source`);
   }
+}
+
+/** The `stategrid` CLI as an operator runs it, in the test's environment. */
+export function runStategrid(args: string[], timeoutMs = 120000): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
+}
+
+/**
+ * A TestContext for the enclosing `describe`: opened before its tests; afterwards `cleanup` (if any) runs, then the
+ * test pipeline is terminated and the context closed.
+ */
+export function pipelineTestContext(cleanup?: (t: TestContext) => Promise<unknown>): TestContext {
+  const t = new TestContext();
+  before(() => t.open());
+  after(async () => {
+    await t.terminatePipeline();
+    await cleanup?.(t);
+    await t.close();
+  });
+  return t;
 }
 
 // The oracle: DESIGN.md §1 semantics written directly against the source tables (blank = only white space, as
