@@ -118,11 +118,16 @@ describe('roles and TLS', function () {
     assert.ok(await waitCaughtUp(t.cfg, SECURE, 120000), 'caught up');
     await t.assertConverged();
 
-    const sessions = await t.q<{ usename: string; backend_type: string; ssl: boolean }>(
-      `SELECT a.usename::text, a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-       WHERE a.usename IN ('stategrid_cdc', 'stategrid_sink')`,
-    );
-    assert.ok(sessions.some((s) => s.usename === 'stategrid_cdc' && s.backend_type === 'walsender'));
+    type Session = { usename: string; backend_type: string; ssl: boolean };
+    let sessions: Session[] = [];
+    // The replication connection is re-opened at each capture segment (5 s here): catch it while it is open.
+    await t.waitFor('the CDC role walsender', async () => {
+      sessions = await t.q<Session>(
+        `SELECT a.usename::text, a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.usename IN ('stategrid_cdc', 'stategrid_sink')`,
+      );
+      return sessions.some((s) => s.usename === 'stategrid_cdc' && s.backend_type === 'walsender');
+    });
     assert.ok(sessions.some((s) => s.usename === 'stategrid_sink'));
     assert.ok(
       sessions.every((s) => s.ssl),
