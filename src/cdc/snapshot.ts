@@ -29,10 +29,14 @@ export type SnapshotResult = {
   days: string[];
 };
 
+type StagedRange = { rows: number; last_key: string | null };
+
+/** Concurrent chunk loads: two keeps both cores of a small machine busy without starving the apply path. */
+const LOADS_IN_FLIGHT = 2;
+
 type LoadedChunk = {
   rows: number;
   dead_letters: number;
-  last_key: string | null;
   days: string[] | null;
   max_event_time: string | null;
 };
@@ -101,37 +105,60 @@ export async function runSnapshot(
     let maxEventTime: string | null = null;
     const days = new Set<string>();
     const lsn = formatLsn(consistent);
-    // Users first, so consumptions join to them as they land. Each chunk: COPY out of the snapshot, COPY into a
-    // temp table of the sink session, one set-based load, progress; committed chunk by chunk.
+    // Users first, so consumptions join to them as they land. Each chunk: COPY out of the snapshot into a temp
+    // table of its own sink session, then one set-based load, committed chunk by chunk. The reader moves on to
+    // the next chunk as soon as one is staged, so up to LOADS_IN_FLIGHT loads run at once (they are CPU-bound in
+    // the sink's backends; the COPY is not).
+    let failed: unknown;
     for (const table of SOURCE_TABLES) {
       rows[table] = 0;
       let lastKey: string | null = null;
-      for (;;) {
-        const chunk = await withTransaction(sink, async (client) => {
+      const inFlight = new Set<Promise<void>>();
+      while (!failed) {
+        let staged!: (range: StagedRange) => void;
+        const stagedRange = new Promise<StagedRange>((resolve) => (staged = resolve));
+        const from = lastKey;
+        const loading = withTransaction(sink, async (client) => {
           await client.query(load.CREATE_STAGING(table));
           await pipeline(
-            reader.query(copyTo(load.COPY_CHUNK(table, lastKey, opts.chunkRows))),
+            reader.query(copyTo(load.COPY_CHUNK(table, from, opts.chunkRows))),
             client.query(copyFrom(`COPY ${load.stagingTable(table)} FROM STDIN`)),
           );
+          const range = (await client.query<StagedRange>(load.STAGED_RANGE(table))).rows[0];
+          staged(range);
+          if (!range.rows) return;
           const { rows: loaded } = await client.query<LoadedChunk>(load.LOAD_STAGED[table], [lsn]);
           guard(
-            (await client.query(ops.SET_SNAPSHOT_PROGRESS, [opts.pipelineId, total + loaded[0].rows, epoch]))
+            (await client.query(ops.ADD_SNAPSHOT_PROGRESS, [opts.pipelineId, loaded[0].rows, epoch]))
               .rowCount,
           );
           return loaded[0];
-        });
-        if (!chunk.rows) break;
-        for (const d of chunk.days ?? []) days.add(d);
-        if (chunk.max_event_time && (!maxEventTime || chunk.max_event_time > maxEventTime)) {
-          maxEventTime = chunk.max_event_time;
-        }
-        rows[table] += chunk.rows;
-        total += chunk.rows;
-        lastKey = chunk.last_key;
-        onProgress(total);
-        if (chunk.rows < opts.chunkRows) break;
+        }).then(
+          (chunk) => {
+            if (!chunk) return;
+            for (const d of chunk.days ?? []) days.add(d);
+            if (chunk.max_event_time && (!maxEventTime || chunk.max_event_time > maxEventTime)) {
+              maxEventTime = chunk.max_event_time;
+            }
+            rows[table] += chunk.rows;
+            total += chunk.rows;
+            onProgress(total);
+          },
+          (err) => {
+            failed ??= err;
+            staged({ rows: 0, last_key: null }); // unblocks the reader loop if the COPY itself failed
+          },
+        );
+        inFlight.add(loading);
+        void loading.finally(() => inFlight.delete(loading));
+        const range = await stagedRange;
+        if (range.rows < opts.chunkRows) break;
+        lastKey = range.last_key;
+        while (inFlight.size >= LOADS_IN_FLIGHT) await Promise.race(inFlight);
       }
+      await Promise.all(inFlight);
     }
+    if (failed) throw failed;
     await reader.query('COMMIT');
     await withTransaction(sink, async (client) => {
       await client.query(ops.LOCK_CHECKPOINT, [opts.pipelineId]);

@@ -24,8 +24,8 @@ export const CONFIRM_IDLE_POSITION = `
 UPDATE stategrid_checkpoint SET confirmed_lsn = $2::pg_lsn, updated_at = now()
 WHERE pipeline_id = $1 AND confirmed_lsn < $2::pg_lsn`;
 
-export const SET_SNAPSHOT_PROGRESS = `
-UPDATE stategrid_checkpoint SET snapshot_rows = $2, updated_at = now() WHERE pipeline_id = $1 AND epoch = $3`;
+export const ADD_SNAPSHOT_PROGRESS = `
+UPDATE stategrid_checkpoint SET snapshot_rows = snapshot_rows + $2, updated_at = now() WHERE pipeline_id = $1 AND epoch = $3`;
 
 export const FINISH_SNAPSHOT = `
 UPDATE stategrid_checkpoint SET phase = 'streaming', commit_lsn = $2::pg_lsn, seq = 0, confirmed_lsn = $2::pg_lsn,

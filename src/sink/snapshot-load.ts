@@ -73,7 +73,7 @@ dwd AS (
   FROM staged WHERE reason IS NULL
   RETURNING 1)
 SELECT (SELECT count(*) FROM ods)::int AS rows, (SELECT count(*) FROM dead)::int AS dead_letters,
-  (SELECT max(${KEY.power_user}::bigint) FROM staged)::text AS last_key, '{}'::text[] AS days,
+  '{}'::text[] AS days,
   NULL::text AS max_event_time`,
 
   power_consumption: `
@@ -102,14 +102,18 @@ dwd AS (
 dirty AS (
   INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
   SELECT consumption_date::date, region_id, count(*) FROM dwd WHERE region_id IS NOT NULL GROUP BY 1, 2
+  ORDER BY 1, 2 -- one lock order for concurrent chunk loads: they wait for each other's marks, never deadlock
   ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes
   RETURNING 1)
 SELECT (SELECT count(*) FROM ods)::int AS rows, (SELECT count(*) FROM dead)::int AS dead_letters,
-  (SELECT max(${KEY.power_consumption}::bigint) FROM staged)::text AS last_key,
   (SELECT array_agg(DISTINCT consumption_date::date::text) FROM dwd) AS days,
   (SELECT max(consumption_date)::text FROM dwd) AS max_event_time,
   (SELECT count(*) FROM dirty)::int AS dirty_partitions`,
 };
+
+/** Size and last key of the staged chunk: where the next COPY starts. */
+export const STAGED_RANGE = (table: SourceTable) =>
+  `SELECT count(*)::int AS rows, max(${KEY[table]}::bigint)::text AS last_key FROM ${stagingTable(table)}`;
 
 /** COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves). */
 export const COPY_CHUNK = (table: SourceTable, lastKey: string | null, rows: number) => {
