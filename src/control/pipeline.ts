@@ -199,11 +199,12 @@ export async function resetEverything(cfg: AppConfig, client: Client, pipelineId
   await terminatePipeline(client, pipelineId, 'reset');
   await dropSlot(cfg.sourceUrl, `stategrid_${pipelineId}`);
   await initDatabases(cfg, process.env.STATEGRID_CDC_PASSWORD ?? 'stategrid_cdc');
-  await withClient(cfg.sourceUrl, (db) =>
+  await withClient(cfg.sourceUrl, (db) => db.query(`TRUNCATE power_user, power_consumption`));
+  await withClient(cfg.sinkUrl, (db) =>
     db.query(
-      `TRUNCATE power_user, power_consumption, ods_power_user, ods_power_consumption, ods_change_log,
-        dwd_power_user_info, dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking,
-        stategrid_checkpoint, stategrid_dead_letter, stategrid_dws_dirty, stategrid_window, dws_revision`,
+      `TRUNCATE ods_power_user, ods_power_consumption, ods_change_log, dwd_power_user_info,
+        dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking, stategrid_checkpoint,
+        stategrid_dead_letter, stategrid_dws_dirty, stategrid_window, dws_revision`,
     ),
   );
 }

@@ -22,7 +22,13 @@ async function refreshPartitions(
 ): Promise<{ result: RefreshResult; revisionsByDay: Record<string, number> }> {
   // Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only).
   await client.query(`SET LOCAL work_mem = '64MB'`);
-  const { rows } = await client.query(dws.REFRESH_PARTITIONS, [dates, regions, reason]);
+  const { rows } = await client.query(dws.REFRESH_PARTITIONS, [
+    dates,
+    regions,
+    reason,
+    [...new Set(dates)],
+    [...new Set(regions)],
+  ]);
   return {
     result: {
       partitions: dates.length,

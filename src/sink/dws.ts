@@ -3,22 +3,24 @@
 // Partitions as two parallel arrays: $1 date[], $2 int[].
 const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::date[], $2::int[]) AS x(stat_date, region_id))`;
 
-const DETAIL_IN_PARTITIONS = `p JOIN dwd_power_consumption_detail d
-  ON d.consumption_date::date = p.stat_date AND d.region_id = p.region_id`;
-
 /**
  * Recomputes both DWS tables for the partitions from one pass over DWD: per-user day totals first (the ranking
  * rows), region stats rolled up from them. Returns changed rows per table and revisions of closed days.
- * $1 date[], $2 int[] (partitions), $3 revision reason.
+ * $1 date[], $2 int[] (partitions), $3 revision reason, $4 and $5 the distinct dates and regions in them.
  */
 export const REFRESH_PARTITIONS = `
 WITH ${PARTITIONS},
 per_user AS MATERIALIZED (
-  SELECT p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
-    sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
-    max(d.consumption_amount) AS max_consumption
-  FROM ${DETAIL_IN_PARTITIONS}
-  GROUP BY p.stat_date, d.user_id, d.user_name, d.region_id, d.region_name),
+  -- Aggregated first over the index range of the dirty days and regions, then kept only for the dirty
+  -- partitions: the grouping holds day and region, so filtering after it is exact and joins 1 row per user.
+  SELECT u.* FROM (
+    SELECT d.consumption_date::date AS stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
+      sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
+      max(d.consumption_amount) AS max_consumption
+    FROM dwd_power_consumption_detail d
+    WHERE d.consumption_date::date = ANY($4::date[]) AND d.region_id = ANY($5::int[])
+    GROUP BY 1, d.user_id, d.user_name, d.region_id, d.region_name) u
+  JOIN p ON p.stat_date = u.stat_date AND p.region_id = u.region_id),
 fresh AS (
   SELECT region_id, region_name, stat_date, sum(total_consumption) AS total_consumption,
     sum(total_cost) AS total_cost, count(DISTINCT user_id) AS user_count, max(max_consumption) AS max_consumption
