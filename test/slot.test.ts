@@ -122,3 +122,39 @@ describe('publication altered under a running pipeline', function () {
     assert.equal(published.length, 1, 'the resync puts the table back into the publication');
   });
 });
+
+describe('replication stream across capture segments', function () {
+  this.timeout(180000);
+  const t = pipelineTestContext();
+
+  it('keeps one walsender from segment to segment and applies every change once', async () => {
+    await t.freshPipeline({ segmentSeconds: 5 });
+    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    const walsender = async () =>
+      (
+        await t.q<{ pid: number }>(`SELECT pid FROM pg_stat_replication WHERE application_name = $1`, [
+          `stategrid-${PIPELINE_ID}`,
+        ])
+      )[0]?.pid;
+    await t.waitFor('the capture walsender', async () => (await walsender()) !== undefined);
+    const first = await walsender();
+    const segmentsBefore = (await handle.query<PipelineState>('status')).totals.segments;
+    let id = 0;
+    await t.waitFor(
+      'three more capture segments under a trickle of inserts',
+      async () => {
+        id += 1;
+        await t.q(`INSERT INTO power_consumption VALUES ($1, 1, 2.00, 1.00, '2026-11-20 10:00:00')`, [id]);
+        assert.equal(await walsender(), first, 'the replication connection was re-opened');
+        return (await handle.query<PipelineState>('status')).totals.segments >= segmentsBefore + 3;
+      },
+      60000,
+    );
+    await t.caughtUp();
+    await t.assertConverged();
+    const logged = await t.q<{ n: number }>(
+      `SELECT count(*)::int AS n FROM ods_change_log WHERE table_name = 'power_consumption'`,
+    );
+    assert.equal(logged[0].n, id);
+  });
+});

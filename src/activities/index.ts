@@ -1,6 +1,7 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import pg from 'pg';
 import {
+  closeParkedStream,
   PublicationAlteredError,
   runCaptureSegment,
   SlotMissingError,
@@ -75,6 +76,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
     },
 
     async snapshotSource(config: PipelineConfig): Promise<SnapshotResult> {
+      await closeParkedStream(config.slotName); // the slot is re-created with the snapshot
       const ctx = Context.current();
       const result = await runSnapshot(
         sink,
@@ -175,6 +177,7 @@ export function createActivities(cfg: AppConfig, sink: pg.Pool) {
     async dropPipelineSlot(
       config: PipelineConfig,
     ): Promise<{ slotDropped: boolean; publicationDropped: boolean }> {
+      await closeParkedStream(config.slotName);
       const slotDropped = await dropSlot(cfg.sourceUrl, config.slotName);
       return withClient(cfg.sourceUrl, async (client) => {
         const res = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [

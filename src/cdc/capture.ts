@@ -6,10 +6,7 @@ import * as metrics from '../observability/metrics';
 import { formatLsn, parseLsn, SOURCE_TABLES, type Change, type SourceTable } from './changes';
 import { decoderFor } from './decoders';
 
-/**
- * One capture segment: streams the slot from the sink checkpoint, applies bounded batches, acknowledges to the
- * slot only what the sink has committed, and keeps DWS provisional rows fresh. Returns after `maxSeconds`.
- */
+/** What a capture segment streams, and its batch and refresh bounds. */
 export type CaptureOptions = {
   pipelineId: string;
   slotName: string;
@@ -79,6 +76,34 @@ type Hooks = {
   debug: (msg: string, extra?: object) => void;
 };
 
+/**
+ * A replication stream that outlives one capture segment. Reconnecting at every segment made the walsender
+ * re-decode from the slot's restart_lsn (which lags up to a running-xacts interval behind), a stall of up to a
+ * second after heavy load. Between segments the stream is parked: nothing is applied or confirmed, and the
+ * walsender is held back by flow control. The next segment of the same pipeline takes it over when it starts
+ * exactly where the stream stands (the sink checkpoint); otherwise, or after PARK_MS, the stream is closed.
+ */
+type CaptureSession = {
+  matches: (sink: pg.Pool, opts: CaptureOptions, epoch: string, startLsn: bigint) => boolean;
+  runSegment: (opts: CaptureOptions, hooks: Hooks) => Promise<CaptureProgress>;
+  park: (ms: number, onExpired: () => void) => void;
+  destroy: () => Promise<void>;
+};
+
+const PARK_MS = 5000;
+const parkedSessions = new Map<string, CaptureSession>();
+
+/** Closes this worker's parked stream on a slot (before the slot is dropped or re-created). */
+export async function closeParkedStream(slotName: string): Promise<void> {
+  const parked = parkedSessions.get(slotName);
+  parkedSessions.delete(slotName);
+  await parked?.destroy();
+}
+
+/**
+ * One capture segment: streams the slot from the sink checkpoint, applies bounded batches, acknowledges to the
+ * slot only what the sink has committed, and keeps DWS provisional rows fresh. Returns after `maxSeconds`.
+ */
 export async function runCaptureSegment(
   sink: pg.Pool,
   opts: CaptureOptions,
@@ -86,24 +111,41 @@ export async function runCaptureSegment(
   epoch: string,
   hooks: Hooks,
 ): Promise<CaptureProgress> {
-  const started = Date.now();
+  let session = parkedSessions.get(opts.slotName);
+  parkedSessions.delete(opts.slotName);
+  if (session && !session.matches(sink, opts, epoch, startLsn)) {
+    hooks.debug('parked replication stream does not continue at the checkpoint; reconnecting');
+    await session.destroy();
+    session = undefined;
+  }
+  session ??= await openCaptureSession(sink, opts, startLsn, epoch);
+  let progress: CaptureProgress;
+  try {
+    progress = await session.runSegment(opts, hooks);
+  } catch (err) {
+    await session.destroy();
+    throw err;
+  }
+  const parked = session;
+  parkedSessions.set(opts.slotName, parked);
+  parked.park(PARK_MS, () => {
+    if (parkedSessions.get(opts.slotName) === parked) parkedSessions.delete(opts.slotName);
+  });
+  return progress;
+}
+
+async function openCaptureSession(
+  sink: pg.Pool,
+  first: CaptureOptions,
+  startLsn: bigint,
+  epoch: string,
+): Promise<CaptureSession> {
+  let opts = first;
   const decoder = decoderFor(opts.plugin, opts.publication);
-  const progress: CaptureProgress = {
-    confirmedLsn: formatLsn(startLsn),
-    applied: 0,
-    skipped: 0,
-    batches: 0,
-    deadLetters: 0,
-    perTable: { power_user: 0, power_consumption: 0 },
-    dwsRefreshes: 0,
-    revisions: 0,
-    writeMs: 0,
-    refreshMs: 0,
-    maxEventTime: null,
-    days: [],
-    seconds: 0,
-  };
-  const days = new Set<string>();
+  // Per segment: what the running segment reports, and its hooks.
+  let progress = newProgress(startLsn);
+  let days = new Set<string>();
+  let hooks: Hooks | null = null;
 
   // Counts plugin-parsed messages so keepalives are trusted only when every received message was processed.
   let received = 0;
@@ -152,6 +194,13 @@ export async function runCaptureSegment(
   let dwsConfirmed = 0n;
   let flushing: Promise<void> = Promise.resolve();
   let failure: Error | undefined;
+  let destroyed = false;
+
+  // Parked between segments: the data handler waits here, so nothing is applied without a running segment.
+  let attached = false;
+  let attach = () => undefined as void;
+  let whenAttached = new Promise<void>((r) => (attach = r));
+  let parkTimer: NodeJS.Timeout | undefined;
 
   const ack = (lsn: bigint, ping = false) => {
     // The library reports lsn+1 as flushed; the slot must confirm exactly what we committed.
@@ -188,7 +237,7 @@ export async function runCaptureSegment(
         metrics.rowsApplied.inc({ pipeline: opts.pipelineId, table }, result.perTable[table]);
       }
       metrics.deadLetters.inc({ pipeline: opts.pipelineId }, result.deadLetters);
-      hooks.debug('batch applied', {
+      hooks?.debug('batch applied', {
         batch: progress.batches,
         rows: batch.length,
         lsn: formatLsn(batch[batch.length - 1].txLsn),
@@ -244,6 +293,7 @@ export async function runCaptureSegment(
   };
 
   service.on('data', async (_lsn: string, message: unknown) => {
+    if (!attached) await whenAttached;
     processed += 1;
     if (failure) return;
     const ev = decoder.decode(message);
@@ -290,13 +340,14 @@ export async function runCaptureSegment(
       firstPendingAt = 0;
       // At most one batch in the sink and one being decoded: memory stays bounded, decode and write overlap.
       await flushing;
+      if (!attached) await whenAttached; // the segment ended meanwhile: its final flush took the batch
       flush().catch(onError);
     }
   });
 
   let lastIdleConfirm = 0;
   service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-    const idle = !inTx && pending.length === 0 && received === processed;
+    const idle = attached && !inTx && pending.length === 0 && received === processed;
     const pos = parseLsn(lsn);
     if (idle && pos > confirmed && Date.now() - lastIdleConfirm >= IDLE_CONFIRM_MS) {
       // Nothing of ours is in flight: the slot may advance to the server's position (WAL of other databases).
@@ -326,13 +377,32 @@ export async function runCaptureSegment(
     () => (ended ??= 'done'),
     (err: Error) => (ended ??= err),
   );
-  let cancelled = false;
-  hooks.cancelled.then(
-    () => (cancelled = true),
-    () => (cancelled = true),
-  );
 
-  try {
+  const destroy = async () => {
+    if (destroyed) return;
+    destroyed = true;
+    clearTimeout(parkTimer);
+    attached = false;
+    await refreshing?.catch(() => undefined);
+    await service.destroy().catch(() => undefined);
+    await watcher?.end().catch(() => undefined);
+  };
+
+  const runSegment = async (segmentOpts: CaptureOptions, segmentHooks: Hooks): Promise<CaptureProgress> => {
+    opts = segmentOpts;
+    hooks = segmentHooks;
+    progress = newProgress(confirmed);
+    days = new Set<string>();
+    clearTimeout(parkTimer);
+    const started = Date.now();
+    let cancelled = false;
+    segmentHooks.cancelled.then(
+      () => (cancelled = true),
+      () => (cancelled = true),
+    );
+    attached = true;
+    attach();
+
     const deadline = started + opts.maxSeconds * 1000;
     let lastBeat = 0;
     let lastPing = 0;
@@ -357,30 +427,73 @@ export async function runCaptureSegment(
         lastBeat = now;
         progress.seconds = (now - started) / 1000;
         progress.days = [...days];
-        hooks.heartbeat(progress);
+        segmentHooks.heartbeat(progress);
       }
     }
-    // Apply what is decoded and committed up to here, then stop: the next segment resumes from the checkpoint.
+    // Park first, so the handler takes no new message; then apply what is decoded and committed up to here.
+    attached = false;
+    whenAttached = new Promise<void>((r) => (attach = r));
     await flush();
     await flushing;
+    if (failure) throw failure;
     await refreshing;
     lastRefresh = 0;
     await maybeRefreshDws();
+    if (failure) throw failure;
     lastPublicationCheck = 0;
     await checkPublication();
-  } finally {
-    await refreshing?.catch(() => undefined);
-    await service.destroy().catch(() => undefined);
-    await watcher?.end().catch(() => undefined);
-  }
-  progress.seconds = (Date.now() - started) / 1000;
-  progress.days = [...days];
-  hooks.log('capture segment done', {
-    confirmedLsn: progress.confirmedLsn,
-    applied: progress.applied,
-    seconds: progress.seconds,
-    writeMs: progress.writeMs,
-    refreshMs: progress.refreshMs,
-  });
-  return progress;
+    progress.seconds = (Date.now() - started) / 1000;
+    progress.days = [...days];
+    segmentHooks.log('capture segment done', {
+      confirmedLsn: progress.confirmedLsn,
+      applied: progress.applied,
+      seconds: progress.seconds,
+      writeMs: progress.writeMs,
+      refreshMs: progress.refreshMs,
+    });
+    return progress;
+  };
+
+  return {
+    matches: (s, o, e, lsn) =>
+      !destroyed &&
+      !failure &&
+      ended === undefined &&
+      s === sink &&
+      e === epoch &&
+      lsn === confirmed &&
+      pending.length === 0 &&
+      o.pipelineId === first.pipelineId &&
+      o.plugin === first.plugin &&
+      o.publication === first.publication &&
+      o.sourceUrl === first.sourceUrl,
+    runSegment,
+    park: (ms, onExpired) => {
+      clearTimeout(parkTimer);
+      parkTimer = setTimeout(() => {
+        onExpired();
+        void destroy();
+      }, ms);
+      parkTimer.unref();
+    },
+    destroy,
+  };
+}
+
+function newProgress(lsn: bigint): CaptureProgress {
+  return {
+    confirmedLsn: formatLsn(lsn),
+    applied: 0,
+    skipped: 0,
+    batches: 0,
+    deadLetters: 0,
+    perTable: { power_user: 0, power_consumption: 0 },
+    dwsRefreshes: 0,
+    revisions: 0,
+    writeMs: 0,
+    refreshMs: 0,
+    maxEventTime: null,
+    days: [],
+    seconds: 0,
+  };
 }
