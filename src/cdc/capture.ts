@@ -1,7 +1,14 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
 import pg from 'pg';
 import { refreshDirtyPartitions } from '../sink/aggregates';
-import { applyChangeBatch, withTransaction, type BatchResult } from '../sink/writer';
+import {
+  applyChangeBatch,
+  applyPreparedBatch,
+  prepareBatch,
+  withTransaction,
+  type BatchResult,
+  type PreparedBatch,
+} from '../sink/writer';
 import * as metrics from '../observability/metrics';
 import { formatLsn, parseLsn, SOURCE_TABLES, type Change, type SourceTable } from './changes';
 import { decoderFor } from './decoders';
@@ -91,6 +98,7 @@ type CaptureSession = {
 };
 
 const PARK_MS = 5000;
+const MAX_QUEUED_WRITES = 2;
 const parkedSessions = new Map<string, CaptureSession>();
 
 /** Closes this worker's parked stream on a slot (before the slot is dropped or re-created). */
@@ -220,12 +228,17 @@ async function openCaptureSession(
   };
 
   /** Writes one batch; `confirm` is the slot position the batch completes (taken when the batch was cut). */
-  const doFlush = async (batch: Change[], confirm: bigint) => {
+  const doFlush = async (batch: Change[], confirm: bigint, prepared: PreparedBatch | null) => {
     if (!batch.length && confirm <= confirmed) return;
     const writeStarted = Date.now();
-    const result = await withTransaction(sink, (client) =>
-      applyChangeBatch(client, opts.pipelineId, epoch, batch, confirm > confirmed ? confirm : null),
-    );
+    const confirmLsn = confirm > confirmed ? confirm : null;
+    // The prepared statement is the whole transaction when the batch continues the checkpoint; otherwise (a
+    // replay after a crash, a stale capture) the general path filters and checks.
+    const result =
+      (prepared && (await applyPreparedBatch(sink, opts.pipelineId, epoch, prepared, confirmLsn))) ??
+      (await withTransaction(sink, (client) =>
+        applyChangeBatch(client, opts.pipelineId, epoch, batch, confirmLsn),
+      ));
     const writeMs = Date.now() - writeStarted;
     progress.writeMs += writeMs;
     if (batch.length) {
@@ -253,16 +266,27 @@ async function openCaptureSession(
   };
 
   /**
-   * Cuts the pending batch now and queues its write behind earlier ones: writes never run concurrently, but the
-   * next batch is decoded while this one is written.
+   * Cuts the pending batch now, builds its statement parameters and queues its write behind earlier ones:
+   * writes never run concurrently, but later batches are decoded and prepared while this one is written.
    */
   const flush = (idleConfirm?: bigint) => {
     const batch = pending;
     pending = [];
     const confirm = idleConfirm !== undefined && idleConfirm > lastCommitEnd ? idleConfirm : lastCommitEnd;
-    flushing = flushing.then(() => doFlush(batch, confirm));
+    const prepared = prepareBatch(batch);
+    queuedWrites += 1;
+    flushing = flushing
+      .then(() => doFlush(batch, confirm, prepared))
+      .finally(() => {
+        queuedWrites -= 1;
+        writeSettled?.();
+      });
     return flushing;
   };
+  // Writes queued or running, and a way to wait for the next one to settle.
+  let queuedWrites = 0;
+  let writeSettled: (() => void) | null = null;
+  const nextWriteSettled = () => new Promise<void>((r) => (writeSettled = r));
 
   let lastRefreshMs = 0;
   const maybeRefreshDws = async () => {
@@ -338,10 +362,10 @@ async function openCaptureSession(
     if (pending.length && firstPendingAt === 0) firstPendingAt = Date.now();
     if (pending.length >= opts.maxBatchRows) {
       firstPendingAt = 0;
-      // At most one batch in the sink and one being decoded: memory stays bounded, decode and write overlap.
-      await flushing;
-      if (!attached) await whenAttached; // the segment ended meanwhile: its final flush took the batch
+      // At most one batch in the sink, one prepared behind it and one being decoded: memory stays bounded, the
+      // next write starts the moment the previous one commits, and the walsender keeps streaming meanwhile.
       flush().catch(onError);
+      while (queuedWrites >= MAX_QUEUED_WRITES) await nextWriteSettled();
     }
   });
 

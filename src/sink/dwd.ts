@@ -73,14 +73,36 @@ ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.c
  * marks of the rows' old and new partitions (the old ones read from the statement's snapshot, before its writes).
  * $1 change-log JSON, $2 final rows JSON (with _lsn, _op, _valid), $3 deleted keys, $4 keys leaving DWD (deleted
  * or invalid), $5 every touched key, $6 dead letters JSON.
+ *
+ * `atCheckpoint`: the statement is the whole transaction. It locks the checkpoint row and writes only if the
+ * epoch matches and the batch's first change ($9 lsn, $10 seq) follows the checkpoint, then advances it ($7
+ * pipeline, $8 epoch, $11/$12 last change, $13 confirmed position or null, $14 changes, $15 max event time);
+ * `ok` says whether it wrote.
  */
-export const APPLY_CONSUMPTIONS = `
-WITH logged AS (${INSERT_CHANGE_LOG_FROM('$1')} RETURNING 1),
-dead AS (${INSERT_DEAD_LETTERS_FROM('$6')} RETURNING 1),
+function applyConsumptionsSql(atCheckpoint: boolean): string {
+  const gate = atCheckpoint ? ' AND (SELECT ok FROM gate)' : '';
+  const where = atCheckpoint ? ' WHERE (SELECT ok FROM gate)' : '';
+  const checkpoint = atCheckpoint
+    ? `cp AS MATERIALIZED (
+  SELECT epoch = $8::bigint AND phase = 'streaming' AND (commit_lsn, seq) < ($9::pg_lsn, $10::int) AS ok
+  FROM stategrid_checkpoint WHERE pipeline_id = $7 FOR UPDATE),
+gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
+advanced AS (
+  UPDATE stategrid_checkpoint SET commit_lsn = $11::pg_lsn, seq = $12,
+    confirmed_lsn = GREATEST(confirmed_lsn, COALESCE($13::pg_lsn, confirmed_lsn)),
+    changes_applied = changes_applied + $14, max_event_time = GREATEST(max_event_time, $15::timestamp(3)),
+    updated_at = now()
+  WHERE pipeline_id = $7${gate}
+  RETURNING 1),
+`
+    : '';
+  return `
+WITH ${checkpoint}logged AS (${INSERT_CHANGE_LOG_FROM('$1')}${where} RETURNING 1),
+dead AS (${INSERT_DEAD_LETTERS_FROM('$6')}${where} RETURNING 1),
 c AS MATERIALIZED (
   SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(consumption_id bigint, user_id bigint,
     consumption_amount numeric, consumption_cost numeric, consumption_date timestamp(3), _lsn pg_lsn, _op char(1),
-    _valid boolean)),
+    _valid boolean)${where}),
 ods_up AS (
   INSERT INTO ods_power_consumption (consumption_id, user_id, consumption_amount, consumption_cost,
     consumption_date, _lsn, _op, _synced_at)
@@ -90,10 +112,11 @@ ods_up AS (
     consumption_date = EXCLUDED.consumption_date, _lsn = EXCLUDED._lsn, _op = EXCLUDED._op,
     _synced_at = EXCLUDED._synced_at
   RETURNING 1),
-ods_del AS (DELETE FROM ods_power_consumption WHERE consumption_id = ANY($3::bigint[]) RETURNING 1),
+ods_del AS (DELETE FROM ods_power_consumption WHERE consumption_id = ANY($3::bigint[])${gate} RETURNING 1),
 old_parts AS (
-  SELECT consumption_date, region_id FROM dwd_power_consumption_detail WHERE consumption_id = ANY($5::bigint[])),
-dwd_del AS (DELETE FROM dwd_power_consumption_detail WHERE consumption_id = ANY($4::bigint[]) RETURNING 1),
+  SELECT consumption_date, region_id FROM dwd_power_consumption_detail
+  WHERE consumption_id = ANY($5::bigint[])${gate}),
+dwd_del AS (DELETE FROM dwd_power_consumption_detail WHERE consumption_id = ANY($4::bigint[])${gate} RETURNING 1),
 dwd_up AS (
   INSERT INTO dwd_power_consumption_detail (consumption_id, user_id, user_name, consumption_amount,
     consumption_cost, consumption_date, region_id, region_name, usage_type, etl_time)
@@ -114,7 +137,11 @@ dirty AS (
   GROUP BY 1, 2
   ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes
   RETURNING 1)
-SELECT (SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
+SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, (SELECT count(*) FROM advanced)::int AS advanced, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
   (SELECT count(*) FROM ods_up)::int + (SELECT count(*) FROM ods_del)::int AS ods,
   (SELECT count(*) FROM dwd_up)::int + (SELECT count(*) FROM dwd_del)::int AS dwd,
   (SELECT count(*) FROM dirty)::int AS dirty`;
+}
+
+export const APPLY_CONSUMPTIONS = applyConsumptionsSql(false);
+export const APPLY_CONSUMPTIONS_AT_CHECKPOINT = applyConsumptionsSql(true);

@@ -106,6 +106,8 @@ export async function applyChangeBatch(
         start = i + 1;
       }
     }
+  }
+  if (fresh.length) {
     const last = fresh[fresh.length - 1];
     await client.query(ops.ADVANCE_CHECKPOINT, [
       pipelineId,
@@ -119,6 +121,50 @@ export async function applyChangeBatch(
     await client.query(ops.CONFIRM_IDLE_POSITION, [pipelineId, formatLsn(confirmLsn)]);
   }
   return result;
+}
+
+/**
+ * Applies a prepared batch as one autocommit statement that also checks and advances the checkpoint: one round
+ * trip instead of five. Returns null, having changed nothing, when the batch does not directly follow the
+ * checkpoint (a replay, a stale capture); the caller then takes applyChangeBatch's general path.
+ */
+export async function applyPreparedBatch(
+  pool: pg.Pool,
+  pipelineId: string,
+  epoch: string,
+  batch: PreparedBatch,
+  confirmLsn: bigint | null,
+): Promise<BatchResult | null> {
+  const first = batch.changes[0];
+  const last = batch.changes[batch.changes.length - 1];
+  const { rows } = await pool.query<{ ok: boolean }>(dwd.APPLY_CONSUMPTIONS_AT_CHECKPOINT, [
+    ...batch.params,
+    pipelineId,
+    epoch,
+    formatLsn(first.txLsn),
+    first.seq,
+    formatLsn(last.txLsn),
+    last.seq,
+    confirmLsn === null ? null : formatLsn(confirmLsn),
+    batch.changes.length,
+    batch.result.maxEventTime,
+  ]);
+  return rows[0].ok ? batch.result : null;
+}
+
+/** A consumption-only batch with its statement parameters built ahead of the write. */
+export type PreparedBatch = { changes: Change[]; params: unknown[]; result: BatchResult };
+
+/**
+ * Builds the one-statement parameters of a batch that touches only consumptions (the common streaming case),
+ * so the capture can do it while the previous batch is in the sink; null for other batches.
+ */
+export function prepareBatch(changes: Change[]): PreparedBatch | null {
+  if (!changes.length || changes.some((c) => c.kind !== 'row' || c.table !== 'power_consumption'))
+    return null;
+  const result = emptyResult(0);
+  const { states, deadLetters } = summarizeRows(changes, result);
+  return { changes, params: consumptionParams(changes, states.power_consumption, deadLetters), result };
 }
 
 function emptyResult(skipped: number): BatchResult {
@@ -145,8 +191,11 @@ function changeLogJson(changes: Change[]): string {
   return JSON.stringify(entries);
 }
 
-async function applyRowSegment(client: pg.ClientBase, changes: Change[], result: BatchResult): Promise<void> {
-  if (!changes.length) return;
+/** Final state per key and dead letters of a run of row changes; counts them into `result`. */
+function summarizeRows(
+  changes: Change[],
+  result: BatchResult,
+): { states: Record<SourceTable, TableState>; deadLetters: object[] } {
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: object[] = [];
   const days = new Set(result.days);
@@ -182,18 +231,31 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   }
   result.days = [...days];
   result.deadLetters += deadLetters.length;
+  return { states, deadLetters };
+}
 
+/** Parameters of dwd.APPLY_CONSUMPTIONS. */
+function consumptionParams(changes: Change[], state: TableState, deadLetters: object[]): unknown[] {
+  const consumptions = split(state);
+  return [
+    changeLogJson(changes),
+    JSON.stringify(consumptions.upserts),
+    consumptions.deletes,
+    consumptions.gone,
+    [...state.keys()],
+    JSON.stringify(deadLetters),
+  ];
+}
+
+async function applyRowSegment(client: pg.ClientBase, changes: Change[], result: BatchResult): Promise<void> {
+  if (!changes.length) return;
+  const { states, deadLetters } = summarizeRows(changes, result);
   if (states.power_user.size === 0) {
     // The common streaming case: one statement and one round trip for the whole batch.
-    const consumptions = split(states.power_consumption);
-    await client.query(dwd.APPLY_CONSUMPTIONS, [
-      changeLogJson(changes),
-      JSON.stringify(consumptions.upserts),
-      consumptions.deletes,
-      consumptions.gone,
-      [...states.power_consumption.keys()],
-      JSON.stringify(deadLetters),
-    ]);
+    await client.query(
+      dwd.APPLY_CONSUMPTIONS,
+      consumptionParams(changes, states.power_consumption, deadLetters),
+    );
     return;
   }
 

@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import type { Change } from '../src/cdc/changes';
+import {
+  applyChangeBatch,
+  applyPreparedBatch,
+  prepareBatch,
+  StaleCaptureError,
+  withTransaction,
+} from '../src/sink/writer';
+import { TestContext } from './helpers/pipeline';
+
+/**
+ * The streaming fast path: a consumption batch prepared ahead of its write is applied, with the checkpoint check
+ * and advance, in one statement. It must write only when the batch directly follows the checkpoint; anything
+ * else (a replay, a stale capture) must change nothing and fall to the general path.
+ */
+describe('sink writer, one-statement batches', function () {
+  this.timeout(60000);
+  const t = new TestContext();
+  const pipeline = 'writer_test';
+  const firstId = 9_100_000_001;
+  const txLsn = 0xff00000000n;
+
+  const consumptions = (n: number, valid = true): Change[] =>
+    Array.from({ length: n }, (_, i) => ({
+      kind: 'row' as const,
+      table: 'power_consumption' as const,
+      op: 'I' as const,
+      row: {
+        consumption_id: String(firstId + i),
+        user_id: '1',
+        consumption_amount: valid ? '1.50' : '-1.00',
+        consumption_cost: '0.75',
+        consumption_date: '2026-11-20 10:00:00.000',
+      },
+      txLsn,
+      seq: i + 1,
+      commitTime: '2026-11-20 10:00:01+00',
+    }));
+
+  const cleanUp = async () => {
+    await t.q(`DELETE FROM stategrid_checkpoint WHERE pipeline_id = $1`, [pipeline]);
+    await t.q(`DELETE FROM ods_change_log WHERE commit_lsn = $1::pg_lsn`, ['FF/0']);
+    await t.q(`DELETE FROM stategrid_dead_letter WHERE lsn = $1::pg_lsn`, ['FF/0']);
+    for (const table of ['ods_power_consumption', 'dwd_power_consumption_detail'])
+      await t.q(`DELETE FROM ${table} WHERE consumption_id >= $1 AND consumption_id < $1 + 1000`, [firstId]);
+  };
+  let epoch: string;
+  beforeEach(async () => {
+    await cleanUp();
+    const { rows } = await t.db.query<{ epoch: string }>(
+      `INSERT INTO stategrid_checkpoint (pipeline_id, slot_name, phase, epoch) VALUES ($1, 'none', 'streaming', 7)
+       RETURNING epoch::text`,
+      [pipeline],
+    );
+    epoch = rows[0].epoch;
+  });
+  after(async () => {
+    await cleanUp();
+    await t.close();
+  });
+
+  const counts = async () =>
+    (
+      await t.q<{ log: number; ods: number; dwd: number; dead: number; applied: string; commit_lsn: string }>(
+        `SELECT (SELECT count(*) FROM ods_change_log WHERE commit_lsn = 'FF/0')::int AS log,
+           (SELECT count(*) FROM ods_power_consumption WHERE consumption_id >= $2 AND consumption_id < $2 + 1000)::int AS ods,
+           (SELECT count(*) FROM dwd_power_consumption_detail WHERE consumption_id >= $2 AND consumption_id < $2 + 1000)::int AS dwd,
+           (SELECT count(*) FROM stategrid_dead_letter WHERE lsn = 'FF/0')::int AS dead,
+           changes_applied::text AS applied, commit_lsn::text || '#' || seq AS commit_lsn
+         FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+        [pipeline, firstId],
+      )
+    )[0];
+
+  it('applies a batch that follows the checkpoint and advances it, in one statement', async () => {
+    const batch = prepareBatch(consumptions(3));
+    assert.ok(batch);
+    const result = await applyPreparedBatch(t.db, pipeline, epoch, batch, txLsn + 100n);
+    assert.equal(result?.applied, 3);
+    assert.deepEqual(await counts(), {
+      log: 3,
+      ods: 3,
+      dwd: 3,
+      dead: 0,
+      applied: '3',
+      commit_lsn: 'FF/0#3',
+    });
+    const cp = await t.q<{ confirmed: string }>(
+      `SELECT confirmed_lsn::text AS confirmed FROM stategrid_checkpoint WHERE pipeline_id = $1`,
+      [pipeline],
+    );
+    assert.equal(cp[0].confirmed, 'FF/64');
+  });
+
+  it('writes nothing for a replayed batch, which the general path then skips', async () => {
+    const changes = consumptions(3);
+    const batch = prepareBatch(changes);
+    assert.ok(batch);
+    assert.ok(await applyPreparedBatch(t.db, pipeline, epoch, batch, null));
+    const before = await counts();
+    assert.equal(await applyPreparedBatch(t.db, pipeline, epoch, batch, null), null);
+    const replay = await withTransaction(t.db, (c) => applyChangeBatch(c, pipeline, epoch, changes, null));
+    assert.equal(replay.skipped, 3);
+    assert.equal(replay.applied, 0);
+    assert.deepEqual(await counts(), before);
+  });
+
+  it('writes nothing for a stale capture, which the general path then stops', async () => {
+    const changes = consumptions(2);
+    const batch = prepareBatch(changes);
+    assert.ok(batch);
+    assert.equal(await applyPreparedBatch(t.db, pipeline, '6', batch, null), null);
+    await assert.rejects(
+      withTransaction(t.db, (c) => applyChangeBatch(c, pipeline, '6', changes, null)),
+      StaleCaptureError,
+    );
+    assert.deepEqual(await counts(), { log: 0, ods: 0, dwd: 0, dead: 0, applied: '0', commit_lsn: '0/0#0' });
+  });
+
+  it('sends invalid rows to dead letters on the fast path too', async () => {
+    const batch = prepareBatch(consumptions(2, false));
+    assert.ok(batch);
+    assert.equal((await applyPreparedBatch(t.db, pipeline, epoch, batch, null))?.deadLetters, 2);
+    const c = await counts();
+    assert.deepEqual([c.log, c.ods, c.dwd, c.dead], [2, 2, 0, 2]);
+  });
+
+  it('prepares only consumption-only batches', () => {
+    const user: Change = {
+      kind: 'row',
+      table: 'power_user',
+      op: 'I',
+      row: {
+        user_id: '1',
+        user_name: 'a',
+        usage_type: 'x',
+        region_id: '1',
+        region_name: 'r',
+        update_time: null,
+      },
+      txLsn,
+      seq: 9,
+      commitTime: null,
+    };
+    assert.equal(prepareBatch([...consumptions(1), user]), null);
+    assert.equal(
+      prepareBatch([{ kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null }]),
+      null,
+    );
+    assert.equal(prepareBatch([]), null);
+  });
+});
