@@ -3,6 +3,7 @@ import path from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { createActivities } from './activities';
+import { closeParkedStreams } from './cdc/capture';
 import { WORKFLOW_BUNDLE } from './build/bundle-workflows';
 import { loadConfig, maskUrl } from './config';
 import { createLogger, installSdkLogger } from './observability/log';
@@ -44,6 +45,7 @@ async function main(): Promise<void> {
     await worker.run();
   } finally {
     metricsServer?.close();
+    await closeParkedStreams(); // a stream kept for the next capture segment would hold the process open
     await sink.end();
     await connection.close();
   }

@@ -101,6 +101,11 @@ const PARK_MS = 5000;
 const MAX_QUEUED_WRITES = 2;
 const parkedSessions = new Map<string, CaptureSession>();
 
+/** Closes every parked stream of this worker (at shutdown). */
+export async function closeParkedStreams(): Promise<void> {
+  await Promise.all([...parkedSessions.keys()].map((slot) => closeParkedStream(slot)));
+}
+
 /** Closes this worker's parked stream on a slot (before the slot is dropped or re-created). */
 export async function closeParkedStream(slotName: string): Promise<void> {
   const parked = parkedSessions.get(slotName);
