@@ -179,8 +179,9 @@ function emptyResult(skipped: number): BatchResult {
 }
 
 function changeLogJson(changes: Change[]): string {
+  const lsnText = lastLsnText();
   const entries = changes.map((c) => ({
-    l: formatLsn(c.txLsn),
+    l: lsnText(c.txLsn),
     s: c.seq,
     t: c.kind === 'row' ? c.table : c.tables.join(','),
     o: c.kind === 'row' ? c.op : 'T',
@@ -239,7 +240,7 @@ function consumptionParams(changes: Change[], state: TableState, deadLetters: ob
   const consumptions = split(state);
   return [
     changeLogJson(changes),
-    JSON.stringify(consumptions.upserts),
+    jsonArray(consumptions.upserts),
     consumptions.deletes,
     consumptions.gone,
     [...state.keys()],
@@ -268,10 +269,10 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   const touchedConsumptions = [...states.power_consumption.keys()];
 
   // ODS: raw current state, valid or not.
-  if (users.upserts.length) await client.query(ods.UPSERT_ODS_USERS, [JSON.stringify(users.upserts)]);
+  if (users.upserts.length) await client.query(ods.UPSERT_ODS_USERS, [jsonArray(users.upserts)]);
   if (users.deletes.length) await client.query(ods.DELETE_ODS_USERS, [users.deletes]);
   if (consumptions.upserts.length) {
-    await client.query(ods.UPSERT_ODS_CONSUMPTIONS, [JSON.stringify(consumptions.upserts)]);
+    await client.query(ods.UPSERT_ODS_CONSUMPTIONS, [jsonArray(consumptions.upserts)]);
   }
   if (consumptions.deletes.length) await client.query(ods.DELETE_ODS_CONSUMPTIONS, [consumptions.deletes]);
 
@@ -279,11 +280,11 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 
   // DWD: valid rows in, invalid or deleted rows out.
-  if (users.valid.length) await client.query(dwd.UPSERT_DWD_USERS, [JSON.stringify(users.valid)]);
+  if (users.valid.length) await client.query(dwd.UPSERT_DWD_USERS, [jsonArray(users.valid)]);
   if (users.gone.length) await client.query(dwd.DELETE_DWD_USERS, [users.gone]);
   if (consumptions.gone.length) await client.query(dwd.DELETE_DWD_DETAILS, [consumptions.gone]);
   if (consumptions.valid.length) {
-    await client.query(dwd.UPSERT_DWD_DETAILS, [JSON.stringify(consumptions.valid)]);
+    await client.query(dwd.UPSERT_DWD_DETAILS, [jsonArray(consumptions.valid)]);
   }
   if (touchedUsers.length) {
     await client.query(dwd.REENRICH_DETAILS_OF_USERS, [touchedUsers]);
@@ -293,31 +294,41 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 }
 
-type OdsRow = Row & { _lsn: string; _op: string; _valid: boolean };
-
 /**
  * Splits final states into ODS writes (every row, valid or not, and deleted keys) and DWD writes (valid rows in;
- * deleted or invalid keys out).
+ * deleted or invalid keys out). Rows are JSON text: the source row plus _lsn, _op and _valid, written out
+ * directly (copying each row into a new object cost three times as much on a streaming batch).
  */
-function split(state: TableState): { upserts: OdsRow[]; deletes: string[]; valid: OdsRow[]; gone: string[] } {
+function split(state: TableState): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
   const out = {
-    upserts: [] as OdsRow[],
+    upserts: [] as string[],
     deletes: [] as string[],
-    valid: [] as OdsRow[],
+    valid: [] as string[],
     gone: [] as string[],
   };
+  const lsnText = lastLsnText();
   for (const [key, s] of state) {
     if (s.row === null) {
       out.deletes.push(key);
       out.gone.push(key);
       continue;
     }
-    const row = { ...s.row, _lsn: formatLsn(s.lsn), _op: s.op, _valid: s.valid } as OdsRow;
+    const body = JSON.stringify(s.row);
+    const row = `${body.length > 2 ? body.slice(0, -1) + ',' : '{'}"_lsn":"${lsnText(s.lsn)}","_op":${JSON.stringify(s.op)},"_valid":${s.valid}}`;
     out.upserts.push(row);
     if (s.valid) out.valid.push(row);
     else out.gone.push(key);
   }
   return out;
+}
+
+const jsonArray = (items: string[]) => `[${items.join(',')}]`;
+
+/** formatLsn remembering its last answer: the changes of one transaction share their LSN. */
+function lastLsnText(): (lsn: bigint) => string {
+  let last = -1n;
+  let text = '';
+  return (lsn) => (lsn === last ? text : ((last = lsn), (text = formatLsn(lsn))));
 }
 
 async function applyTruncate(client: pg.ClientBase, tables: SourceTable[]): Promise<void> {
