@@ -199,6 +199,54 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
   return Number(elapsed) / 1e9;
 }
 
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+/** CPU seconds (user + system) a process has used so far, or null once it is gone. */
+function processCpuSeconds(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+type CpuSample = Record<string, Map<number, number>>;
+
+/** CPU used so far by the pipeline's processes: the worker, its walsender and its sink connections. */
+async function pipelineCpu(cfg: AppConfig): Promise<CpuSample> {
+  const pids = async (query: string) => (await sql<{ pid: number }>(cfg, query)).map((r) => r.pid);
+  const sample = (list: number[]) => {
+    const m = new Map<number, number>();
+    for (const pid of list) {
+      const cpu = processCpuSeconds(pid);
+      if (cpu !== null) m.set(pid, cpu);
+    }
+    return m;
+  };
+  return {
+    'worker (node: decode, prepare)': sample([readPid(path.join(cfg.home, 'run', 'worker.pid')) ?? -1]),
+    'walsender (decoding)': sample(
+      await pids(`SELECT pid FROM pg_stat_replication WHERE application_name = 'stategrid-${PIPELINE}'`),
+    ),
+    'sink connections (writes, DWS refresh)': sample(
+      await pids(`SELECT pid FROM pg_stat_activity WHERE application_name = 'stategrid-worker'`),
+    ),
+  };
+}
+
+/** CPU seconds per part between two samples; a process that appeared in between counts from zero. */
+function cpuSpent(before: CpuSample, after: CpuSample): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [part, procs] of Object.entries(after)) {
+    let total = 0;
+    for (const [pid, cpu] of procs) total += cpu - (before[part].get(pid) ?? 0);
+    out[part] = total;
+  }
+  return out;
+}
+
 function workerPeakRssMb(cfg: AppConfig): number {
   const pid = readPid(path.join(cfg.home, 'run', 'worker.pid'));
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -275,12 +323,14 @@ async function main(): Promise<void> {
     const first = sizes.snapshotRows + 1;
     const last = sizes.snapshotRows + sizes.streamRows;
     const appliedBefore = await appliedChanges(cfg);
+    const cpuBefore = await pipelineCpu(cfg);
     t0 = process.hrtime.bigint();
     await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
     const writeS = seconds(t0);
     const endLsn = (await sql<{ l: string }>(cfg, 'SELECT pg_current_wal_lsn()::text AS l'))[0].l;
     await waitApplied(cfg, appliedBefore + sizes.streamRows, 600_000);
     const odsS = seconds(t0);
+    const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
     if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after streaming');
     const dwsS = seconds(t0);
     const recvS = await recvlogicalSeconds(cfg, 'bench_recv', endLsn);
@@ -301,6 +351,17 @@ async function main(): Promise<void> {
       limitName: 'the same batch statements run alone, no decoding',
     });
     figures.push({ name: 'streaming, commit -> DWS current', ours: sizes.streamRows / dwsS, unit: 'rows/s' });
+    // Where the CPU goes while streaming, per row; the sum bounds what two cores can do with perfect overlap.
+    const perRowUs = (cpuS: number) => (cpuS / sizes.streamRows) * 1e6;
+    for (const [part, cpuS] of Object.entries(cpu)) {
+      figures.push({ name: `streaming CPU per row: ${part}`, ours: perRowUs(cpuS), unit: 'us' });
+    }
+    const cpuPerRow = Object.values(cpu).reduce((a, b) => a + b, 0) / sizes.streamRows;
+    figures.push({
+      name: 'streaming ceiling of this machine at that CPU per row',
+      ours: os.cpus().length / cpuPerRow,
+      unit: 'rows/s',
+    });
     say(
       `streaming: source wrote in ${writeS.toFixed(1)}s, ODS+DWD after ${odsS.toFixed(1)}s, DWS after ${dwsS.toFixed(1)}s`,
     );
