@@ -6,6 +6,7 @@ import { Client } from '@temporalio/client';
 import pg from 'pg';
 import '../../src/cdc/decoders';
 import { loadConfig, type AppConfig } from '../../src/config';
+import { withClient } from '../../src/db/client';
 import {
   resetEverything,
   startPipeline,
@@ -101,6 +102,22 @@ export class TestContext {
       out.push({ layer: l.name, missing: Number(rows[0].missing), extra: Number(rows[0].extra) });
     }
     return out;
+  }
+
+  /** assertConverged for a sink in another database: the oracle runs on the source, the layers on the sink. */
+  async assertConvergedWithSink(sinkUrl: string): Promise<void> {
+    const rowsOf = async (c: pg.ClientBase | pg.Pool, query: string) =>
+      (await c.query<{ r: string }>(`SELECT (x.*)::text AS r FROM (${query}) x ORDER BY 1`)).rows.map(
+        (r) => r.r,
+      );
+    await withClient(sinkUrl, async (sink) => {
+      for (const l of LAYERS)
+        assert.deepEqual(
+          await rowsOf(sink, l.actual),
+          await rowsOf(this.db, l.expected),
+          `${l.name} differs from source`,
+        );
+    });
   }
 
   /** Every layer equals what DESIGN.md's semantics compute directly on the source tables. */

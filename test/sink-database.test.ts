@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { dropSlot } from '../src/cdc/snapshot';
+import { loadConfig } from '../src/config';
+import {
+  resetEverything,
+  startPipeline,
+  terminatePipeline,
+  waitCaughtUp,
+  waitStreaming,
+} from '../src/control/pipeline';
+import { withClient } from '../src/db/client';
+import { workerEntry } from '../src/stack';
+import { ensureDatabase } from '../src/stack/postgres';
+import { readPid, spawnDetached, stopPid, waitFor } from '../src/stack/proc';
+import { TestContext } from './helpers/pipeline';
+
+/**
+ * DESIGN.md: the sink defaults to the source database, "a separate sink URL must work too". A worker whose sink is
+ * another database of the cluster runs a whole pipeline; every layer there equals the oracle computed on the
+ * source, and nothing is written to the source database.
+ */
+describe('sink in another database', function () {
+  this.timeout(240000);
+  const t = new TestContext();
+  const PIPELINE = 'sinkdb';
+  let workerPid: number | undefined;
+
+  before(() => t.open());
+  after(async () => {
+    await terminatePipeline(t.client, PIPELINE, 'test done');
+    if (workerPid) await stopPid(workerPid, 20000);
+    await dropSlot(t.cfg.sourceUrl, `stategrid_${PIPELINE}`);
+    await t.close();
+  });
+
+  it('runs the pipeline into it, each layer equal to the oracle on the source', async () => {
+    const home = path.join(t.cfg.home, 'sinkdb-worker');
+    const env = {
+      ...process.env,
+      STATEGRID_HOME: home,
+      STATEGRID_SINK_URL: t.cfg.sourceUrl.replace(/\/[^/?]*(\?|$)/, '/stategrid_sinkdb$1'),
+      STATEGRID_TASK_QUEUE: 'stategrid-sinkdb',
+      STATEGRID_METRICS_PORT: '0',
+    };
+    const cfg = loadConfig(env);
+    assert.notEqual(cfg.sinkUrl, cfg.sourceUrl);
+    await ensureDatabase(cfg);
+    await resetEverything(cfg, t.client, PIPELINE);
+    fs.mkdirSync(path.join(home, 'logs'), { recursive: true });
+    workerPid = spawnDetached(process.execPath, [workerEntry()], {
+      logFile: path.join(home, 'logs', 'worker.log'),
+      env,
+    });
+    await waitFor(
+      'the worker with the separate sink to poll',
+      async () => readPid(path.join(home, 'run', 'worker.ready')) === workerPid,
+      120000,
+    );
+
+    await t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
+      FROM generate_series(1, 50) g`);
+    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 60, 1.25, 0.50, '2026-11-20 08:00:00'
+      FROM generate_series(1, 2000) g`);
+    await startPipeline(cfg, t.client, { pipelineId: PIPELINE, segmentSeconds: 5, batchDelayMs: 50 });
+    await waitStreaming(cfg, PIPELINE, 60000);
+    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 60, 2.00, 1.00, '2026-11-21 09:30:00'
+      FROM generate_series(2001, 6000) g`);
+    await t.q(`UPDATE power_consumption SET consumption_amount = 3.00 WHERE consumption_id % 7 = 0`);
+    await t.q(`DELETE FROM power_consumption WHERE consumption_id % 11 = 0`);
+    await t.q(`UPDATE power_user SET region_id = 3, region_name = 'r3' WHERE user_id = 4`);
+    assert.ok(await waitCaughtUp(cfg, PIPELINE, 120000), 'caught up');
+    await t.assertConvergedWithSink(cfg.sinkUrl);
+
+    const logged = await withClient(cfg.sinkUrl, (sink) =>
+      sink.query<{ n: number }>(`SELECT count(*)::int AS n FROM ods_change_log`),
+    );
+    // 4,000 inserts, 857 updates (ids divisible by 7), 545 deletes (by 11), 1 user update: all streamed.
+    assert.equal(logged.rows[0].n, 4000 + 857 + 545 + 1);
+    const onSource = await t.q(`SELECT 1 FROM stategrid_checkpoint WHERE pipeline_id = $1`, [PIPELINE]);
+    assert.equal(onSource.length, 0, 'nothing of this pipeline is written to the source database');
+  });
+});
