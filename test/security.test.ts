@@ -120,7 +120,7 @@ describe('roles and TLS', function () {
 
     type Session = { usename: string; backend_type: string; ssl: boolean };
     let sessions: Session[] = [];
-    // The replication connection is re-opened at each capture segment (5 s here): catch it while it is open.
+    // The walsender appears once the capture runs: wait for it.
     await t.waitFor('the CDC role walsender', async () => {
       sessions = await t.q<Session>(
         `SELECT a.usename::text, a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)

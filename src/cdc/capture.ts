@@ -92,7 +92,11 @@ type Hooks = {
  */
 type CaptureSession = {
   matches: (sink: pg.Pool, opts: CaptureOptions, epoch: string, startLsn: bigint) => boolean;
-  runSegment: (opts: CaptureOptions, hooks: Hooks) => Promise<CaptureProgress>;
+  /** Runs one segment; `cancelled` when it ended on pause/stop rather than at its time limit. */
+  runSegment: (
+    opts: CaptureOptions,
+    hooks: Hooks,
+  ) => Promise<{ progress: CaptureProgress; cancelled: boolean }>;
   park: (ms: number, onExpired: () => void) => void;
   destroy: () => Promise<void>;
 };
@@ -132,19 +136,24 @@ export async function runCaptureSegment(
     session = undefined;
   }
   session ??= await openCaptureSession(sink, opts, startLsn, epoch);
-  let progress: CaptureProgress;
+  let segment: { progress: CaptureProgress; cancelled: boolean };
   try {
-    progress = await session.runSegment(opts, hooks);
+    segment = await session.runSegment(opts, hooks);
   } catch (err) {
     await session.destroy();
     throw err;
+  }
+  if (segment.cancelled) {
+    // Pause or stop: leave the slot now; nothing takes the stream over soon.
+    await session.destroy();
+    return segment.progress;
   }
   const parked = session;
   parkedSessions.set(opts.slotName, parked);
   parked.park(PARK_MS, () => {
     if (parkedSessions.get(opts.slotName) === parked) parkedSessions.delete(opts.slotName);
   });
-  return progress;
+  return segment.progress;
 }
 
 async function openCaptureSession(
@@ -417,7 +426,7 @@ async function openCaptureSession(
     await watcher?.end().catch(() => undefined);
   };
 
-  const runSegment = async (segmentOpts: CaptureOptions, segmentHooks: Hooks): Promise<CaptureProgress> => {
+  const runSegment = async (segmentOpts: CaptureOptions, segmentHooks: Hooks) => {
     opts = segmentOpts;
     hooks = segmentHooks;
     progress = newProgress(confirmed);
@@ -465,10 +474,14 @@ async function openCaptureSession(
     await flush();
     await flushing;
     if (failure) throw failure;
-    await refreshing;
-    lastRefresh = 0;
-    await maybeRefreshDws();
-    if (failure) throw failure;
+    if (cancelled) {
+      // Pausing or stopping: no segment follows soon, so leave DWS current now. Otherwise a running refresh
+      // goes on beside the parked stream; waiting for it (or a new one) here held the stream up to a second.
+      await refreshing;
+      lastRefresh = 0;
+      await maybeRefreshDws();
+      if (failure) throw failure;
+    }
     lastPublicationCheck = 0;
     await checkPublication();
     progress.seconds = (Date.now() - started) / 1000;
@@ -480,7 +493,7 @@ async function openCaptureSession(
       writeMs: progress.writeMs,
       refreshMs: progress.refreshMs,
     });
-    return progress;
+    return { progress, cancelled };
   };
 
   return {
