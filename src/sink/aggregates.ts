@@ -40,13 +40,16 @@ async function refreshPartitions(
   };
 }
 
-/** Window close and recompute: no batch in flight (checkpoint, same order as batches), no refresh (DWS lock). */
+/**
+ * Recompute: no refresh (DWS lock), then no batch in flight (checkpoint), so its drift is measured on a still
+ * DWD. In that order, so waiting for a long refresh does not hold the checkpoint row and stall the stream.
+ */
 async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null): Promise<void> {
+  await client.query(dws.LOCK_DWS);
   if (pipelineId) {
     const { rowCount } = await client.query(ops.LOCK_CHECKPOINT, [pipelineId]);
     if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   }
-  await client.query(dws.LOCK_DWS);
 }
 
 /**
@@ -97,11 +100,15 @@ async function refreshWholeDay(client: pg.ClientBase, date: string, reason: stri
     regions,
     reason,
   );
-  await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
   return result;
 }
 
-/** Closes a day's window: final recompute of all its partitions, then is_final on the window and its rows. */
+/**
+ * Closes a day's window: final recompute of all its partitions, then is_final on the window and its rows. It
+ * runs beside the stream (no checkpoint lock, which stalled every batch for the whole-day recompute): like a
+ * refresh it drops only the day's marks it read before recomputing, so a batch committed meanwhile keeps its
+ * marks and the next refresh brings its rows in (as a revision of the now final day).
+ */
 export async function closeDayWindow(
   pool: pg.Pool,
   pipelineId: string,
@@ -109,8 +116,19 @@ export async function closeDayWindow(
   closedBy: string,
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
-    await lockForWholeDay(client, pipelineId);
+    await client.query(dws.LOCK_DWS);
+    const { rowCount } = await client.query(ops.READ_CHECKPOINT, [pipelineId]);
+    if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+    const { rows: marks } = await client.query<{ region_id: number; changes: string }>(
+      dws.READ_DIRTY_OF_DAY,
+      [date],
+    );
     const refreshed = await refreshWholeDay(client, date, 'close');
+    await client.query(dws.DROP_TAKEN_MARKS, [
+      marks.map(() => date),
+      marks.map((m) => m.region_id),
+      marks.map((m) => m.changes),
+    ]);
     const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
     for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
     return { date, ...refreshed, newlyClosed: rows[0].newly_closed };
@@ -125,6 +143,8 @@ export async function recomputeDay(
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
     await lockForWholeDay(client, pipelineId);
-    return { date, ...(await refreshWholeDay(client, date, 'recompute')) };
+    const refreshed = await refreshWholeDay(client, date, 'recompute');
+    await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
+    return { date, ...refreshed };
   });
 }

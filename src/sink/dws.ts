@@ -93,6 +93,7 @@ SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::in
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
+export const READ_DIRTY_OF_DAY = `SELECT region_id, changes FROM stategrid_dws_dirty WHERE stat_date = $1::date`;
 
 /**
  * Drops the marks a refresh has taken care of: only those still holding the count it read (a batch that marked

@@ -8,6 +8,7 @@ import {
   defineSignal,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -83,6 +84,8 @@ export function initialPipelineState(): PipelineState {
   };
 }
 
+const CLOSE_BESIDE_CAPTURE = 'close-days-beside-capture';
+
 /** Long-lived CDC pipeline: snapshot, then capture segments; closes day windows by watermark or durable timer. */
 export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineState): Promise<PipelineState> {
   const state: PipelineState = carried ?? initialPipelineState();
@@ -116,8 +119,12 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   upsertSearchAttributes({ StategridPipelineId: [config.pipelineId] });
   const capture = captureActivity(config);
 
+  // Days whose watermark passed in a segment are closed while the next segment already runs: closing between
+  // segments held the stream (a whole-day recompute) for up to a second. Histories from before keep their order.
+  const closeBesideCapture = () => patched(CLOSE_BESIDE_CAPTURE);
   while (!stopRequest) {
     if (paused) {
+      if (closeBesideCapture()) await closeDaysByWatermark(state, config);
       state.phase = 'paused';
       showDetails(state);
       await condition(() => !paused || !!stopRequest);
@@ -140,7 +147,9 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
       (p) => (progress = p),
       (err) => (segmentError = err ?? new Error('capture failed')),
     );
-    // While the segment runs, fire durable day-close timers and watch for pause/stop.
+    // While the segment runs, close days the last one passed, fire durable day-close timers and watch for
+    // pause/stop.
+    if (closeBesideCapture()) await closeDaysByWatermark(state, config);
     for (;;) {
       const next = nextTimerClose(state, config);
       const waitMs = next === undefined ? undefined : Math.max(0, next.at - Date.now());
@@ -170,7 +179,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
       continue;
     }
     if (progress) recordSegment(state, progress);
-    await closeDaysByWatermark(state, config);
+    if (!closeBesideCapture()) await closeDaysByWatermark(state, config);
     if (
       !stopRequest &&
       (workflowInfo().continueAsNewSuggested ||
@@ -182,6 +191,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   }
 
   state.phase = 'stopping';
+  if (closeBesideCapture()) await closeDaysByWatermark(state, config);
   if (stopRequest.dropSlot) {
     const dropped = await setup.dropPipelineSlot(config);
     log.info('slot dropped', dropped);
