@@ -1,6 +1,6 @@
 /** DWD layer SQL: valid users, and consumptions LEFT JOINed to the current valid user row. */
 import { INSERT_CHANGE_LOG_FROM } from './ods';
-import { INSERT_DEAD_LETTERS_FROM } from './ops';
+import { advanceCheckpoint, INSERT_DEAD_LETTERS_FROM } from './ops';
 
 const USER_COLUMNS_FROM_U = `u.user_name, u.region_id, u.region_name, u.usage_type`;
 
@@ -87,13 +87,7 @@ function applyConsumptionsSql(atCheckpoint: boolean): string {
   SELECT epoch = $8::bigint AND phase = 'streaming' AND (commit_lsn, seq) < ($9::pg_lsn, $10::int) AS ok
   FROM stategrid_checkpoint WHERE pipeline_id = $7 FOR UPDATE),
 gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
-advanced AS (
-  UPDATE stategrid_checkpoint SET commit_lsn = $11::pg_lsn, seq = $12,
-    confirmed_lsn = GREATEST(confirmed_lsn, COALESCE($13::pg_lsn, confirmed_lsn)),
-    changes_applied = changes_applied + $14, max_event_time = GREATEST(max_event_time, $15::timestamp(3)),
-    updated_at = now()
-  WHERE pipeline_id = $7${gate}
-  RETURNING 1),
+advanced AS (${advanceCheckpoint([7, 11, 12, 13, 14, 15])}${gate}),
 `
     : '';
   return `
@@ -137,7 +131,7 @@ dirty AS (
   GROUP BY 1, 2
   ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes
   RETURNING 1)
-SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, (SELECT count(*) FROM advanced)::int AS advanced, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
+SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
   (SELECT count(*) FROM ods_up)::int + (SELECT count(*) FROM ods_del)::int AS ods,
   (SELECT count(*) FROM dwd_up)::int + (SELECT count(*) FROM dwd_del)::int AS dwd,
   (SELECT count(*) FROM dirty)::int AS dirty`;

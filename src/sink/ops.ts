@@ -11,14 +11,20 @@ FROM stategrid_checkpoint WHERE pipeline_id = $1 FOR UPDATE`;
 
 export const READ_CHECKPOINT = LOCK_CHECKPOINT.replace('FOR UPDATE', '');
 
-// $2 commit lsn, $3 seq, $4 confirmed lsn (or null to keep), $5 applied, $6 max event time
-export const ADVANCE_CHECKPOINT = `
-UPDATE stategrid_checkpoint SET commit_lsn = $2::pg_lsn, seq = $3,
-  confirmed_lsn = GREATEST(confirmed_lsn, COALESCE($4::pg_lsn, confirmed_lsn)),
-  changes_applied = changes_applied + $5,
-  max_event_time = GREATEST(max_event_time, $6::timestamp(3)),
+/**
+ * The checkpoint after a batch, with its parameters named by number: pipeline, commit lsn, seq, confirmed lsn (or
+ * null to keep), changes applied, max event time. One definition for the batch transaction and the one-statement
+ * batch, which numbers its parameters after the batch's own.
+ */
+export const advanceCheckpoint = (p: number[]) => `
+UPDATE stategrid_checkpoint SET commit_lsn = $${p[1]}::pg_lsn, seq = $${p[2]},
+  confirmed_lsn = GREATEST(confirmed_lsn, COALESCE($${p[3]}::pg_lsn, confirmed_lsn)),
+  changes_applied = changes_applied + $${p[4]},
+  max_event_time = GREATEST(max_event_time, $${p[5]}::timestamp(3)),
   updated_at = now()
-WHERE pipeline_id = $1`;
+WHERE pipeline_id = $${p[0]}`;
+
+export const ADVANCE_CHECKPOINT = advanceCheckpoint([1, 2, 3, 4, 5, 6]);
 
 export const CONFIRM_IDLE_POSITION = `
 UPDATE stategrid_checkpoint SET confirmed_lsn = $2::pg_lsn, updated_at = now()

@@ -106,8 +106,6 @@ export async function applyChangeBatch(
         start = i + 1;
       }
     }
-  }
-  if (fresh.length) {
     const last = fresh[fresh.length - 1];
     await client.query(ops.ADVANCE_CHECKPOINT, [
       pipelineId,
