@@ -7,9 +7,8 @@ import { withClient } from '../src/db/client';
 import { initDatabases } from '../src/db/init';
 import { resetEverything, startPipeline, terminatePipeline, waitCaughtUp } from '../src/control/pipeline';
 import { tlsRootCert } from '../src/stack/postgres';
-import { readPid, spawnDetached, stopPid, waitFor } from '../src/stack/proc';
-import { workerEntry } from '../src/stack';
-import { PIPELINE_ID, TestContext } from './helpers/pipeline';
+import { stopPid } from '../src/stack/proc';
+import { PIPELINE_ID, spawnWorker, TestContext } from './helpers/pipeline';
 
 /**
  * Least privilege and TLS: the CDC role can replicate and read the two source tables and nothing else, the sink
@@ -103,14 +102,9 @@ describe('roles and TLS', function () {
       STATEGRID_METRICS_PORT: '0',
     };
     const cfg = loadConfig(env);
-    fs.mkdirSync(path.join(home, 'logs'), { recursive: true });
-    const logFile = path.join(home, 'logs', 'worker.log');
-    workerPid = spawnDetached(process.execPath, [workerEntry()], { logFile, env });
-    await waitFor(
-      'the secure worker to poll',
-      async () => readPid(path.join(home, 'run', 'worker.ready')) === workerPid,
-      120000,
-    );
+    const worker = await spawnWorker(env);
+    workerPid = worker.pid;
+    const logFile = worker.logFile;
 
     await startPipeline(cfg, t.client, { pipelineId: SECURE, segmentSeconds: 5, batchDelayMs: 50 });
     await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 2, 2.50, 1.40, '2026-11-21 10:00:00'

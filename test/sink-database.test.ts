@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { dropSlot } from '../src/cdc/snapshot';
 import { loadConfig } from '../src/config';
@@ -11,10 +10,9 @@ import {
   waitStreaming,
 } from '../src/control/pipeline';
 import { withClient } from '../src/db/client';
-import { workerEntry } from '../src/stack';
 import { ensureDatabase } from '../src/stack/postgres';
-import { readPid, spawnDetached, stopPid, waitFor } from '../src/stack/proc';
-import { TestContext } from './helpers/pipeline';
+import { stopPid } from '../src/stack/proc';
+import { spawnWorker, TestContext } from './helpers/pipeline';
 
 /**
  * DESIGN.md: the sink defaults to the source database, "a separate sink URL must work too". A worker whose sink is
@@ -48,16 +46,7 @@ describe('sink in another database', function () {
     assert.notEqual(cfg.sinkUrl, cfg.sourceUrl);
     await ensureDatabase(cfg);
     await resetEverything(cfg, t.client, PIPELINE);
-    fs.mkdirSync(path.join(home, 'logs'), { recursive: true });
-    workerPid = spawnDetached(process.execPath, [workerEntry()], {
-      logFile: path.join(home, 'logs', 'worker.log'),
-      env,
-    });
-    await waitFor(
-      'the worker with the separate sink to poll',
-      async () => readPid(path.join(home, 'run', 'worker.ready')) === workerPid,
-      120000,
-    );
+    workerPid = (await spawnWorker(env)).pid;
 
     await t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
       FROM generate_series(1, 50) g`);

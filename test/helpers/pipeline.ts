@@ -1,5 +1,6 @@
 import { REPO_ROOT } from '../setup/env';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Client } from '@temporalio/client';
@@ -7,6 +8,8 @@ import pg from 'pg';
 import '../../src/cdc/decoders';
 import { loadConfig, type AppConfig } from '../../src/config';
 import { withClient } from '../../src/db/client';
+import { workerEntry } from '../../src/stack';
+import { readPid, spawnDetached, waitFor } from '../../src/stack/proc';
 import {
   resetEverything,
   startPipeline,
@@ -125,6 +128,24 @@ export class TestContext {
     for (const l of LAYERS)
       assert.equal(await this.diff(l.expected, l.actual), 0, `${l.name} differs from source`);
   }
+}
+
+/**
+ * A worker process of its own with `env` (other roles, sink URL, task queue), its home being env.STATEGRID_HOME;
+ * resolves once it polls. The caller stops it with stopPid.
+ */
+export async function spawnWorker(env: NodeJS.ProcessEnv): Promise<{ pid: number; logFile: string }> {
+  const home = env.STATEGRID_HOME;
+  if (!home) throw new Error('spawnWorker needs STATEGRID_HOME');
+  fs.mkdirSync(path.join(home, 'logs'), { recursive: true });
+  const logFile = path.join(home, 'logs', 'worker.log');
+  const pid = spawnDetached(process.execPath, [workerEntry()], { logFile, env });
+  await waitFor(
+    `the worker in ${home} to poll`,
+    async () => readPid(path.join(home, 'run', 'worker.ready')) === pid,
+    120000,
+  );
+  return { pid, logFile };
 }
 
 /** The `stategrid` CLI as an operator runs it, in the test's environment. */
