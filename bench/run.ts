@@ -56,22 +56,17 @@ type Figure = {
 
 const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
 
-async function sql<T = Record<string, unknown>>(
-  cfg: AppConfig,
-  query: string,
-  params: unknown[] = [],
-): Promise<T[]> {
-  return withClient(cfg.sourceUrl, async (c) => (await c.query(query, params)).rows as T[]);
+async function rowsAt<T>(url: string, query: string, params: unknown[]): Promise<T[]> {
+  return withClient(url, async (c) => (await c.query(query, params)).rows as T[]);
 }
 
+/** Rows of a query on the source. */
+const sql = <T = Record<string, unknown>>(cfg: AppConfig, query: string, params: unknown[] = []) =>
+  rowsAt<T>(cfg.sourceUrl, query, params);
+
 /** Same, on the sink (the source database unless `--sink-db`). */
-async function sinkSql<T = Record<string, unknown>>(
-  cfg: AppConfig,
-  query: string,
-  params: unknown[] = [],
-): Promise<T[]> {
-  return withClient(cfg.sinkUrl, async (c) => (await c.query(query, params)).rows as T[]);
-}
+const sinkSql = <T = Record<string, unknown>>(cfg: AppConfig, query: string, params: unknown[] = []) =>
+  rowsAt<T>(cfg.sinkUrl, query, params);
 
 /** Linear-interpolated percentile, as PostgreSQL's percentile_cont. */
 function percentile(values: number[], q: number): number {
