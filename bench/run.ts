@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import '../src/cdc/decoders';
+import { keepValuesAsText } from '../src/db/client';
 import { loadConfig, type AppConfig } from '../src/config';
 import {
   resetEverything,
@@ -20,7 +20,8 @@ import {
 import type { Change } from '../src/cdc/changes';
 import { withClient } from '../src/db/client';
 import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
-import { prepareBatch } from '../src/sink/writer';
+import { prepareConsumptions } from '../src/sink/writer';
+import { bind } from '../src/db/sql';
 import { stackDown, stackUp } from '../src/stack';
 import { pgBinDir } from '../src/stack/postgres';
 import { readPid } from '../src/stack/proc';
@@ -182,11 +183,11 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
           commitTime: at,
         });
       }
-      const prepared = prepareBatch(changes);
+      const prepared = prepareConsumptions(changes);
       if (!prepared) throw new Error('bench batch was not prepared');
       await c.query('BEGIN');
       const t0 = process.hrtime.bigint();
-      await c.query(APPLY_CONSUMPTIONS, prepared.params);
+      await c.query(APPLY_CONSUMPTIONS.text, bind(APPLY_CONSUMPTIONS, prepared.params));
       elapsed += process.hrtime.bigint() - t0;
       await c.query('ROLLBACK');
     }
@@ -249,6 +250,7 @@ function workerPeakRssMb(cfg: AppConfig): number {
 }
 
 async function main(): Promise<void> {
+  keepValuesAsText();
   const opts = new Command('bench')
     .option('--quick', 'small sizes, under 2 minutes')
     .option('--json', 'print the JSON result instead of the table')

@@ -3,15 +3,17 @@ import path from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { createActivities } from './activities';
-import { closeParkedStreams } from './cdc/capture';
+import { StreamPark } from './cdc/stream-park';
 import { WORKFLOW_BUNDLE } from './build/bundle-workflows';
 import { loadConfig, maskUrl } from './config';
 import { createLogger, installSdkLogger } from './observability/log';
 import { serveMetrics } from './observability/metrics';
-import './cdc/decoders'; // registers text type parsers before any pool is used
+import { keepValuesAsText } from './db/client';
+import { DwsRefreshers } from './sink/dws-refresher';
 
 /** Wires logging, metrics, connection, task queue, workflows and activities; nothing else. */
 async function main(): Promise<void> {
+  keepValuesAsText();
   const cfg = loadConfig();
   const logger = createLogger(cfg.logLevel);
   installSdkLogger(logger);
@@ -22,6 +24,8 @@ async function main(): Promise<void> {
     (port) => logger.info({ port }, `metrics on http://127.0.0.1:${port}/metrics`),
     (err) => logger.warn({ err: err.message }, 'metrics endpoint not started (STATEGRID_METRICS_PORT)'),
   );
+  const streams = new StreamPark();
+  const refreshers = new DwsRefreshers(sink);
   const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
   const worker = await Worker.create({
     connection,
@@ -31,7 +35,7 @@ async function main(): Promise<void> {
     ...(fs.existsSync(WORKFLOW_BUNDLE)
       ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
       : { workflowsPath: require.resolve('./workflows') }),
-    activities: createActivities(cfg, sink),
+    activities: createActivities({ cfg, sink, streams, refreshers }),
     maxConcurrentActivityTaskExecutions: 20,
   });
   const readyFile = path.join(cfg.home, 'run', 'worker.ready');
@@ -45,7 +49,8 @@ async function main(): Promise<void> {
     await worker.run();
   } finally {
     metricsServer?.close();
-    await closeParkedStreams(); // a stream kept for the next capture segment would hold the process open
+    await streams.closeAll(); // a stream kept for the next capture segment would hold the process open
+    await refreshers.drainAll();
     await sink.end();
     await connection.close();
   }

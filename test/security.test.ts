@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { dropSlot } from '../src/cdc/snapshot';
+import { dropSlot } from '../src/cdc/source-admin';
 import { loadConfig } from '../src/config';
 import { withClient } from '../src/db/client';
 import { initDatabases } from '../src/db/init';

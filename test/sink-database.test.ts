@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { dropSlot } from '../src/cdc/snapshot';
+import { dropSlot } from '../src/cdc/source-admin';
 import { loadConfig } from '../src/config';
 import {
   resetEverything,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { withClient } from '../src/db/client';
-import { dropSlot } from '../src/cdc/snapshot';
-import { pipelineWorkflowId, slotFigures, startPipeline } from '../src/control/pipeline';
+import { dropSlot, slotFigures } from '../src/cdc/source-admin';
+import { pipelineWorkflowId, startPipeline } from '../src/control/pipeline';
 import type { PipelineState } from '../src/workflows/types';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
@@ -26,7 +26,7 @@ describe('replication slot hygiene', function () {
     await t.waitFor(
       'slot lag to drop below 1 MB after the foreign writes',
       async () => {
-        const s = await slotFigures(t.cfg, `stategrid_${PIPELINE_ID}`);
+        const s = await slotFigures(t.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
         const passed = await t.q<{ ok: boolean }>(
           `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
           [written, `stategrid_${PIPELINE_ID}`],
@@ -42,7 +42,7 @@ describe('replication slot hygiene', function () {
     await handle.signal('stop', { dropSlot: true });
     const final = await handle.result();
     assert.equal(final.phase, 'stopped');
-    const slot = await slotFigures(t.cfg, `stategrid_${PIPELINE_ID}`);
+    const slot = await slotFigures(t.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
     assert.equal(slot.exists, false);
     const pub = await t.q(`SELECT 1 FROM pg_publication WHERE pubname = 'stategrid_pub'`);
     assert.equal(pub.length, 0);

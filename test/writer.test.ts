@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import type { Change } from '../src/cdc/changes';
+import { withTransaction } from '../src/db/client';
 import {
   applyChangeBatch,
-  applyPreparedBatch,
-  prepareBatch,
+  applyConsumptionsAtCheckpoint,
+  prepareConsumptions,
   StaleCaptureError,
-  withTransaction,
 } from '../src/sink/writer';
 import { TestContext } from './helpers/pipeline';
 
@@ -74,9 +74,10 @@ describe('sink writer, one-statement batches', function () {
     )[0];
 
   it('applies a batch that follows the checkpoint and advances it, in one statement', async () => {
-    const batch = prepareBatch(consumptions(3));
+    const changes = consumptions(3);
+    const batch = prepareConsumptions(changes);
     assert.ok(batch);
-    const result = await applyPreparedBatch(t.db, pipeline, epoch, batch, txLsn + 100n);
+    const result = await applyConsumptionsAtCheckpoint(t.db, pipeline, epoch, changes, batch, txLsn + 100n);
     assert.equal(result?.applied, 3);
     assert.deepEqual(await counts(), {
       log: 3,
@@ -95,11 +96,11 @@ describe('sink writer, one-statement batches', function () {
 
   it('writes nothing for a replayed batch, which the general path then skips', async () => {
     const changes = consumptions(3);
-    const batch = prepareBatch(changes);
+    const batch = prepareConsumptions(changes);
     assert.ok(batch);
-    assert.ok(await applyPreparedBatch(t.db, pipeline, epoch, batch, null));
+    assert.ok(await applyConsumptionsAtCheckpoint(t.db, pipeline, epoch, changes, batch, null));
     const before = await counts();
-    assert.equal(await applyPreparedBatch(t.db, pipeline, epoch, batch, null), null);
+    assert.equal(await applyConsumptionsAtCheckpoint(t.db, pipeline, epoch, changes, batch, null), null);
     const replay = await withTransaction(t.db, (c) => applyChangeBatch(c, pipeline, epoch, changes, null));
     assert.equal(replay.skipped, 3);
     assert.equal(replay.applied, 0);
@@ -108,9 +109,9 @@ describe('sink writer, one-statement batches', function () {
 
   it('writes nothing for a stale capture, which the general path then stops', async () => {
     const changes = consumptions(2);
-    const batch = prepareBatch(changes);
+    const batch = prepareConsumptions(changes);
     assert.ok(batch);
-    assert.equal(await applyPreparedBatch(t.db, pipeline, '6', batch, null), null);
+    assert.equal(await applyConsumptionsAtCheckpoint(t.db, pipeline, '6', changes, batch, null), null);
     await assert.rejects(
       withTransaction(t.db, (c) => applyChangeBatch(c, pipeline, '6', changes, null)),
       StaleCaptureError,
@@ -119,9 +120,13 @@ describe('sink writer, one-statement batches', function () {
   });
 
   it('sends invalid rows to dead letters on the fast path too', async () => {
-    const batch = prepareBatch(consumptions(2, false));
+    const changes = consumptions(2, false);
+    const batch = prepareConsumptions(changes);
     assert.ok(batch);
-    assert.equal((await applyPreparedBatch(t.db, pipeline, epoch, batch, null))?.deadLetters, 2);
+    assert.equal(
+      (await applyConsumptionsAtCheckpoint(t.db, pipeline, epoch, changes, batch, null))?.deadLetters,
+      2,
+    );
     const c = await counts();
     assert.deepEqual([c.log, c.ods, c.dwd, c.dead], [2, 2, 0, 2]);
   });
@@ -143,11 +148,13 @@ describe('sink writer, one-statement batches', function () {
       seq: 9,
       commitTime: null,
     };
-    assert.equal(prepareBatch([...consumptions(1), user]), null);
+    assert.equal(prepareConsumptions([...consumptions(1), user]), null);
     assert.equal(
-      prepareBatch([{ kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null }]),
+      prepareConsumptions([
+        { kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null },
+      ]),
       null,
     );
-    assert.equal(prepareBatch([]), null);
+    assert.equal(prepareConsumptions([]), null);
   });
 });

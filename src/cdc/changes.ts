@@ -1,10 +1,7 @@
-/** The decoded, plugin-independent change stream the capture works on. */
-export const SOURCE_TABLES = ['power_user', 'power_consumption'] as const;
-export type SourceTable = (typeof SOURCE_TABLES)[number];
-export const PRIMARY_KEY: Record<SourceTable, string> = {
-  power_user: 'user_id',
-  power_consumption: 'consumption_id',
-};
+/** The decoded, plugin-independent change model shared by the change source and the batch sink. */
+import { PRIMARY_KEY, SOURCE_TABLES, type SourceTable } from '../schema/tables';
+
+export { PRIMARY_KEY, SOURCE_TABLES, type SourceTable };
 
 /** Column values keep PostgreSQL's text form: numerics and timestamps are never turned into JS numbers or Dates. */
 export type Row = Record<string, string | null>;
@@ -53,4 +50,25 @@ export function formatLsn(lsn: bigint): string {
 
 export function isSourceTable(schema: string | undefined, name: string): name is SourceTable {
   return (schema === undefined || schema === 'public') && (SOURCE_TABLES as readonly string[]).includes(name);
+}
+
+/** What applying one batch did; summed into a capture segment's progress. */
+export type BatchResult = {
+  applied: number;
+  skipped: number;
+  deadLetters: number;
+  perTable: Record<SourceTable, number>;
+  maxEventTime: string | null;
+  days: string[];
+};
+
+export function emptyBatchResult(skipped = 0): BatchResult {
+  return {
+    applied: 0,
+    skipped,
+    deadLetters: 0,
+    perTable: { power_user: 0, power_consumption: 0 },
+    maxEventTime: null,
+    days: [],
+  };
 }

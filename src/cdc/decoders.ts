@@ -1,4 +1,3 @@
-import pg from 'pg';
 import { PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
 import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin';
 import {
@@ -12,12 +11,9 @@ import {
 
 /** Turns each output plugin's messages into the plugin-independent StreamEvent. */
 export type Decoder = {
-  plugin: AbstractPlugin;
+  plugin: AbstractPlugin & { parsed: number };
   decode(message: unknown): StreamEvent;
 };
-
-// Timestamps, dates and numerics stay text end to end: no JS Date time-zone shifts, no float rounding.
-for (const oid of [1082, 1114, 1184, 1700, 20]) pg.types.setTypeParser(oid, (v: string) => v);
 
 const text = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 
@@ -30,8 +26,39 @@ function toRow(tuple: Record<string, unknown> | null | undefined): Row {
 const microsToIso = (us: bigint | null | undefined) =>
   us ? new Date(Number(BigInt(us) / 1000n)).toISOString() : null;
 
+/**
+ * The library parses a message when it arrives and queues it for the data handler: the count of parsed messages
+ * tells the stream whether anything received is still waiting to be handled.
+ */
+class CountingPgoutputPlugin extends PgoutputPlugin {
+  parsed = 0;
+  parse(buffer: Buffer) {
+    this.parsed += 1;
+    return super.parse(buffer);
+  }
+}
+
+const BARE_NUMBER_VALUE = /(?<!\\)"value":(-?\d[\d.eE+-]*)/g;
+
+/**
+ * wal2json writes bigint and numeric values as bare JSON numbers; JSON.parse would round them through doubles.
+ * Quoting them first keeps the exact text (an escaped quote inside a string value is never matched).
+ * (wal2json 2.5 has no option to print numerics as strings, so NaN arrives as null: see README, Known limits.)
+ */
+class ExactWal2JsonPlugin extends Wal2JsonPlugin {
+  parsed = 0;
+  parse(buffer: Buffer) {
+    this.parsed += 1;
+    return JSON.parse(buffer.toString().replace(BARE_NUMBER_VALUE, '"value":"$1"'));
+  }
+}
+
 export function pgoutputDecoder(publication: string): Decoder {
-  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [publication], messages: true });
+  const plugin = new CountingPgoutputPlugin({
+    protoVersion: 1,
+    publicationNames: [publication],
+    messages: true,
+  });
   return {
     plugin,
     decode(message) {
@@ -81,11 +108,9 @@ function wal2jsonRow(columns: Wal2JsonColumn[] | undefined): Row {
   return row;
 }
 
-const BARE_NUMBER_VALUE = /(?<!\\)"value":(-?\d[\d.eE+-]*)/g;
-
 /** wal2json format 2: one JSON object per change, with B/C records carrying the transaction's LSNs. */
 export function wal2jsonDecoder(): Decoder {
-  const plugin = new Wal2JsonPlugin({
+  const plugin = new ExactWal2JsonPlugin({
     formatVersion: '2',
     includeLsn: true,
     includeTimestamp: true,
@@ -94,10 +119,6 @@ export function wal2jsonDecoder(): Decoder {
     addTables: 'public.power_user,public.power_consumption',
     actions: 'insert,update,delete,truncate',
   });
-  // wal2json writes bigint and numeric values as bare JSON numbers; JSON.parse would round them through doubles.
-  // Quoting them first keeps the exact text (an escaped quote inside a string value is never matched).
-  // (wal2json 2.5 has no option to print numerics as strings, so NaN arrives as null: see README, Known limits.)
-  plugin.parse = (buffer: Buffer) => JSON.parse(buffer.toString().replace(BARE_NUMBER_VALUE, '"value":"$1"'));
   return {
     plugin,
     decode(message) {

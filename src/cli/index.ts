@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
 import { SingleBar, Presets } from 'cli-progress';
-import '../cdc/decoders';
+import { keepValuesAsText } from '../db/client';
 import { ConfigError, loadConfig, maskUrl, type AppConfig } from '../config';
 import type { Client } from '@temporalio/client';
 import {
@@ -20,7 +20,7 @@ import { resolveTemporalCli, temporalVersion } from '../stack/temporal';
 import { previousLocalDay } from '../workflows/window-time';
 import type { RecomputeResult } from '../workflows/types';
 import { withClient } from '../db/client';
-import { dropSlot } from '../cdc/snapshot';
+import { dropSlot } from '../cdc/source-admin';
 
 /** The `stategrid` command (DESIGN.md §3). */
 const say = (m: string) => console.log(m);
@@ -453,6 +453,7 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  keepValuesAsText();
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {

@@ -4,13 +4,24 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
 } from '@temporalio/client';
-import { parseLsn } from '../cdc/changes';
-import type { AppConfig } from '../config';
 import { parsePipelineInput } from '../activities/inputs';
-import type { PipelineState } from '../workflows/types';
+import { parseLsn } from '../cdc/changes';
+import {
+  dropSlot,
+  emitWaitMarker,
+  slotFigures,
+  sourceRowCount,
+  truncateSource,
+  type SlotFigures,
+} from '../cdc/source-admin';
+import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
-import { dropSlot } from '../cdc/snapshot';
 import { initDatabases } from '../db/init';
+import { readCheckpoint } from '../sink/checkpoint';
+import { sinkFigures, truncateSink, type SinkFigures } from '../sink/status';
+import type { PipelineState } from '../workflows/types';
+
+export type { SinkFigures, SlotFigures };
 
 /** Client-side control of pipelines: what the CLI and the tests use. */
 export const pipelineWorkflowId = (pipelineId: string) => `stategrid-pipeline-${pipelineId}`;
@@ -45,79 +56,6 @@ export async function startPipeline(
   }
 }
 
-export type SinkFigures = {
-  checkpoint: Record<string, unknown> | null;
-  rows: Record<string, number>;
-  deadLetters: number;
-  orphans: number;
-  lateEvents: number;
-  revisions: number;
-  closedDays: number;
-};
-
-const COUNTED_TABLES = [
-  'ods_power_user',
-  'ods_power_consumption',
-  'ods_change_log',
-  'dwd_power_user_info',
-  'dwd_power_consumption_detail',
-  'dws_region_daily_stats',
-  'dws_user_ranking',
-];
-
-export async function sinkFigures(cfg: AppConfig, pipelineId: string): Promise<SinkFigures> {
-  return withClient(cfg.sinkUrl, async (sink) => {
-    const cp = await sink.query(
-      `SELECT phase, slot_name, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text, snapshot_rows,
-         changes_applied, max_event_time::text, updated_at FROM stategrid_checkpoint WHERE pipeline_id = $1`,
-      [pipelineId],
-    );
-    const counts = await sink.query(
-      COUNTED_TABLES.map((t) => `SELECT '${t}' AS t, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL '),
-    );
-    const extra = await sink.query(`SELECT
-      (SELECT count(*) FROM stategrid_dead_letter)::bigint AS dead_letters,
-      (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::bigint AS orphans,
-      (SELECT COALESCE(sum(late_events), 0) FROM stategrid_window)::bigint AS late_events,
-      (SELECT count(*) FROM dws_revision)::bigint AS revisions,
-      (SELECT count(*) FROM stategrid_window WHERE is_final)::bigint AS closed_days`);
-    const e = extra.rows[0];
-    return {
-      checkpoint: cp.rows[0] ?? null,
-      rows: Object.fromEntries(counts.rows.map((r) => [r.t, Number(r.n)])),
-      deadLetters: Number(e.dead_letters),
-      orphans: Number(e.orphans),
-      lateEvents: Number(e.late_events),
-      revisions: Number(e.revisions),
-      closedDays: Number(e.closed_days),
-    };
-  });
-}
-
-export type SlotFigures = {
-  exists: boolean;
-  active: boolean;
-  lagBytes: number | null;
-  walStatus: string | null;
-};
-
-export async function slotFigures(cfg: AppConfig, slotName: string): Promise<SlotFigures> {
-  return withClient(cfg.sourceUrl, async (source) => {
-    const { rows } = await source.query(
-      `SELECT active, wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag
-       FROM pg_replication_slots WHERE slot_name = $1`,
-      [slotName],
-    );
-    if (!rows.length) return { exists: false, active: false, lagBytes: null, walStatus: null };
-    return {
-      exists: true,
-      active: rows[0].active,
-      lagBytes: Number(rows[0].lag),
-      walStatus: rows[0].wal_status,
-    };
-  });
-}
-
 export type PipelineStatus = {
   workflowId: string;
   workflowStatus: string;
@@ -142,10 +80,9 @@ export async function pipelineStatus(
   } catch (err) {
     if (!(err instanceof Error && /not found/i.test(err.message))) throw err;
   }
-  const sink = await sinkFigures(cfg, pipelineId);
-  const slotName =
-    (sink.checkpoint?.slot_name as string) ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
-  return { workflowId, workflowStatus, state, sink, slot: await slotFigures(cfg, slotName) };
+  const sink = await withClient(cfg.sinkUrl, (db) => sinkFigures(db, pipelineId));
+  const slotName = sink.checkpoint?.slot_name ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
+  return { workflowId, workflowStatus, state, sink, slot: await slotFigures(cfg.sourceUrl, slotName) };
 }
 
 /**
@@ -153,20 +90,11 @@ export async function pipelineStatus(
  * before it to ODS/DWD (confirmed) and refreshed DWS after that (dws_lsn).
  */
 export async function waitCaughtUp(cfg: AppConfig, pipelineId: string, timeoutMs: number): Promise<boolean> {
-  const marker = await withClient(cfg.sourceUrl, async (source) => {
-    const { rows } = await source.query(
-      `SELECT pg_logical_emit_message(false, 'stategrid.wait', '')::text AS lsn`,
-    );
-    return parseLsn(rows[0].lsn);
-  });
+  const marker = parseLsn(await emitWaitMarker(cfg.sourceUrl));
   return withClient(cfg.sinkUrl, async (sink) => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const { rows } = await sink.query(
-        `SELECT phase, confirmed_lsn::text, dws_lsn::text FROM stategrid_checkpoint WHERE pipeline_id = $1`,
-        [pipelineId],
-      );
-      const cp = rows[0];
+      const cp = await readCheckpoint(sink, pipelineId);
       if (
         cp &&
         cp.phase === 'streaming' &&
@@ -199,14 +127,8 @@ export async function resetEverything(cfg: AppConfig, client: Client, pipelineId
   await terminatePipeline(client, pipelineId, 'reset');
   await dropSlot(cfg.sourceUrl, `stategrid_${pipelineId}`);
   await initDatabases(cfg, process.env.STATEGRID_CDC_PASSWORD ?? 'stategrid_cdc');
-  await withClient(cfg.sourceUrl, (db) => db.query(`TRUNCATE power_user, power_consumption`));
-  await withClient(cfg.sinkUrl, (db) =>
-    db.query(
-      `TRUNCATE ods_power_user, ods_power_consumption, ods_change_log, dwd_power_user_info,
-        dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking, stategrid_checkpoint,
-        stategrid_dead_letter, stategrid_dws_dirty, stategrid_window, dws_revision`,
-    ),
-  );
+  await truncateSource(cfg.sourceUrl);
+  await withClient(cfg.sinkUrl, truncateSink);
 }
 
 /** Waits until the pipeline's snapshot is done and it streams. */
@@ -214,10 +136,7 @@ export async function waitStreaming(cfg: AppConfig, pipelineId: string, timeoutM
   await withClient(cfg.sinkUrl, async (sink) => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const { rows } = await sink.query(`SELECT phase FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
-        pipelineId,
-      ]);
-      if (rows[0]?.phase === 'streaming') return;
+      if ((await readCheckpoint(sink, pipelineId))?.phase === 'streaming') return;
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`pipeline ${pipelineId} did not finish its snapshot in ${timeoutMs / 1000}s`);
@@ -237,12 +156,7 @@ export async function followSnapshot(
   report: (p: SnapshotProgress) => void,
   intervalMs = 1000,
 ): Promise<string> {
-  const total = await withClient(cfg.sourceUrl, async (db) => {
-    const { rows } = await db.query(
-      `SELECT (SELECT count(*) FROM power_user) + (SELECT count(*) FROM power_consumption) AS n`,
-    );
-    return Number(rows[0].n);
-  });
+  const total = await sourceRowCount(cfg.sourceUrl);
   const handle = client.workflow.getHandle(pipelineWorkflowId(pipelineId));
   // One sink connection for the whole follow, not one per poll.
   return withClient(cfg.sinkUrl, async (sink) => {
@@ -256,10 +170,7 @@ export async function followSnapshot(
         return state.phase;
       }
       // The sink checkpoint counts committed snapshot chunks (heartbeats reach the server only every ~24 s).
-      const cp = await sink.query(`SELECT snapshot_rows FROM stategrid_checkpoint WHERE pipeline_id = $1`, [
-        pipelineId,
-      ]);
-      const rows = Number(cp.rows[0]?.snapshot_rows ?? 0);
+      const rows = Number((await readCheckpoint(sink, pipelineId))?.snapshot_rows ?? 0);
       report({ phase: state.phase, rows, total: Math.max(total, rows) });
       await new Promise((r) => setTimeout(r, intervalMs));
     }

@@ -1,6 +1,6 @@
-import type pg from 'pg';
 import type { AppConfig } from '../config';
 import { readSqlFile } from './sql';
+import { setRolePassword } from './admin';
 import { withClient } from './client';
 
 /**
@@ -18,17 +18,4 @@ export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promis
     await sink.query(readSqlFile('04_sink_role.sql'));
     await setRolePassword(sink, 'stategrid_sink', process.env.STATEGRID_SINK_PASSWORD ?? 'stategrid_sink');
   });
-}
-
-/** ALTER ROLE takes no bind parameters: the password is quoted by format(%L) on the server. */
-async function setRolePassword(
-  client: pg.ClientBase,
-  role: 'stategrid_cdc' | 'stategrid_sink',
-  password: string,
-) {
-  const { rows } = await client.query(
-    `SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text) AS sql`,
-    [role, password],
-  );
-  await client.query(rows[0].sql);
 }

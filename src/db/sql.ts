@@ -22,3 +22,29 @@ export const SQL_DIR = path.resolve(__dirname, '../../../sql');
 export function readSqlFile(name: string): string {
   return fs.readFileSync(path.join(SQL_DIR, name), 'utf8');
 }
+
+/**
+ * A statement with named parameters (`:name`, never `::type`), compiled once to PostgreSQL's `$n` form. The
+ * parameter list is built from an object, so a statement can be composed of parts without renumbering them.
+ */
+export type Statement<P extends string> = { text: string; names: readonly P[] };
+
+const NAMED_PARAM = /(?<![:\w]):([a-z_][a-z0-9_]*)/g;
+
+export function named<P extends string>(text: string): Statement<P> {
+  const names: P[] = [];
+  const compiled = text.replace(NAMED_PARAM, (_m, name: P) => {
+    let i = names.indexOf(name);
+    if (i < 0) i = names.push(name) - 1;
+    return `$${i + 1}`;
+  });
+  return { text: compiled, names };
+}
+
+/** The `$n` values of a statement, in order; a missing value is a bug, not a NULL. */
+export function bind<P extends string>(stmt: Statement<P>, values: Record<P, unknown>): unknown[] {
+  return stmt.names.map((n) => {
+    if (!(n in values)) throw new Error(`no value for SQL parameter :${n}`);
+    return values[n];
+  });
+}

@@ -1,7 +1,7 @@
 import type pg from 'pg';
+import { withTransaction } from '../db/client';
+import { advanceDwsCursor, lockCheckpoint, readCheckpoint } from './checkpoint';
 import * as dws from './dws';
-import * as ops from './ops';
-import { withTransaction } from './writer';
 
 /** DWS maintenance: refresh of dirty partitions, window close, whole-day recompute. */
 
@@ -21,7 +21,7 @@ async function refreshPartitions(
   reason: string,
 ): Promise<{ result: RefreshResult; revisionsByDay: Record<string, number> }> {
   // Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only).
-  await client.query(`SET LOCAL work_mem = '64MB'`);
+  await client.query(dws.ENOUGH_WORK_MEM);
   const { rows } = await client.query(dws.REFRESH_PARTITIONS, [
     dates,
     regions,
@@ -46,10 +46,7 @@ async function refreshPartitions(
  */
 async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null): Promise<void> {
   await client.query(dws.LOCK_DWS);
-  if (pipelineId) {
-    const { rowCount } = await client.query(ops.LOCK_CHECKPOINT, [pipelineId]);
-    if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-  }
+  if (pipelineId) await lockCheckpoint(client, pipelineId);
 }
 
 /**
@@ -58,11 +55,8 @@ async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null)
  * committed and seen by the refresh, and records that position as dws_lsn after it commits.
  */
 export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
-  const { rows: cp } = await pool.query<{ confirmed_lsn: string }>(
-    `SELECT confirmed_lsn::text FROM stategrid_checkpoint WHERE pipeline_id = $1`,
-    [pipelineId],
-  );
-  if (!cp.length) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+  const cp = await readCheckpoint(pool, pipelineId);
+  if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   const result = await withTransaction(pool, async (client) => {
     await client.query(dws.LOCK_DWS);
     const { rows } = await client.query<{ stat_date: string; region_id: number; changes: string }>(
@@ -85,7 +79,7 @@ export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string):
     ]);
     return { ...refreshed.result, lateEvents: late.rows.reduce((n, r) => n + Number(r.changes), 0) };
   });
-  await pool.query(dws.SET_DWS_LSN, [pipelineId, cp[0].confirmed_lsn]);
+  await advanceDwsCursor(pool, pipelineId, cp.confirmed_lsn);
   return result;
 }
 
@@ -117,8 +111,8 @@ export async function closeDayWindow(
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
     await client.query(dws.LOCK_DWS);
-    const { rowCount } = await client.query(ops.READ_CHECKPOINT, [pipelineId]);
-    if (!rowCount) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+    if (!(await readCheckpoint(client, pipelineId)))
+      throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
     const { rows: marks } = await client.query<{ region_id: number; changes: string }>(
       dws.READ_DIRTY_OF_DAY,
       [date],

@@ -90,6 +90,9 @@ SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::in
  * DWS writers (refresh, window close, recompute) serialize on this transaction lock; batches never take it, so a
  * refresh does not hold up the stream. Batches and refreshes only meet on dirty marks (see DROP_TAKEN_MARKS).
  */
+/** Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only). */
+export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
+
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
@@ -115,10 +118,6 @@ FROM (SELECT stat_date, sum(changes) AS changes FROM unnest($1::date[], $2::bigi
   GROUP BY stat_date) x
 WHERE w.stat_date = x.stat_date AND w.is_final
 RETURNING x.changes`;
-
-/** $2: the confirmed position read before the refresh (every batch up to it had marked its partitions). */
-export const SET_DWS_LSN = `
-UPDATE stategrid_checkpoint SET dws_lsn = GREATEST(dws_lsn, $2::pg_lsn) WHERE pipeline_id = $1`;
 
 /**
  * Every region a day can have rows in: DWD details take their region from the current DWD user (and are

@@ -1,35 +1,66 @@
-/** ODS layer SQL: current-state mirror of the source rows and the append-only change log. */
+/**
+ * ODS layer SQL, built from the table spec: the current-state mirror of each source table (plus _lsn, _op,
+ * _synced_at) and the append-only change log.
+ */
+import { ODS_METADATA, TABLE, type Column, type SourceTable } from '../schema/tables';
 
-// $1: JSON array of user rows, each with _lsn and _op.
-export const UPSERT_ODS_USERS = `
-INSERT INTO ods_power_user (user_id, user_name, usage_type, region_id, region_name, update_time, _lsn, _op, _synced_at)
-SELECT user_id, user_name, usage_type, region_id, region_name, update_time, _lsn, _op, now()
-FROM jsonb_to_recordset($1::jsonb) AS r(user_id bigint, user_name varchar, usage_type varchar, region_id int,
-  region_name varchar, update_time timestamp(3), _lsn pg_lsn, _op char(1))
-ON CONFLICT (user_id) DO UPDATE SET user_name = EXCLUDED.user_name, usage_type = EXCLUDED.usage_type,
-  region_id = EXCLUDED.region_id, region_name = EXCLUDED.region_name, update_time = EXCLUDED.update_time,
-  _lsn = EXCLUDED._lsn, _op = EXCLUDED._op, _synced_at = EXCLUDED._synced_at`;
+const names = (cols: readonly Column[]) => cols.map((c) => c.name).join(', ');
 
-export const UPSERT_ODS_CONSUMPTIONS = `
-INSERT INTO ods_power_consumption (consumption_id, user_id, consumption_amount, consumption_cost, consumption_date,
-  _lsn, _op, _synced_at)
-SELECT consumption_id, user_id, consumption_amount, consumption_cost, consumption_date, _lsn, _op, now()
-FROM jsonb_to_recordset($1::jsonb) AS r(consumption_id bigint, user_id bigint, consumption_amount numeric,
-  consumption_cost numeric, consumption_date timestamp(3), _lsn pg_lsn, _op char(1))
-ON CONFLICT (consumption_id) DO UPDATE SET user_id = EXCLUDED.user_id,
-  consumption_amount = EXCLUDED.consumption_amount, consumption_cost = EXCLUDED.consumption_cost,
-  consumption_date = EXCLUDED.consumption_date, _lsn = EXCLUDED._lsn, _op = EXCLUDED._op,
-  _synced_at = EXCLUDED._synced_at`;
+/** `AS alias(col type, ...)` of a jsonb_to_recordset over a table's rows, with extra columns after them. */
+export function recordsetOf(table: SourceTable, alias: string, extra: readonly Column[] = []): string {
+  const cols = [...TABLE[table].columns, ...extra];
+  return `${alias}(${cols.map((c) => `${c.name} ${c.type}`).join(', ')})`;
+}
 
-// $1: bigint[] of keys.
-export const DELETE_ODS_USERS = `DELETE FROM ods_power_user WHERE user_id = ANY($1::bigint[])`;
-export const DELETE_ODS_CONSUMPTIONS = `DELETE FROM ods_power_consumption WHERE consumption_id = ANY($1::bigint[])`;
-export const TRUNCATE_ODS_USERS = `DELETE FROM ods_power_user`;
-export const TRUNCATE_ODS_CONSUMPTIONS = `DELETE FROM ods_power_consumption`;
+/** Each source column read as its spec type from a text staging column (the snapshot stages COPY text). */
+export const castColumns = (table: SourceTable, alias = '') =>
+  TABLE[table].columns.map((c) => `${alias}${c.name}::${c.type}`).join(', ');
 
-// $n: JSON array of {l: commit lsn, s: seq, t: table, o: op, r: row, k: old key, c: commit time}.
-export const INSERT_CHANGE_LOG_FROM = (param: string) => `
+/** `SET col = EXCLUDED.col, ...` for every non-key column in `cols`. */
+export function updateFromExcluded(key: string, cols: readonly string[]): string {
+  return cols
+    .filter((c) => c !== key)
+    .map((c) => `${c} = EXCLUDED.${c}`)
+    .join(', ');
+}
+
+/**
+ * Writes rows into a table's ODS mirror. `select` gives the source columns (plain names, or casts from staged
+ * text), `lsn` and `op` the metadata expressions; `upsert` replaces an existing row of the same key.
+ */
+export function insertOds(
+  table: SourceTable,
+  from: string,
+  opts: { select?: string; lsn?: string; op?: string; upsert: boolean },
+): string {
+  const spec = TABLE[table];
+  const cols = [...spec.columns, ...ODS_METADATA];
+  const conflict = opts.upsert
+    ? `\nON CONFLICT (${spec.key}) DO UPDATE SET ${updateFromExcluded(spec.key, [
+        ...cols.map((c) => c.name),
+        '_synced_at',
+      ])}`
+    : '';
+  return `INSERT INTO ${spec.ods} (${names(cols)}, _synced_at)
+SELECT ${opts.select ?? names(spec.columns)}, ${opts.lsn ?? '_lsn'}, ${opts.op ?? '_op'}, now() FROM ${from}${conflict}`;
+}
+
+/** $1: JSON array of rows, each with _lsn and _op. */
+export const upsertOdsFromJson = (table: SourceTable) =>
+  insertOds(table, `jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', ODS_METADATA)}`, {
+    upsert: true,
+  });
+
+/** $1: bigint[] of keys. */
+export const deleteOds = (table: SourceTable) =>
+  `DELETE FROM ${TABLE[table].ods} WHERE ${TABLE[table].key} = ANY($1::bigint[])`;
+export const emptyOds = (table: SourceTable) => `DELETE FROM ${TABLE[table].ods}`;
+
+/**
+ * The change log rows of a batch from a JSON array with one object per change: commit_lsn, seq, table_name, op,
+ * row_data, old_key, commit_time. `param` is the placeholder of that array.
+ */
+export const insertChangeLog = (param: string) => `
 INSERT INTO ods_change_log (commit_lsn, seq, table_name, op, row_data, old_key, commit_time)
-SELECT l, s, t, o, r, k, c FROM jsonb_to_recordset(${param}::jsonb)
-  AS x(l pg_lsn, s int, t text, o char(1), r jsonb, k jsonb, c timestamptz)`;
-export const INSERT_CHANGE_LOG = INSERT_CHANGE_LOG_FROM('$1');
+SELECT commit_lsn, seq, table_name, op, row_data, old_key, commit_time FROM jsonb_to_recordset(${param}::jsonb)
+  AS x(commit_lsn pg_lsn, seq int, table_name text, op char(1), row_data jsonb, old_key jsonb, commit_time timestamptz)`;

@@ -1,20 +1,24 @@
 /**
- * Snapshot load SQL: source rows arrive by COPY, as text, in a session temp table (no WAL, never decoded by the
- * walsender); ODS, dead letters, DWD and the DWS dirty marks are then derived set-based from it. Validity is the
- * same rule as src/cdc/validate.ts, written on the same text forms (test/property.test.ts checks they agree).
+ * Snapshot load: source rows arrive by COPY, as text, in a session temp table (no WAL, never decoded by the
+ * walsender); ODS, dead letters, DWD and the DWS dirty marks are then derived set-based from it, with SQL built
+ * from the table spec. Validity is the same rule as src/cdc/validate.ts, written on the same text forms (a test
+ * checks they agree on random rows).
  */
-import type { SourceTable } from '../cdc/changes';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { LoadedChunk, SnapshotSink, StagedChunk } from '../cdc/ports';
+import { withTransaction } from '../db/client';
+import { TABLE, type SourceTable } from '../schema/tables';
+import { addSnapshotProgress, finishSnapshot, lockCheckpoint, resetCheckpoint } from './checkpoint';
+import { insertDwdDetails, insertDwdUsers, markDirty } from './dwd';
+import { castColumns, insertOds } from './ods';
+import { CLEAR_FOR_SNAPSHOT } from './ops';
 
 /** Column lists in source order; staging holds them as text, exactly as the row path sees them. */
 export const SNAPSHOT_COLUMNS: Record<SourceTable, string[]> = {
-  power_user: ['user_id', 'user_name', 'usage_type', 'region_id', 'region_name', 'update_time'],
-  power_consumption: [
-    'consumption_id',
-    'user_id',
-    'consumption_amount',
-    'consumption_cost',
-    'consumption_date',
-  ],
+  power_user: TABLE.power_user.columns.map((c) => c.name),
+  power_consumption: TABLE.power_consumption.columns.map((c) => c.name),
 };
 
 export const stagingTable = (table: SourceTable) => `stategrid_stage_${table}`;
@@ -23,6 +27,8 @@ export const CREATE_STAGING = (table: SourceTable) =>
   `CREATE TEMP TABLE IF NOT EXISTS ${stagingTable(table)} (${SNAPSHOT_COLUMNS[table]
     .map((c) => `${c} text`)
     .join(', ')}) ON COMMIT DELETE ROWS`;
+
+const COPY_INTO_STAGING = (table: SourceTable) => `COPY ${stagingTable(table)} FROM STDIN`;
 
 // JavaScript's String.prototype.trim whitespace, so "blank" means the same here and in validate.ts.
 const BLANK = `'^[\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]*$'`;
@@ -48,63 +54,38 @@ const REASON: Record<SourceTable, string> = {
 export const STAGED_WITH_REASON = (table: SourceTable) =>
   `SELECT s.*, ${REASON[table]} AS reason FROM ${stagingTable(table)} s`;
 
-const KEY: Record<SourceTable, string> = { power_user: 'user_id', power_consumption: 'consumption_id' };
+const rawRow = (table: SourceTable) =>
+  `jsonb_build_object(${SNAPSHOT_COLUMNS[table].map((c) => `'${c}', ${c}`).join(', ')})`;
+
+/** ODS and dead letters of the staged chunk; DWD and the DWS marks differ per table. */
+const loadCommon = (table: SourceTable) => `staged AS MATERIALIZED (${STAGED_WITH_REASON(table)}),
+ods AS (${insertOds(table, 'staged', { select: castColumns(table), lsn: '$1::pg_lsn', op: `'R'`, upsert: false })}
+  RETURNING 1),
+dead AS (
+  INSERT INTO stategrid_dead_letter (table_name, record_key, raw_row, reason, lsn, seq)
+  SELECT '${table}', ${TABLE[table].key}, ${rawRow(table)}, reason, $1::pg_lsn, NULL
+  FROM staged WHERE reason IS NOT NULL
+  RETURNING 1)`;
 
 /** $1: snapshot LSN. Loads ODS, dead letters and DWD for the staged chunk; returns counts, days and max event. */
 export const LOAD_STAGED: Record<SourceTable, string> = {
   power_user: `
-WITH staged AS MATERIALIZED (${STAGED_WITH_REASON('power_user')}),
-ods AS (
-  INSERT INTO ods_power_user (user_id, user_name, usage_type, region_id, region_name, update_time, _lsn, _op,
-    _synced_at)
-  SELECT user_id::bigint, user_name, usage_type, region_id::int, region_name, update_time::timestamp(3),
-    $1::pg_lsn, 'R', now() FROM staged
-  RETURNING 1),
-dead AS (
-  INSERT INTO stategrid_dead_letter (table_name, record_key, raw_row, reason, lsn, seq)
-  SELECT 'power_user', user_id, jsonb_build_object('user_id', user_id, 'user_name', user_name, 'usage_type',
-    usage_type, 'region_id', region_id, 'region_name', region_name, 'update_time', update_time), reason,
-    $1::pg_lsn, NULL
-  FROM staged WHERE reason IS NOT NULL
-  RETURNING 1),
-dwd AS (
-  INSERT INTO dwd_power_user_info (user_id, user_name, usage_type, region_id, region_name, update_time, etl_time)
-  SELECT user_id::bigint, user_name, usage_type, region_id::int, region_name, update_time::timestamp(3), now()
-  FROM staged WHERE reason IS NULL
+WITH ${loadCommon('power_user')},
+dwd AS (${insertDwdUsers('staged WHERE reason IS NULL', { select: castColumns('power_user'), upsert: false })}
   RETURNING 1)
 SELECT (SELECT count(*) FROM ods)::int AS rows, (SELECT count(*) FROM dead)::int AS dead_letters,
-  '{}'::text[] AS days,
-  NULL::text AS max_event_time`,
+  '{}'::text[] AS days, NULL::text AS max_event_time`,
 
   power_consumption: `
-WITH staged AS MATERIALIZED (${STAGED_WITH_REASON('power_consumption')}),
-ods AS (
-  INSERT INTO ods_power_consumption (consumption_id, user_id, consumption_amount, consumption_cost,
-    consumption_date, _lsn, _op, _synced_at)
-  SELECT consumption_id::bigint, user_id::bigint, consumption_amount::numeric, consumption_cost::numeric,
-    consumption_date::timestamp(3), $1::pg_lsn, 'R', now() FROM staged
-  RETURNING 1),
-dead AS (
-  INSERT INTO stategrid_dead_letter (table_name, record_key, raw_row, reason, lsn, seq)
-  SELECT 'power_consumption', consumption_id, jsonb_build_object('consumption_id', consumption_id, 'user_id',
-    user_id, 'consumption_amount', consumption_amount, 'consumption_cost', consumption_cost, 'consumption_date',
-    consumption_date), reason, $1::pg_lsn, NULL
-  FROM staged WHERE reason IS NOT NULL
-  RETURNING 1),
-dwd AS (
-  INSERT INTO dwd_power_consumption_detail (consumption_id, user_id, user_name, consumption_amount,
-    consumption_cost, consumption_date, region_id, region_name, usage_type, etl_time)
-  SELECT c.consumption_id::bigint, c.user_id::bigint, u.user_name, c.consumption_amount::numeric,
-    c.consumption_cost::numeric, c.consumption_date::timestamp(3), u.region_id, u.region_name, u.usage_type, now()
-  FROM staged c LEFT JOIN dwd_power_user_info u ON u.user_id = c.user_id::bigint
-  WHERE c.reason IS NULL
-  RETURNING consumption_date, region_id),
-dirty AS (
-  INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
-  SELECT consumption_date::date, region_id, count(*) FROM dwd WHERE region_id IS NOT NULL GROUP BY 1, 2
-  ORDER BY 1, 2 -- one lock order for concurrent chunk loads: they wait for each other's marks, never deadlock
-  ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes
-  RETURNING 1)
+WITH ${loadCommon('power_consumption')},
+dwd AS (${insertDwdDetails('staged c', {
+    select: castColumns('power_consumption', 'c.'),
+    userKey: 'c.user_id::bigint',
+    where: 'c.reason IS NULL',
+    upsert: false,
+    returning: 'consumption_date, region_id',
+  })}),
+dirty AS (${markDirty('SELECT * FROM dwd')} RETURNING 1)
 SELECT (SELECT count(*) FROM ods)::int AS rows, (SELECT count(*) FROM dead)::int AS dead_letters,
   (SELECT array_agg(DISTINCT consumption_date::date::text) FROM dwd) AS days,
   (SELECT max(consumption_date)::text FROM dwd) AS max_event_time,
@@ -112,13 +93,60 @@ SELECT (SELECT count(*) FROM ods)::int AS rows, (SELECT count(*) FROM dead)::int
 };
 
 /** Size and last key of the staged chunk: where the next COPY starts. */
-export const STAGED_RANGE = (table: SourceTable) =>
-  `SELECT count(*)::int AS rows, max(${KEY[table]}::bigint)::text AS last_key FROM ${stagingTable(table)}`;
+const STAGED_RANGE = (table: SourceTable) =>
+  `SELECT count(*)::int AS rows, max(${TABLE[table].key}::bigint)::text AS last_key FROM ${stagingTable(table)}`;
 
-/** COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves). */
-export const COPY_CHUNK = (table: SourceTable, lastKey: string | null, rows: number) => {
-  if (lastKey !== null && !/^-?\d+$/.test(lastKey)) throw new Error(`bad snapshot key ${lastKey}`);
-  const where = lastKey === null ? '' : ` WHERE ${KEY[table]} > ${lastKey}`;
-  return `COPY (SELECT ${SNAPSHOT_COLUMNS[table].join(', ')} FROM ${table}${where} ORDER BY ${KEY[table]}
-    LIMIT ${Math.floor(rows)}) TO STDOUT`;
-};
+/** The snapshot side of the sink for one pipeline: each chunk in its own sink session and transaction. */
+export class PgSnapshotSink implements SnapshotSink {
+  private epoch = '';
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly pipelineId: string,
+  ) {}
+
+  async begin(): Promise<void> {
+    this.epoch = await withTransaction(this.pool, async (client) => {
+      await lockCheckpoint(client, this.pipelineId);
+      for (const sql of CLEAR_FOR_SNAPSHOT) await client.query(sql);
+      return resetCheckpoint(client, this.pipelineId, 'snapshot');
+    });
+  }
+
+  loadChunk(
+    table: SourceTable,
+    snapshotLsn: string,
+    copyOut: () => NodeJS.ReadableStream,
+    staged: (chunk: StagedChunk) => void,
+  ): Promise<LoadedChunk | null> {
+    return withTransaction(this.pool, async (client) => {
+      await client.query(CREATE_STAGING(table));
+      await pipeline(copyOut(), client.query(copyFrom(COPY_INTO_STAGING(table))));
+      const range = (await client.query<{ rows: number; last_key: string | null }>(STAGED_RANGE(table)))
+        .rows[0];
+      staged({ rows: range.rows, lastKey: range.last_key });
+      if (!range.rows) return null;
+      const { rows } = await client.query(LOAD_STAGED[table], [snapshotLsn]);
+      this.guard(await addSnapshotProgress(client, this.pipelineId, this.epoch, rows[0].rows));
+      return {
+        rows: rows[0].rows,
+        deadLetters: rows[0].dead_letters,
+        days: rows[0].days ?? [],
+        maxEventTime: rows[0].max_event_time,
+      };
+    });
+  }
+
+  async finish(consistentLsn: string, rows: number, maxEventTime: string | null): Promise<void> {
+    await withTransaction(this.pool, async (client) => {
+      await lockCheckpoint(client, this.pipelineId);
+      this.guard(
+        await finishSnapshot(client, this.pipelineId, this.epoch, { lsn: consistentLsn, rows, maxEventTime }),
+      );
+    });
+  }
+
+  private guard(current: boolean) {
+    if (!current) throw new Error(`snapshot of pipeline ${this.pipelineId} was superseded by a newer one`);
+  }
+}

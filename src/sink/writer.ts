@@ -1,34 +1,24 @@
 import type pg from 'pg';
-import { formatLsn, parseLsn, PRIMARY_KEY, type Change, type Row, type SourceTable } from '../cdc/changes';
+import {
+  emptyBatchResult,
+  formatLsn,
+  parseLsn,
+  PRIMARY_KEY,
+  type BatchResult,
+  type Change,
+  type Row,
+  type SourceTable,
+} from '../cdc/changes';
+import type { BatchSink, ChangeBatch } from '../cdc/ports';
 import { invalidReason } from '../cdc/validate';
+import { withTransaction } from '../db/client';
+import { bind } from '../db/sql';
+import { advanceCheckpoint, confirmIdlePosition, lockCheckpoint } from './checkpoint';
 import * as dwd from './dwd';
 import * as ods from './ods';
 import * as ops from './ops';
 
-/** Sink writer: applies a batch of changes to ODS, change log, DWD, dead letters and checkpoint in one transaction. */
-
-export type CheckpointRow = {
-  pipeline_id: string;
-  slot_name: string;
-  phase: string;
-  epoch: string;
-  commit_lsn: string;
-  seq: number;
-  confirmed_lsn: string;
-  dws_lsn: string;
-  snapshot_rows: string;
-  changes_applied: string;
-  max_event_time: string | null;
-};
-
-export type BatchResult = {
-  applied: number;
-  skipped: number;
-  deadLetters: number;
-  perTable: Record<SourceTable, number>;
-  maxEventTime: string | null;
-  days: string[];
-};
+/** The batch sink: applies a batch of changes to ODS, change log, DWD, dead letters and checkpoint in one transaction. */
 
 export class StaleCaptureError extends Error {
   constructor(pipelineId: string, mine: string, current: string) {
@@ -39,6 +29,42 @@ export class StaleCaptureError extends Error {
   }
 }
 
+/** A batch with the one-statement parameters of a consumption-only batch built ahead of the write (or null). */
+export type PreparedBatch = { changes: Change[]; consumptions: PreparedConsumptions | null };
+export type PreparedConsumptions = { params: dwd.ConsumptionBatchParams; result: BatchResult };
+
+/** The sink of one pipeline's capture, fenced by the checkpoint epoch it was started with. */
+export class PgBatchSink implements BatchSink<PreparedBatch> {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly pipelineId: string,
+    private readonly epoch: string,
+  ) {}
+
+  prepare(batch: ChangeBatch): PreparedBatch {
+    return { changes: batch.changes, consumptions: prepareConsumptions(batch.changes) };
+  }
+
+  async apply(batch: PreparedBatch, confirmLsn: bigint | null): Promise<BatchResult> {
+    // The prepared statement is the whole transaction when the batch continues the checkpoint; otherwise (a
+    // replay after a crash, a stale capture) the general path filters and checks.
+    if (batch.consumptions) {
+      const applied = await applyConsumptionsAtCheckpoint(
+        this.pool,
+        this.pipelineId,
+        this.epoch,
+        batch.changes,
+        batch.consumptions,
+        confirmLsn,
+      );
+      if (applied) return applied;
+    }
+    return withTransaction(this.pool, (client) =>
+      applyChangeBatch(client, this.pipelineId, this.epoch, batch.changes, confirmLsn),
+    );
+  }
+}
+
 /** Last state of a key in the batch (row null = deleted); validity is decided once, when the change is read. */
 type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean };
 
@@ -46,30 +72,6 @@ type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean };
 type TableState = Map<string, FinalState>;
 
 const isAfter = (c: Change, lsn: bigint, seq: number) => c.txLsn > lsn || (c.txLsn === lsn && c.seq > seq);
-
-export async function withTransaction<T>(
-  pool: pg.Pool,
-  fn: (client: pg.PoolClient) => Promise<T>,
-): Promise<T> {
-  const client = await pool.connect();
-  // A connection lost while checked out is reported by the failing query; without a listener the client's
-  // 'error' event would crash the worker instead.
-  const ignore = () => undefined;
-  client.on('error', ignore);
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch((e: Error) => (broken = e));
-    throw err;
-  } finally {
-    client.removeListener('error', ignore);
-    client.release(broken); // a broken connection is destroyed, not returned to the pool
-  }
-}
 
 /**
  * Applies `changes` (in source order) for pipeline `pipelineId`. Changes at or before the checkpoint are skipped,
@@ -83,125 +85,122 @@ export async function applyChangeBatch(
   changes: Change[],
   confirmLsn: bigint | null,
 ): Promise<BatchResult> {
-  const { rows } = await client.query<CheckpointRow>(ops.LOCK_CHECKPOINT, [pipelineId]);
-  if (!rows.length) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-  if (rows[0].epoch !== epoch || rows[0].phase !== 'streaming') {
-    throw new StaleCaptureError(pipelineId, epoch, rows[0].epoch);
+  const cp = await lockCheckpoint(client, pipelineId);
+  if (cp.epoch !== epoch || cp.phase !== 'streaming')
+    throw new StaleCaptureError(pipelineId, epoch, cp.epoch);
+  const cpLsn = parseLsn(cp.commit_lsn);
+  const fresh = changes.filter((c) => isAfter(c, cpLsn, cp.seq));
+  const result = emptyBatchResult(changes.length - fresh.length);
+  const confirmed = confirmLsn === null ? null : formatLsn(confirmLsn);
+  if (!fresh.length) {
+    if (confirmed !== null) await confirmIdlePosition(client, pipelineId, confirmed);
+    return result;
   }
-  const cpLsn = parseLsn(rows[0].commit_lsn);
-  const cpSeq = rows[0].seq;
-  const fresh = changes.filter((c) => isAfter(c, cpLsn, cpSeq));
-  const result = emptyResult(changes.length - fresh.length);
-  if (fresh.length) {
-    let start = 0;
-    for (let i = 0; i <= fresh.length; i++) {
-      const c = fresh[i];
-      if (i === fresh.length || c.kind === 'truncate') {
-        await applyRowSegment(client, fresh.slice(start, i), result);
-        if (c && c.kind === 'truncate') {
-          await client.query(ods.INSERT_CHANGE_LOG, [changeLogJson([c])]);
-          await applyTruncate(client, c.tables);
-          result.applied += 1;
-        }
-        start = i + 1;
-      }
+  // Set-based statements per run of row changes; a TRUNCATE in between is applied where it stands.
+  let start = 0;
+  for (let i = 0; i <= fresh.length; i++) {
+    const c = fresh[i];
+    if (i < fresh.length && c.kind !== 'truncate') continue;
+    await applyRowSegment(client, fresh.slice(start, i), result);
+    if (c?.kind === 'truncate') {
+      await client.query(ods.insertChangeLog('$1'), [changeLogJson([c])]);
+      await applyTruncate(client, c.tables);
+      result.applied += 1;
     }
-    const last = fresh[fresh.length - 1];
-    await client.query(ops.ADVANCE_CHECKPOINT, [
-      pipelineId,
-      formatLsn(last.txLsn),
-      last.seq,
-      confirmLsn === null ? null : formatLsn(confirmLsn),
-      fresh.length,
-      result.maxEventTime,
-    ]);
-  } else if (confirmLsn !== null) {
-    await client.query(ops.CONFIRM_IDLE_POSITION, [pipelineId, formatLsn(confirmLsn)]);
+    start = i + 1;
   }
+  const last = fresh[fresh.length - 1];
+  await advanceCheckpoint(client, {
+    pipeline_id: pipelineId,
+    commit_lsn: formatLsn(last.txLsn),
+    seq: last.seq,
+    confirmed_lsn: confirmed,
+    changes: fresh.length,
+    max_event_time: result.maxEventTime,
+  });
   return result;
 }
 
 /**
- * Applies a prepared batch as one autocommit statement that also checks and advances the checkpoint: one round
- * trip instead of five. Returns null, having changed nothing, when the batch does not directly follow the
- * checkpoint (a replay, a stale capture); the caller then takes applyChangeBatch's general path.
+ * Applies a prepared consumption batch as one autocommit statement that also checks and advances the checkpoint:
+ * one round trip instead of five. Returns null, having changed nothing, when the batch does not directly follow
+ * the checkpoint (a replay, a stale capture); the caller then takes applyChangeBatch's general path.
  */
-export async function applyPreparedBatch(
+export async function applyConsumptionsAtCheckpoint(
   pool: pg.Pool,
   pipelineId: string,
   epoch: string,
-  batch: PreparedBatch,
+  changes: Change[],
+  prepared: PreparedConsumptions,
   confirmLsn: bigint | null,
 ): Promise<BatchResult | null> {
-  const first = batch.changes[0];
-  const last = batch.changes[batch.changes.length - 1];
-  const { rows } = await pool.query<{ ok: boolean }>(dwd.APPLY_CONSUMPTIONS_AT_CHECKPOINT, [
-    ...batch.params,
-    pipelineId,
-    epoch,
-    formatLsn(first.txLsn),
-    first.seq,
-    formatLsn(last.txLsn),
-    last.seq,
-    confirmLsn === null ? null : formatLsn(confirmLsn),
-    batch.changes.length,
-    batch.result.maxEventTime,
-  ]);
-  return rows[0].ok ? batch.result : null;
+  const first = changes[0];
+  const last = changes[changes.length - 1];
+  const stmt = dwd.APPLY_CONSUMPTIONS_AT_CHECKPOINT;
+  const { rows } = await pool.query<{ ok: boolean }>(
+    stmt.text,
+    bind(stmt, {
+      ...prepared.params,
+      pipeline_id: pipelineId,
+      epoch,
+      first_lsn: formatLsn(first.txLsn),
+      first_seq: first.seq,
+      commit_lsn: formatLsn(last.txLsn),
+      seq: last.seq,
+      confirmed_lsn: confirmLsn === null ? null : formatLsn(confirmLsn),
+      changes: changes.length,
+      max_event_time: prepared.result.maxEventTime,
+    }),
+  );
+  return rows[0].ok ? prepared.result : null;
 }
-
-/** A consumption-only batch with its statement parameters built ahead of the write. */
-export type PreparedBatch = { changes: Change[]; params: unknown[]; result: BatchResult };
 
 /**
- * Builds the one-statement parameters of a batch that touches only consumptions (the common streaming case),
- * so the capture can do it while the previous batch is in the sink; null for other batches.
+ * The one-statement parameters of a batch that touches only consumptions (the common streaming case), built
+ * while the previous batch is in the sink; null for other batches.
  */
-export function prepareBatch(changes: Change[]): PreparedBatch | null {
+export function prepareConsumptions(changes: Change[]): PreparedConsumptions | null {
   if (!changes.length || changes.some((c) => c.kind !== 'row' || c.table !== 'power_consumption'))
     return null;
-  const result = emptyResult(0);
+  const result = emptyBatchResult();
   const { states, deadLetters } = summarizeRows(changes, result);
-  return { changes, params: consumptionParams(changes, states.power_consumption, deadLetters), result };
-}
-
-function emptyResult(skipped: number): BatchResult {
-  return {
-    applied: 0,
-    skipped,
-    deadLetters: 0,
-    perTable: { power_user: 0, power_consumption: 0 },
-    maxEventTime: null,
-    days: [],
-  };
+  return { params: consumptionParams(changes, states.power_consumption, deadLetters), result };
 }
 
 function changeLogJson(changes: Change[]): string {
   const lsnText = lastLsnText();
   const entries = changes.map((c) => ({
-    l: lsnText(c.txLsn),
-    s: c.seq,
-    t: c.kind === 'row' ? c.table : c.tables.join(','),
-    o: c.kind === 'row' ? c.op : 'T',
-    r: c.kind === 'row' ? c.row : { tables: c.tables },
-    k: c.kind === 'row' && c.oldKey !== undefined ? { [PRIMARY_KEY[c.table]]: c.oldKey } : null,
-    c: c.commitTime,
+    commit_lsn: lsnText(c.txLsn),
+    seq: c.seq,
+    table_name: c.kind === 'row' ? c.table : c.tables.join(','),
+    op: c.kind === 'row' ? c.op : 'T',
+    row_data: c.kind === 'row' ? c.row : { tables: c.tables },
+    old_key: c.kind === 'row' && c.oldKey !== undefined ? { [PRIMARY_KEY[c.table]]: c.oldKey } : null,
+    commit_time: c.commitTime,
   }));
   return JSON.stringify(entries);
 }
+
+type DeadLetter = {
+  table_name: SourceTable;
+  record_key: string;
+  raw_row: Row;
+  reason: string;
+  lsn: string;
+  seq: number;
+};
 
 /** Final state per key and dead letters of a run of row changes; counts them into `result`. */
 function summarizeRows(
   changes: Change[],
   result: BatchResult,
-): { states: Record<SourceTable, TableState>; deadLetters: object[] } {
+): { states: Record<SourceTable, TableState>; deadLetters: DeadLetter[] } {
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
-  const deadLetters: object[] = [];
+  const deadLetters: DeadLetter[] = [];
   const days = new Set(result.days);
   for (const c of changes) {
     if (c.kind !== 'row') continue;
-    const pk = PRIMARY_KEY[c.table];
-    const key = c.row[pk];
+    const key = c.row[PRIMARY_KEY[c.table]];
     if (key === null || key === undefined) throw new Error(`change without primary key on ${c.table}`);
     const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false };
     if (c.oldKey !== undefined) states[c.table].set(c.oldKey, deleted);
@@ -211,14 +210,8 @@ function summarizeRows(
       const reason = invalidReason(c.table, c.row);
       states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason });
       if (reason) {
-        deadLetters.push({
-          t: c.table,
-          k: key,
-          r: c.row,
-          reason,
-          l: formatLsn(c.txLsn),
-          s: c.seq,
-        });
+        const lsn = formatLsn(c.txLsn);
+        deadLetters.push({ table_name: c.table, record_key: key, raw_row: c.row, reason, lsn, seq: c.seq });
       } else if (c.table === 'power_consumption') {
         const eventTime = c.row.consumption_date as string;
         if (result.maxEventTime === null || eventTime > result.maxEventTime) result.maxEventTime = eventTime;
@@ -233,17 +226,20 @@ function summarizeRows(
   return { states, deadLetters };
 }
 
-/** Parameters of dwd.APPLY_CONSUMPTIONS. */
-function consumptionParams(changes: Change[], state: TableState, deadLetters: object[]): unknown[] {
+function consumptionParams(
+  changes: Change[],
+  state: TableState,
+  deadLetters: DeadLetter[],
+): dwd.ConsumptionBatchParams {
   const consumptions = split(state);
-  return [
-    changeLogJson(changes),
-    jsonArray(consumptions.upserts),
-    consumptions.deletes,
-    consumptions.gone,
-    [...state.keys()],
-    JSON.stringify(deadLetters),
-  ];
+  return {
+    change_log: changeLogJson(changes),
+    rows: jsonArray(consumptions.upserts),
+    deleted: consumptions.deletes,
+    leaving: consumptions.gone,
+    touched: [...state.keys()],
+    dead_letters: JSON.stringify(deadLetters),
+  };
 }
 
 async function applyRowSegment(client: pg.ClientBase, changes: Change[], result: BatchResult): Promise<void> {
@@ -251,14 +247,15 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   const { states, deadLetters } = summarizeRows(changes, result);
   if (states.power_user.size === 0) {
     // The common streaming case: one statement and one round trip for the whole batch.
+    const stmt = dwd.APPLY_CONSUMPTIONS;
     await client.query(
-      dwd.APPLY_CONSUMPTIONS,
-      consumptionParams(changes, states.power_consumption, deadLetters),
+      stmt.text,
+      bind(stmt, consumptionParams(changes, states.power_consumption, deadLetters)),
     );
     return;
   }
 
-  await client.query(ods.INSERT_CHANGE_LOG, [changeLogJson(changes)]);
+  await client.query(ods.insertChangeLog('$1'), [changeLogJson(changes)]);
   if (deadLetters.length) await client.query(ops.INSERT_DEAD_LETTERS, [JSON.stringify(deadLetters)]);
 
   const users = split(states.power_user);
@@ -267,12 +264,13 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
   const touchedConsumptions = [...states.power_consumption.keys()];
 
   // ODS: raw current state, valid or not.
-  if (users.upserts.length) await client.query(ods.UPSERT_ODS_USERS, [jsonArray(users.upserts)]);
-  if (users.deletes.length) await client.query(ods.DELETE_ODS_USERS, [users.deletes]);
-  if (consumptions.upserts.length) {
-    await client.query(ods.UPSERT_ODS_CONSUMPTIONS, [jsonArray(consumptions.upserts)]);
+  for (const [table, rows] of [
+    ['power_user', users],
+    ['power_consumption', consumptions],
+  ] as const) {
+    if (rows.upserts.length) await client.query(ods.upsertOdsFromJson(table), [jsonArray(rows.upserts)]);
+    if (rows.deletes.length) await client.query(ods.deleteOds(table), [rows.deletes]);
   }
-  if (consumptions.deletes.length) await client.query(ods.DELETE_ODS_CONSUMPTIONS, [consumptions.deletes]);
 
   // DWS partitions the old DWD rows belonged to, before DWD changes.
   await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
@@ -332,12 +330,12 @@ function lastLsnText(): (lsn: bigint) => string {
 async function applyTruncate(client: pg.ClientBase, tables: SourceTable[]): Promise<void> {
   await client.query(dwd.MARK_ALL_DIRTY);
   if (tables.includes('power_consumption')) {
-    await client.query(ods.TRUNCATE_ODS_CONSUMPTIONS);
-    await client.query(dwd.TRUNCATE_DWD_DETAILS);
+    await client.query(ods.emptyOds('power_consumption'));
+    await client.query(dwd.EMPTY_DWD_DETAILS);
   }
   if (tables.includes('power_user')) {
-    await client.query(ods.TRUNCATE_ODS_USERS);
-    await client.query(dwd.TRUNCATE_DWD_USERS);
+    await client.query(ods.emptyOds('power_user'));
+    await client.query(dwd.EMPTY_DWD_USERS);
     await client.query(dwd.DETACH_ALL_DETAILS_FROM_USERS);
   }
 }

@@ -3,7 +3,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AppConfig } from '../config';
-import { quoteIdent } from '../db/sql';
+import { ensureDatabaseExists } from '../db/admin';
 import { isAlive, portOpen, readPid, waitFor } from './proc';
 import { withClient } from '../db/client';
 
@@ -221,10 +221,7 @@ export async function ensureDatabase(cfg: AppConfig): Promise<void> {
     if (Number(u.port || 5432) !== cfg.pgPort || !['127.0.0.1', 'localhost'].includes(u.hostname)) continue;
     const dbName = decodeURIComponent(u.pathname.slice(1));
     u.pathname = '/postgres';
-    await withClient(u.toString(), async (client) => {
-      const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [dbName]);
-      if (!rowCount) await client.query(`CREATE DATABASE ${quoteIdent(dbName)}`);
-    });
+    await withClient(u.toString(), (client) => ensureDatabaseExists(client, dbName));
   }
 }
 

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { resetEverything, startPipeline, waitStreaming } from '../../src/control/pipeline';
-import { dropSlot } from '../../src/cdc/snapshot';
+import { dropSlot } from '../../src/cdc/source-admin';
 import { initDatabases } from '../../src/db/init';
 import { stackDown, stackUp } from '../../src/stack';
 import { stopPostgres } from '../../src/stack/postgres';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Client } from '@temporalio/client';
 import pg from 'pg';
-import '../../src/cdc/decoders';
+import { keepValuesAsText } from '../../src/db/client';
 import { loadConfig, type AppConfig } from '../../src/config';
 import { withClient } from '../../src/db/client';
 import { workerEntry } from '../../src/stack';
@@ -21,6 +21,8 @@ import {
 
 /** Shared helpers for integration tests against the real stack: fresh pipeline, oracle queries, convergence. */
 export const PIPELINE_ID = 'test';
+
+keepValuesAsText();
 
 export class TestContext {
   readonly cfg: AppConfig = loadConfig();

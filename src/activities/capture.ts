@@ -1,0 +1,94 @@
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { captureSegment, type CaptureProgress } from '../cdc/capture';
+import { parseLsn } from '../cdc/changes';
+import type { RefreshStats } from '../cdc/ports';
+import { PublicationAlteredError, SlotMissingError, slotFigures } from '../cdc/source-admin';
+import { slotLagBytes } from '../observability/metrics';
+import { readCheckpoint } from '../sink/checkpoint';
+import { sinkHealth } from '../sink/status';
+import { PgBatchSink, StaleCaptureError } from '../sink/writer';
+import type { PipelineConfig } from '../workflows/types';
+import type { ActivityDeps } from './deps';
+
+export type CaptureSegmentResult = CaptureProgress &
+  RefreshStats & {
+    slotLagBytes: number | null;
+    orphans: number;
+    deadLettersTotal: number;
+  };
+
+/** Errors the workflow must not retry: each needs an operator's decision (see its message). */
+const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
+  [SlotMissingError, 'SlotMissing'],
+  [PublicationAlteredError, 'PublicationAltered'],
+  [StaleCaptureError, 'StaleCapture'],
+];
+
+/**
+ * A bounded capture segment; the workflow loops over segments so its history shows progress. Wires the change
+ * source (this worker's replication stream of the slot), the batch sink at the checkpoint's epoch, and the DWS
+ * refresher that follows the sink beside the segment.
+ */
+export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDeps) {
+  return {
+    async captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult> {
+      const ctx = Context.current();
+      const cp = await readCheckpoint(sink, config.pipelineId);
+      if (!cp || cp.phase !== 'streaming') {
+        throw ApplicationFailure.nonRetryable(
+          `pipeline ${config.pipelineId} has no completed snapshot (phase ${cp?.phase ?? 'missing'})`,
+          'NotReady',
+        );
+      }
+      const refresher = refreshers.forPipeline(config.pipelineId);
+      refresher.start(config.dwsRefreshMs);
+      let progress: CaptureProgress;
+      let cancelled = false;
+      const segmentEnds = Promise.race([ctx.cancelled, refresher.failedOnce]);
+      ctx.cancelled.catch(() => (cancelled = true));
+      try {
+        progress = await captureSegment(
+          { park: streams, sink: new PgBatchSink(sink, config.pipelineId, cp.epoch) },
+          {
+            pipelineId: config.pipelineId,
+            slotName: config.slotName,
+            publication: config.publication,
+            plugin: config.plugin,
+            sourceUrl: cfg.sourceUrl,
+          },
+          { lsn: parseLsn(cp.confirmed_lsn), epoch: cp.epoch },
+          {
+            maxSeconds: config.segmentSeconds,
+            maxBatchRows: config.batchRows,
+            maxBatchDelayMs: config.batchDelayMs,
+          },
+          {
+            heartbeat: (p) => ctx.heartbeat(p),
+            cancelled: segmentEnds,
+            log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
+            debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
+          },
+        );
+        // Pausing or stopping: no segment follows soon, so leave DWS current now.
+        await refresher.stop(cancelled);
+        if (refresher.broken) await refresher.failedOnce;
+      } catch (err) {
+        await refresher.stop(false).catch(() => undefined);
+        for (const [type, name] of NON_RETRYABLE) {
+          if (err instanceof type) throw ApplicationFailure.nonRetryable(err.message, name);
+        }
+        throw err;
+      }
+      const slot = await slotFigures(cfg.sourceUrl, config.slotName);
+      if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
+      const health = await sinkHealth(sink);
+      return {
+        ...progress,
+        ...refresher.takeStats(),
+        slotLagBytes: slot.lagBytes,
+        orphans: health.orphans,
+        deadLettersTotal: health.deadLetters,
+      };
+    },
+  };
+}

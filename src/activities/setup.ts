@@ -1,0 +1,59 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import {
+  addToPublication,
+  createPublication,
+  publicationExists,
+  PublicationAlteredError,
+  unpublishedTables,
+} from '../cdc/source-admin';
+import { withClient } from '../db/client';
+import { ensureCheckpoint } from '../sink/checkpoint';
+import type { PipelineConfig, RecomputeInput } from '../workflows/types';
+import type { ActivityDeps } from './deps';
+import { parsePipelineInput, parseRecomputeInput } from './inputs';
+
+const invalid = (err: unknown) =>
+  ApplicationFailure.nonRetryable(err instanceof Error ? err.message : String(err), 'InvalidInput');
+
+/** Input validation and the pipeline's registration: checkpoint row and publication. */
+export function setupActivities({ cfg, sink }: ActivityDeps) {
+  return {
+    async validatePipelineInput(input: unknown): Promise<PipelineConfig> {
+      try {
+        return parsePipelineInput(cfg, input);
+      } catch (err) {
+        throw invalid(err);
+      }
+    },
+
+    async validateRecomputeInput(input: unknown): Promise<RecomputeInput & { pipelineId: string }> {
+      try {
+        return parseRecomputeInput(input);
+      } catch (err) {
+        throw invalid(err);
+      }
+    },
+
+    /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */
+    async preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }> {
+      const cp = await ensureCheckpoint(sink, config.pipelineId, config.slotName);
+      const resuming = cp.phase === 'streaming' && !config.resync;
+      await withClient(cfg.sourceUrl, async (source) => {
+        // `stop --drop-slot` removes the publication; a later start brings it back.
+        if (!resuming && !(await publicationExists(source, config.publication))) {
+          await createPublication(source, config.publication);
+        }
+        if (config.plugin !== 'pgoutput') return;
+        const missing = await unpublishedTables(source, config.publication);
+        if (!missing.length) return;
+        // Resuming over a gap in the publication would skip changes for good; a new snapshot closes the gap.
+        if (resuming) {
+          const message = new PublicationAlteredError(config.publication, missing).message;
+          throw ApplicationFailure.nonRetryable(message, 'PublicationAltered');
+        }
+        for (const table of missing) await addToPublication(source, config.publication, table);
+      });
+      return { phase: cp.phase, confirmedLsn: cp.confirmed_lsn };
+    },
+  };
+}

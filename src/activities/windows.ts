@@ -1,0 +1,26 @@
+import { closeDayWindow, recomputeDay } from '../sink/aggregates';
+import { readCheckpoint } from '../sink/checkpoint';
+import type { RecomputeResult } from '../workflows/types';
+import type { ActivityDeps } from './deps';
+
+/** Day windows: close by watermark or timer, and the whole-day recompute with its drift. */
+export function windowActivities({ sink }: ActivityDeps) {
+  return {
+    async closeDayWindowActivity(input: { pipelineId: string; date: string; closedBy: string }) {
+      return closeDayWindow(sink, input.pipelineId, input.date, input.closedBy);
+    },
+
+    async recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult> {
+      const known = (await readCheckpoint(sink, input.pipelineId)) !== null;
+      const r = await recomputeDay(sink, known ? input.pipelineId : null, input.date);
+      return {
+        date: r.date,
+        partitions: r.partitions,
+        statsChanged: r.statsChanged,
+        rankingChanged: r.rankingChanged,
+        drift: r.statsChanged + r.rankingChanged,
+        revisions: r.revisions,
+      };
+    },
+  };
+}

@@ -1,0 +1,51 @@
+/**
+ * The narrow interfaces the capture path is built on. Data flows one way: the change source hands bounded batches
+ * to the batch sink, which commits them with the checkpoint; only then is the source acknowledged. The DWS
+ * refresher follows the sink on its own cursor. src/cdc defines these ports and never imports their
+ * implementations; the activity layer wires them.
+ */
+import type { BatchResult, Change, SourceTable } from './changes';
+
+/** A cut of the change stream: changes in source order and the slot position the batch completes. */
+export type ChangeBatch = {
+  changes: Change[];
+  /** Commit end of the last whole transaction in the batch (or an idle/marker position with no changes). */
+  endLsn: bigint;
+};
+
+export interface BatchSink<Prepared = unknown> {
+  /** CPU-only work done when the batch is cut, while the previous batch is still being written. */
+  prepare(batch: ChangeBatch): Prepared;
+  /**
+   * Applies the batch and advances the checkpoint in one transaction. `confirmLsn` is the slot position the
+   * commit covers, or null when the batch ends inside a transaction. Changes at or before the checkpoint are
+   * skipped, so a replayed batch applies nothing twice.
+   */
+  apply(prepared: Prepared, confirmLsn: bigint | null): Promise<BatchResult>;
+}
+
+/** What a DWS refresher reports to the capture segment it runs beside. */
+export type RefreshStats = { dwsRefreshes: number; revisions: number; refreshMs: number };
+
+/** Size and last key of a staged snapshot chunk: where the next chunk's COPY starts. */
+export type StagedChunk = { rows: number; lastKey: string | null };
+
+export type LoadedChunk = { rows: number; deadLetters: number; days: string[]; maxEventTime: string | null };
+
+/** Where the snapshot reader puts the source tables' rows, chunk by chunk. */
+export interface SnapshotSink {
+  /** Empties the layers and starts a new checkpoint epoch; older captures and snapshots are fenced off. */
+  begin(): Promise<void>;
+  /**
+   * Stages one chunk from the source's COPY text (`copyOut` opens that stream) in a session of its own, tells
+   * `staged` its size as soon as it is staged, then loads ODS, dead letters, DWD and DWS marks from it.
+   */
+  loadChunk(
+    table: SourceTable,
+    snapshotLsn: string,
+    copyOut: () => NodeJS.ReadableStream,
+    staged: (chunk: StagedChunk) => void,
+  ): Promise<LoadedChunk | null>;
+  /** Commits the end of the snapshot: streaming starts at `consistentLsn`. */
+  finish(consistentLsn: string, rows: number, maxEventTime: string | null): Promise<void>;
+}

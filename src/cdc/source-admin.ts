@@ -1,0 +1,210 @@
+/**
+ * Source-side SQL in one place: publication, replication slot, snapshot COPY, wait markers and the reads status
+ * takes from the source. Identifiers go through quoteIdent; values are parameters.
+ */
+import pg from 'pg';
+import { quoteIdent } from '../db/sql';
+import { withClient } from '../db/client';
+import { SOURCE_TABLES, TABLE, type SourceTable } from '../schema/tables';
+
+export class SlotMissingError extends Error {
+  constructor(slot: string, detail: string) {
+    super(
+      `replication slot "${slot}" does not exist (${detail}); recover with: stategrid pipeline stop && stategrid pipeline start --resync`,
+    );
+    this.name = 'SlotMissingError';
+  }
+}
+
+export class PublicationAlteredError extends Error {
+  constructor(publication: string, missing: string[]) {
+    super(
+      `publication "${publication}" no longer publishes ${missing.join(', ')} (ALTER/DROP PUBLICATION?); changes ` +
+        'made since then were not sent by the server. Recover with: stategrid pipeline stop && stategrid pipeline start --resync',
+    );
+    this.name = 'PublicationAlteredError';
+  }
+}
+
+/** Source tables the publication does not (or no longer) cover; pgoutput silently skips their changes. */
+export async function unpublishedTables(source: pg.ClientBase, publication: string): Promise<SourceTable[]> {
+  const { rows } = await source.query<{ tablename: string }>(
+    `SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'public'`,
+    [publication],
+  );
+  const published = new Set(rows.map((r) => r.tablename));
+  return SOURCE_TABLES.filter((t) => !published.has(t));
+}
+
+export async function publicationExists(source: pg.ClientBase, publication: string): Promise<boolean> {
+  const { rowCount } = await source.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publication]);
+  return !!rowCount;
+}
+
+export async function createPublication(source: pg.ClientBase, publication: string): Promise<void> {
+  const tables = SOURCE_TABLES.map(quoteIdent).join(', ');
+  await source.query(`CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${tables}`);
+}
+
+export async function addToPublication(
+  source: pg.ClientBase,
+  publication: string,
+  table: SourceTable,
+): Promise<void> {
+  await source.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${quoteIdent(table)}`);
+}
+
+/** Drops the publication if it exists; tells whether it did. */
+export async function dropPublication(source: pg.ClientBase, publication: string): Promise<boolean> {
+  if (!(await publicationExists(source, publication))) return false;
+  await source.query(`DROP PUBLICATION ${quoteIdent(publication)}`);
+  return true;
+}
+
+export async function slotExists(sourceUrl: string, slotName: string): Promise<{ active: boolean } | null> {
+  return withClient(sourceUrl, async (client) => {
+    const { rows } = await client.query('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [
+      slotName,
+    ]);
+    return rows[0] ? { active: rows[0].active } : null;
+  });
+}
+
+/** Drops a slot, ending the walsender that holds it first; tells whether there was one. */
+export async function dropSlot(sourceUrl: string, slotName: string): Promise<boolean> {
+  return withClient(sourceUrl, async (client) => {
+    const { rows } = await client.query(
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`,
+      [slotName],
+    );
+    if (rows.length) await new Promise((r) => setTimeout(r, 500));
+    const res = await client.query(
+      'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1',
+      [slotName],
+    );
+    return (res.rowCount ?? 0) > 0;
+  });
+}
+
+export type SlotFigures = {
+  exists: boolean;
+  active: boolean;
+  lagBytes: number | null;
+  walStatus: string | null;
+};
+
+export async function slotFigures(sourceUrl: string, slotName: string): Promise<SlotFigures> {
+  return withClient(sourceUrl, async (source) => {
+    const { rows } = await source.query(
+      `SELECT active, wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag
+       FROM pg_replication_slots WHERE slot_name = $1`,
+      [slotName],
+    );
+    if (!rows.length) return { exists: false, active: false, lagBytes: null, walStatus: null };
+    return {
+      exists: true,
+      active: rows[0].active,
+      lagBytes: Number(rows[0].lag),
+      walStatus: rows[0].wal_status,
+    };
+  });
+}
+
+/** A slot created on a replication connection, with the snapshot it exported (valid while that connection lives). */
+export async function createSlotWithSnapshot(
+  repl: pg.Client,
+  slotName: string,
+  plugin: 'pgoutput' | 'wal2json',
+): Promise<{ consistentPoint: string; snapshotName: string }> {
+  const { rows } = await repl.query(
+    `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL ${plugin} (SNAPSHOT 'export')`,
+  );
+  return { consistentPoint: rows[0].consistent_point, snapshotName: rows[0].snapshot_name };
+}
+
+/** Opens a read-only transaction on `reader` that sees exactly the exported snapshot. */
+export async function beginInSnapshot(reader: pg.ClientBase, snapshotName: string): Promise<void> {
+  await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  // SET TRANSACTION SNAPSHOT takes no parameters; the name is a server-made token, quoted as a literal.
+  await reader.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
+}
+
+/** COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves). */
+export function copyChunkSql(table: SourceTable, lastKey: string | null, rows: number): string {
+  if (lastKey !== null && !/^-?\d+$/.test(lastKey)) throw new Error(`bad snapshot key ${lastKey}`);
+  const spec = TABLE[table];
+  const where = lastKey === null ? '' : ` WHERE ${spec.key} > ${lastKey}`;
+  const columns = spec.columns.map((c) => c.name).join(', ');
+  return `COPY (SELECT ${columns} FROM ${quoteIdent(table)}${where} ORDER BY ${spec.key}
+    LIMIT ${Math.floor(rows)}) TO STDOUT`;
+}
+
+/**
+ * Writes a non-transactional marker into the source WAL and returns its position: once the pipeline has confirmed
+ * past it, everything committed before the call is applied.
+ */
+export async function emitWaitMarker(sourceUrl: string): Promise<string> {
+  return withClient(sourceUrl, async (source) => {
+    const { rows } = await source.query<{ lsn: string }>(
+      `SELECT pg_logical_emit_message(false, 'stategrid.wait', '')::text AS lsn`,
+    );
+    return rows[0].lsn;
+  });
+}
+
+export async function sourceRowCount(sourceUrl: string): Promise<number> {
+  return withClient(sourceUrl, async (db) => {
+    const counts = SOURCE_TABLES.map((t) => `(SELECT count(*) FROM ${quoteIdent(t)})`).join(' + ');
+    const { rows } = await db.query(`SELECT ${counts} AS n`);
+    return Number(rows[0].n);
+  });
+}
+
+/** Empties the source tables (tests and benchmarks only). */
+export async function truncateSource(sourceUrl: string): Promise<void> {
+  await withClient(sourceUrl, (db) => db.query(`TRUNCATE ${SOURCE_TABLES.map(quoteIdent).join(', ')}`));
+}
+
+/**
+ * Watches the publication while a pgoutput stream runs: a table dropped from it must stop the pipeline, not go
+ * silent. Checks at most every `intervalMs` unless forced.
+ */
+export class PublicationGuard {
+  private lastCheck = 0;
+  private constructor(
+    private readonly client: pg.Client | null,
+    private readonly publication: string,
+    private readonly intervalMs: number,
+  ) {}
+
+  static async open(
+    sourceUrl: string,
+    publication: string,
+    plugin: 'pgoutput' | 'wal2json',
+    intervalMs = 3000,
+  ): Promise<PublicationGuard> {
+    if (plugin !== 'pgoutput') return new PublicationGuard(null, publication, intervalMs);
+    const client = new pg.Client({ connectionString: sourceUrl });
+    client.on('error', () => undefined); // surfaced by the failing query
+    await client.connect();
+    const guard = new PublicationGuard(client, publication, intervalMs);
+    try {
+      await guard.check(true);
+    } catch (err) {
+      await guard.close();
+      throw err;
+    }
+    return guard;
+  }
+
+  async check(force = false): Promise<void> {
+    if (!this.client || (!force && Date.now() - this.lastCheck < this.intervalMs)) return;
+    this.lastCheck = Date.now();
+    const missing = await unpublishedTables(this.client, this.publication);
+    if (missing.length) throw new PublicationAlteredError(this.publication, missing);
+  }
+
+  async close(): Promise<void> {
+    await this.client?.end().catch(() => undefined);
+  }
+}

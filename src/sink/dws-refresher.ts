@@ -1,0 +1,124 @@
+import type pg from 'pg';
+import type { RefreshStats } from '../cdc/ports';
+import * as metrics from '../observability/metrics';
+import { refreshDirtyPartitions } from './aggregates';
+import { readCheckpoint } from './checkpoint';
+
+/**
+ * Keeps DWS provisional rows current behind the batch sink, on its own cursor: whenever the checkpoint has moved
+ * since the last refresh, it recomputes the dirty partitions and advances dws_lsn. It runs beside a capture
+ * segment, never in the apply path, so a long refresh does not hold back the flush of small batches (what
+ * commit-to-DWD latency would pay). One refresh at a time per pipeline on this worker.
+ */
+export class DwsRefresher {
+  private running: Promise<void> | null = null;
+  private loop: Promise<void> | null = null;
+  private active = false;
+  private failure: unknown;
+  private lastStart = 0;
+  private lastMs = 0;
+  private seenPosition = '';
+  private stats: RefreshStats = { dwsRefreshes: 0, revisions: 0, refreshMs: 0 };
+  private failed: (err: unknown) => void = () => undefined;
+  /** Settles with the first refresh failure: the capture segment beside it ends on it. */
+  readonly failedOnce = new Promise<never>((_, reject) => (this.failed = reject));
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly pipelineId: string,
+  ) {
+    this.failedOnce.catch(() => undefined);
+  }
+
+  /** Starts refreshing every `intervalMs` (or less often, see `due`) until `stop`. */
+  start(intervalMs: number): void {
+    this.active = true;
+    this.loop ??= this.run(intervalMs).finally(() => (this.loop = null));
+  }
+
+  /**
+   * Stops the loop. With `final` (pause, stop) it waits for the running refresh and refreshes once more, so DWS
+   * is current when the pipeline rests; otherwise the running refresh goes on beside the next segment.
+   */
+  async stop(final: boolean): Promise<void> {
+    this.active = false;
+    await this.loop;
+    if (!final) return;
+    await this.running;
+    await this.refresh(true);
+    if (this.failure) throw this.failure;
+  }
+
+  get broken(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Stops the loop and waits for a refresh still running (worker shutdown). */
+  async drain(): Promise<void> {
+    this.active = false;
+    await this.loop;
+    await this.running;
+  }
+
+  /** What was refreshed since the last call. */
+  takeStats(): RefreshStats {
+    const taken = this.stats;
+    this.stats = { dwsRefreshes: 0, revisions: 0, refreshMs: 0 };
+    return taken;
+  }
+
+  private async run(intervalMs: number) {
+    const tick = Math.min(intervalMs, 200);
+    while (this.active && !this.failure) {
+      await new Promise((r) => setTimeout(r, tick));
+      if (!this.active || this.running || !this.due(intervalMs)) continue;
+      this.running = this.refresh(false).finally(() => (this.running = null));
+    }
+  }
+
+  /** A refresh recomputes whole (day, region) partitions: big ones are spaced out to about a third of the time. */
+  private due(intervalMs: number): boolean {
+    return Date.now() - this.lastStart >= Math.max(intervalMs, 2 * this.lastMs);
+  }
+
+  private async refresh(force: boolean): Promise<void> {
+    try {
+      const cp = await readCheckpoint(this.pool, this.pipelineId);
+      if (!cp) throw new Error(`no checkpoint row for pipeline ${this.pipelineId}`);
+      const position = `${cp.commit_lsn}/${cp.seq}/${cp.confirmed_lsn}`;
+      if (!force && position === this.seenPosition && cp.dws_lsn === cp.confirmed_lsn) return;
+      this.seenPosition = position;
+      this.lastStart = Date.now();
+      const r = await refreshDirtyPartitions(this.pool, this.pipelineId);
+      this.lastMs = Date.now() - this.lastStart;
+      this.stats.refreshMs += this.lastMs;
+      this.stats.dwsRefreshes += 1;
+      this.stats.revisions += r.revisions;
+      metrics.dwsRevisions.inc({ pipeline: this.pipelineId }, r.revisions);
+      metrics.lateEvents.inc({ pipeline: this.pipelineId }, r.lateEvents ?? 0);
+    } catch (err) {
+      this.failure ??= err;
+      this.failed(err);
+    }
+  }
+}
+
+/** This worker's refreshers, one per pipeline, so a refresh still running after its segment is not doubled. */
+export class DwsRefreshers {
+  private readonly byPipeline = new Map<string, DwsRefresher>();
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  forPipeline(pipelineId: string): DwsRefresher {
+    let refresher = this.byPipeline.get(pipelineId);
+    if (!refresher || refresher.broken) {
+      refresher = new DwsRefresher(this.pool, pipelineId);
+      this.byPipeline.set(pipelineId, refresher);
+    }
+    return refresher;
+  }
+
+  async drainAll(): Promise<void> {
+    await Promise.all([...this.byPipeline.values()].map((r) => r.drain()));
+  }
+}

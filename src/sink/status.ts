@@ -1,0 +1,63 @@
+/** What status, health checks and `wait` read from the sink. */
+import type pg from 'pg';
+import { LAYER_TABLES } from '../schema/tables';
+import { readCheckpoint, type CheckpointRow } from './checkpoint';
+
+export type SinkHealth = { orphans: number; deadLetters: number };
+
+/** Orphans (DWD details without a known region; a partial index keeps this off a scan) and dead letters. */
+export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealth> {
+  const { rows } = await db.query(
+    `SELECT (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::int AS orphans,
+       (SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`,
+  );
+  return { orphans: rows[0].orphans, deadLetters: rows[0].dead_letters };
+}
+
+export type SinkFigures = {
+  checkpoint: CheckpointRow | null;
+  rows: Record<string, number>;
+  deadLetters: number;
+  orphans: number;
+  lateEvents: number;
+  revisions: number;
+  closedDays: number;
+};
+
+const COUNTED_TABLES = [...LAYER_TABLES, 'ods_change_log'];
+
+export async function sinkFigures(db: pg.ClientBase, pipelineId: string): Promise<SinkFigures> {
+  const checkpoint = await readCheckpoint(db, pipelineId);
+  const counts = await db.query(
+    COUNTED_TABLES.map((t) => `SELECT '${t}' AS t, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL '),
+  );
+  const extra = await db.query(`SELECT
+    (SELECT count(*) FROM stategrid_dead_letter)::bigint AS dead_letters,
+    (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::bigint AS orphans,
+    (SELECT COALESCE(sum(late_events), 0) FROM stategrid_window)::bigint AS late_events,
+    (SELECT count(*) FROM dws_revision)::bigint AS revisions,
+    (SELECT count(*) FROM stategrid_window WHERE is_final)::bigint AS closed_days`);
+  const e = extra.rows[0];
+  return {
+    checkpoint,
+    rows: Object.fromEntries(counts.rows.map((r) => [r.t, Number(r.n)])),
+    deadLetters: Number(e.dead_letters),
+    orphans: Number(e.orphans),
+    lateEvents: Number(e.late_events),
+    revisions: Number(e.revisions),
+    closedDays: Number(e.closed_days),
+  };
+}
+
+/** Empties every sink table (tests and benchmarks start from a clean slate; never used by the product). */
+export async function truncateSink(db: pg.ClientBase): Promise<void> {
+  const tables = [
+    ...COUNTED_TABLES,
+    'stategrid_checkpoint',
+    'stategrid_dead_letter',
+    'stategrid_dws_dirty',
+    'stategrid_window',
+    'dws_revision',
+  ];
+  await db.query(`TRUNCATE ${tables.join(', ')}`);
+}
