@@ -5,7 +5,7 @@ import { withClient } from '../db/client';
 import { initDatabases } from '../db/init';
 import { stackUp } from '../stack';
 import { dataInsert } from './data';
-import { say } from './output';
+import { printTable, say } from './output';
 import { cdcPassword, config, int, withTemporal } from './shared';
 
 async function printTables(cfg: AppConfig): Promise<void> {
@@ -14,21 +14,19 @@ async function printTables(cfg: AppConfig): Promise<void> {
       `SELECT stat_date::text, region_id, region_name, total_consumption, total_cost, user_count, max_consumption, is_final
        FROM dws_region_daily_stats ORDER BY stat_date, region_id`,
     );
-    say('\n== dws_region_daily_stats ==');
-    console.table(stats.rows);
+    say('');
+    printTable('== dws_region_daily_stats ==', stats);
     const ranking = await sink.query(
       `SELECT stat_date::text, region_name, ranking, user_id, user_name, total_consumption, total_cost, is_final
        FROM dws_user_ranking WHERE ranking <= 3 AND stat_date = (SELECT max(stat_date) FROM dws_user_ranking)
        ORDER BY region_id, ranking`,
     );
-    say('== dws_user_ranking (top 3 per region, latest day) ==');
-    console.table(ranking.rows);
+    printTable('== dws_user_ranking (top 3 per region, latest day) ==', ranking);
     const detail = await sink.query(
       `SELECT consumption_id, user_id, user_name, consumption_amount, consumption_cost, consumption_date::text,
          region_name, usage_type FROM dwd_power_consumption_detail ORDER BY consumption_id DESC LIMIT 10`,
     );
-    say('== dwd_power_consumption_detail (latest 10) ==');
-    console.table(detail.rows);
+    printTable('== dwd_power_consumption_detail (latest 10) ==', detail);
   });
 }
 
