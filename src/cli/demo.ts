@@ -3,6 +3,7 @@ import type { AppConfig } from '../config';
 import { startPipeline, waitCaughtUp } from '../control/pipeline';
 import { withClient } from '../db/client';
 import { initDatabases } from '../db/init';
+import { closedWindowCount, latestDetails, regionDailyStats, topUsersLatestDay } from '../sink/reports';
 import { stackUp } from '../stack';
 import { dataInsert } from './data';
 import { printTable, say } from './output';
@@ -10,23 +11,10 @@ import { cdcPassword, config, int, withTemporal } from './shared';
 
 async function printTables(cfg: AppConfig): Promise<void> {
   await withClient(cfg.sinkUrl, async (sink) => {
-    const stats = await sink.query(
-      `SELECT stat_date::text, region_id, region_name, total_consumption, total_cost, user_count, max_consumption, is_final
-       FROM dws_region_daily_stats ORDER BY stat_date, region_id`,
-    );
     say('');
-    printTable('== dws_region_daily_stats ==', stats);
-    const ranking = await sink.query(
-      `SELECT stat_date::text, region_name, ranking, user_id, user_name, total_consumption, total_cost, is_final
-       FROM dws_user_ranking WHERE ranking <= 3 AND stat_date = (SELECT max(stat_date) FROM dws_user_ranking)
-       ORDER BY region_id, ranking`,
-    );
-    printTable('== dws_user_ranking (top 3 per region, latest day) ==', ranking);
-    const detail = await sink.query(
-      `SELECT consumption_id, user_id, user_name, consumption_amount, consumption_cost, consumption_date::text,
-         region_name, usage_type FROM dwd_power_consumption_detail ORDER BY consumption_id DESC LIMIT 10`,
-    );
-    printTable('== dwd_power_consumption_detail (latest 10) ==', detail);
+    printTable('== dws_region_daily_stats ==', await regionDailyStats(sink));
+    printTable('== dws_user_ranking (top 3 per region, latest day) ==', await topUsersLatestDay(sink, 3));
+    printTable('== dwd_power_consumption_detail (latest 10) ==', await latestDetails(sink, 10));
   });
 }
 
@@ -35,11 +23,10 @@ async function waitForClosedDays(cfg: AppConfig, days: number, timeoutMs: number
   await withClient(cfg.sinkUrl, async (sink) => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const { rows } = await sink.query(`SELECT count(*)::int AS n FROM stategrid_window WHERE is_final`);
-      if (rows[0].n >= days) return;
+      if ((await closedWindowCount(sink)) >= days) return;
       await new Promise((r) => setTimeout(r, 500));
     }
-    say('   (past days not closed yet; they show is_final = false until the next capture segment ends)');
+    say('   (past days not closed yet; they show is_final = f until the next capture segment ends)');
   });
 }
 
