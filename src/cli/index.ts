@@ -4,6 +4,7 @@ import { ConfigError } from '../config';
 import { registerData } from './data';
 import { registerDb } from './db';
 import { registerDemo } from './demo';
+import { jsonOutput } from './output';
 import { registerPipeline } from './pipeline';
 import { registerRecompute } from './recompute';
 import { registerSchedule } from './schedule';
@@ -25,6 +26,9 @@ export function buildProgram(): Command {
   registerRecompute(program);
   registerSchedule(program);
   registerDemo(program);
+  program.hook('preAction', (_program, action) => {
+    if (action.opts().json) jsonOutput();
+  });
   return program;
 }
 

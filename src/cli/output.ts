@@ -1,20 +1,28 @@
 /**
  * What the CLI prints. Results go to stdout; with `--json` stdout carries the JSON document only, so progress and
- * log lines of such a run go to stderr (`note`). Result sets are printed as aligned tables in psql's layout.
+ * log lines of such a run go to stderr (`jsonOutput`). Result sets are printed as aligned tables in psql's layout.
  */
 
-/** A line of the command's result (stdout). */
-export const say = (m: string): void => {
-  process.stdout.write(m + '\n');
-};
+let jsonRun = false;
 
-/** A progress or log line that is not part of the result (stderr). */
-export const note = (m: string): void => {
-  process.stderr.write(m + '\n');
+/**
+ * From here on stdout carries only what `printJson` writes: result lines of `say`, and anything a library prints
+ * with console.log, go to stderr. Called before the action of a command run with `--json`.
+ */
+export function jsonOutput(): void {
+  jsonRun = true;
+  console.log = console.info = console.debug = console.error;
+}
+
+/** A line of the command's result: stdout, or stderr in a `--json` run. */
+export const say = (m: string): void => {
+  (jsonRun ? process.stderr : process.stdout).write(m + '\n');
 };
 
 /** The whole stdout of a `--json` run. */
-export const printJson = (value: unknown): void => say(JSON.stringify(value, null, 2));
+export const printJson = (value: unknown): void => {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+};
 
 export type Column = { name: string; align?: 'left' | 'right' };
 

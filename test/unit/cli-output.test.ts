@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { cellText, columnsOf, displayWidth, formatTable } from '../../src/cli/output';
 
 describe('CLI output: psql-style tables', () => {
@@ -95,5 +97,22 @@ describe('CLI output: psql-style tables', () => {
       ' 居民用电   | 1',
       ' x          | 2',
     ]);
+  });
+});
+
+describe('CLI output: --json runs', () => {
+  it('keep stdout for the JSON document; result lines and console.log go to stderr', () => {
+    const output = path.resolve(__dirname, '../../src/cli/output.js');
+    const script = `
+      const o = require(${JSON.stringify(output)});
+      o.say('before');
+      o.jsonOutput();
+      o.say('progress');
+      console.log('library chatter');
+      o.printJson({ ok: true, n: [1, 2] });`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'before\n' + JSON.stringify({ ok: true, n: [1, 2] }, null, 2) + '\n');
+    assert.equal(r.stderr, 'progress\nlibrary chatter\n');
   });
 });
