@@ -18,6 +18,7 @@ import {
   waitStreaming,
 } from '../src/control/pipeline';
 import type { Change } from '../src/cdc/changes';
+import { formatTable } from '../src/cli/output';
 import { withClient } from '../src/db/client';
 import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
@@ -259,9 +260,8 @@ async function main(): Promise<void> {
     .parse(process.argv)
     .opts();
   const sizes = opts.quick ? QUICK : FULL;
-  const say = (m: string) => {
-    if (!opts.json) console.log(m);
-  };
+  // With --json, stdout is the JSON result alone: progress goes to stderr.
+  const say = (m: string) => (opts.json ? console.error(m) : console.log(m));
   Object.assign(process.env, {
     STATEGRID_HOME: process.env.STATEGRID_BENCH_HOME ?? path.join(REPO, '.stategrid-bench'),
     STATEGRID_PG_PORT: '54349',
@@ -505,14 +505,23 @@ async function main(): Promise<void> {
       : unit === 's'
         ? v.toFixed(3) + ' s'
         : `${Math.round(v).toLocaleString('en-US')} ${unit}`;
-  console.table(
-    result.figures.map((f) => ({
-      measure: f.name,
-      ours: fmt(f.ours, f.unit),
-      limit: f.limitName ? `${fmt(f.limit, f.unit)} (${f.limitName})` : '',
-      ratio: f.ratio === undefined ? '' : f.ratio.toFixed(2),
-      target: f.target ?? '',
-    })),
+  console.log(
+    formatTable(
+      result.figures.map((f) => ({
+        measure: f.name,
+        ours: fmt(f.ours, f.unit),
+        limit: f.limitName ? `${fmt(f.limit, f.unit)} (${f.limitName})` : '',
+        ratio: f.ratio === undefined ? '' : f.ratio.toFixed(2),
+        target: f.target ?? '',
+      })),
+      [
+        { name: 'measure' },
+        { name: 'ours', align: 'right' },
+        { name: 'limit' },
+        { name: 'ratio', align: 'right' },
+        { name: 'target' },
+      ],
+    ),
   );
   console.log(`sink: ${result.sink}`);
   console.log(`results written to ${path.relative(process.cwd(), file)}`);

@@ -21,7 +21,8 @@ async function main(): Promise<void> {
     },
   });
   fs.writeFileSync(WORKFLOW_BUNDLE, code);
-  console.log(
+  // stderr: `npm run build` runs inside `npm run bench -- --json`, whose stdout is the JSON result.
+  console.error(
     `workflow bundle: ${path.relative(process.cwd(), WORKFLOW_BUNDLE)} (${Math.round(code.length / 1024)} KiB)`,
   );
 }

@@ -1,0 +1,159 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { SingleBar, Presets } from 'cli-progress';
+import { dropSlot } from '../cdc/source-admin';
+import type { AppConfig } from '../config';
+import {
+  followSnapshot,
+  pipelineStatus,
+  pipelineWorkflowId,
+  startPipeline,
+  type PipelineStatus,
+} from '../control/pipeline';
+import { printJson, say } from './output';
+import { config, withTemporal, type TemporalClient } from './shared';
+
+function printStatus(s: PipelineStatus): void {
+  const st = s.state;
+  const cp = s.sink.checkpoint;
+  say(`pipeline ${s.workflowId}: workflow ${s.workflowStatus}, phase ${st?.phase ?? cp?.phase ?? 'unknown'}`);
+  if (st?.error) say(`  ERROR: ${st.error}`);
+  if (cp) {
+    say(`  checkpoint: commit ${cp.commit_lsn}#${cp.seq}, confirmed ${cp.confirmed_lsn}, dws ${cp.dws_lsn}`);
+    say(
+      `  snapshot rows: ${cp.snapshot_rows}, changes applied: ${cp.changes_applied}, max event: ${cp.max_event_time}`,
+    );
+  }
+  say(
+    `  slot: ${s.slot.exists ? `${s.slot.active ? 'active' : 'inactive'}, lag ${s.slot.lagBytes} bytes, wal ${s.slot.walStatus}` : 'MISSING'}`,
+  );
+  if (st?.lastSegment) {
+    say(
+      `  last segment: ${st.lastSegment.applied} changes in ${st.lastSegment.seconds}s (${st.lastSegment.rowsPerSecond}/s)`,
+    );
+  }
+  say(
+    `  dead letters: ${s.sink.deadLetters}, orphans: ${s.sink.orphans}, late events: ${s.sink.lateEvents}, revisions: ${s.sink.revisions}, closed days: ${s.sink.closedDays}`,
+  );
+  if (st) say(`  open days: ${st.openDays.join(', ') || '-'}`);
+  for (const [t, n] of Object.entries(s.sink.rows)) say(`  ${t.padEnd(30)} ${n}`);
+}
+
+/** Snapshot progress: a bar in an interactive terminal, a line every few seconds otherwise. */
+async function showSnapshotProgress(
+  cfg: AppConfig,
+  client: TemporalClient,
+  pipelineId: string,
+): Promise<void> {
+  const interactive = !!process.stdout.isTTY;
+  const bar = interactive
+    ? new SingleBar({ format: 'snapshot {bar} {value}/{total} rows | {phase}' }, Presets.shades_classic)
+    : null;
+  let lastLine = 0;
+  const phase = await followSnapshot(cfg, client, pipelineId, (p) => {
+    if (bar) {
+      if (!bar.isActive) bar.start(p.total, 0, { phase: p.phase });
+      bar.setTotal(p.total);
+      bar.update(p.rows, { phase: p.phase });
+    } else if (Date.now() - lastLine >= 5000 || p.phase !== 'snapshot') {
+      lastLine = Date.now();
+      say(`snapshot ${p.rows}/${p.total} rows (${p.phase})`);
+    }
+  });
+  bar?.stop();
+  if (phase !== 'streaming' && phase !== 'paused') {
+    throw new Error(
+      `pipeline ${pipelineId} is ${phase} after its snapshot; see \`stategrid pipeline status\``,
+    );
+  }
+  say(`pipeline ${pipelineId} is ${phase}`);
+}
+
+type StartOptions = { id: string; plugin?: string; resync?: boolean; input?: string; detach?: boolean };
+
+async function start(o: StartOptions): Promise<void> {
+  const cfg = config();
+  let extra: Record<string, unknown> = {};
+  if (o.input) {
+    try {
+      extra = JSON.parse(o.input);
+    } catch {
+      throw new InvalidArgumentError('--input must be JSON');
+    }
+  }
+  const input = {
+    ...extra,
+    pipelineId: o.id,
+    ...(o.plugin ? { plugin: o.plugin } : {}),
+    ...(o.resync ? { resync: true } : {}),
+  };
+  await withTemporal(async (client) => {
+    const r = await startPipeline(cfg, client, input);
+    say(r.alreadyRunning ? `pipeline ${r.workflowId} is already running` : `started ${r.workflowId}`);
+    if (!o.detach) await showSnapshotProgress(cfg, client, o.id);
+  });
+}
+
+async function stop(o: { id: string; dropSlot?: boolean }): Promise<void> {
+  const cfg = config();
+  await withTemporal(async (client) => {
+    const handle = client.workflow.getHandle(pipelineWorkflowId(o.id));
+    const running = await handle.describe().then(
+      (d) => d.status.name === 'RUNNING',
+      () => false,
+    );
+    if (!running) {
+      // An abandoned pipeline: no workflow to signal, but its slot may still hold WAL.
+      const slot = `stategrid_${o.id}`;
+      const dropped = o.dropSlot ? await dropSlot(cfg.sourceUrl, slot) : false;
+      say(
+        `pipeline ${pipelineWorkflowId(o.id)} is not running` +
+          (o.dropSlot ? (dropped ? `; dropped slot ${slot}` : `; no slot ${slot}`) : ''),
+      );
+      return;
+    }
+    await handle.signal('stop', { dropSlot: !!o.dropSlot });
+    await handle.result();
+    say(`stopped ${pipelineWorkflowId(o.id)}${o.dropSlot ? ' and dropped its slot and publication' : ''}`);
+  });
+}
+
+/** `stategrid pipeline start|status|pause|resume|stop`. */
+export function registerPipeline(program: Command): void {
+  const pipeline = program.command('pipeline').description('the CDC pipeline workflow');
+  pipeline
+    .command('start')
+    .option('--id <pipelineId>', 'pipeline id', 'default')
+    .addOption(new Option('--plugin <plugin>', 'decoding plugin').choices(['pgoutput', 'wal2json']))
+    .option('--resync', 'drop the slot and take a fresh snapshot')
+    .option('--input <json>', 'extra workflow input as JSON (batchRows, segmentSeconds, ...)')
+    .option('--detach', 'return once the workflow is started instead of following the snapshot')
+    .action(start);
+  pipeline
+    .command('status')
+    .option('--id <pipelineId>', 'pipeline id', 'default')
+    .option('--json', 'machine-readable output')
+    .action(async (o) => {
+      const cfg = config();
+      await withTemporal(async (client) => {
+        const s = await pipelineStatus(cfg, client, o.id);
+        if (o.json) printJson(s);
+        else printStatus(s);
+      });
+    });
+  for (const name of ['pause', 'resume'] as const) {
+    pipeline
+      .command(name)
+      .option('--id <pipelineId>', 'pipeline id', 'default')
+      .action(async (o) => {
+        await withTemporal(async (client) => {
+          await client.workflow.getHandle(pipelineWorkflowId(o.id)).signal(name);
+          say(`${name} sent to ${pipelineWorkflowId(o.id)}`);
+        });
+      });
+  }
+  pipeline
+    .command('stop')
+    .option('--id <pipelineId>', 'pipeline id', 'default')
+    .option('--drop-slot', 'also drop the replication slot and publication')
+    .action(stop);
+}
