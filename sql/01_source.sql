@@ -1,4 +1,4 @@
--- Source tables of the original Flink CDC example (DESIGN.md §1), plus the publication the capture reads.
+-- Source tables of the original Flink CDC example (docs/data-semantics.md), plus the publication the capture reads.
 CREATE TABLE IF NOT EXISTS power_user (
   user_id      BIGINT PRIMARY KEY,
   user_name    VARCHAR(100),

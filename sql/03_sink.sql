@@ -1,4 +1,4 @@
--- Sink schema: ODS mirror + change log, DWD, DWS and the pipeline's own bookkeeping (DESIGN.md §1).
+-- Sink schema: ODS mirror + change log, DWD, DWS and the pipeline's own bookkeeping (docs/data-semantics.md).
 CREATE TABLE IF NOT EXISTS ods_power_user (
   user_id      BIGINT PRIMARY KEY,
   user_name    VARCHAR(100),

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 
-/** Environment settings of DESIGN.md §3, validated once; a bad value names its variable. */
+/** Environment settings of docs/cli.md#settings, validated once; a bad value names its variable. */
 const urlSetting = z
   .string()
   .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')

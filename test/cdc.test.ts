@@ -3,7 +3,7 @@ import { pipelineTestContext } from './helpers/pipeline';
 
 /**
  * CDC semantics against the real stack (PostgreSQL + Temporal dev server + worker process), for both decoding
- * plugins: after `wait`, ODS, DWD and DWS equal DESIGN.md's semantics computed directly on the source tables.
+ * plugins: after `wait`, ODS, DWD and DWS equal the semantics of docs/data-semantics.md computed directly on the source tables.
  */
 const USERS = `INSERT INTO power_user (user_id, user_name, usage_type, region_id, region_name, update_time) VALUES
   (1, '张三', '居民用电', 1, '北京', '2026-11-01 08:00:00'),

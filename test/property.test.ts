@@ -12,7 +12,7 @@ import { pgoutputDecoder, wal2jsonDecoder } from '../src/cdc/decoders';
 import { consumptionInvalidReason, invalidReason, userInvalidReason } from '../src/cdc/validate';
 
 /**
- * Property-based tests of the pure CDC code: LSN text, the validity rules of DESIGN.md §1 against an
+ * Property-based tests of the pure CDC code: LSN text, the validity rules of docs/data-semantics.md#validity against an
  * independently written oracle, and both decoders fed with generated plugin output (pgoutput as real protocol
  * bytes through the library's parser, wal2json format 2 as JSON text through the decoder's parse).
  * No database or Temporal is involved.
@@ -204,7 +204,7 @@ const chaosRow = fc
   .map(([known, extra]) => buildRow(known, extra));
 
 // ---------------------------------------------------------------------------------------------------------------
-// Independent oracle of DESIGN.md §1 (written without regular expressions or String.prototype.trim)
+// Independent oracle of docs/data-semantics.md#validity (written without regular expressions or String.prototype.trim)
 
 const WHITESPACE_SET = new Set(WHITESPACE_CODE_POINTS);
 
@@ -671,7 +671,7 @@ describe('property: validity rules', () => {
     );
   });
 
-  it('accept a consumption exactly when the DESIGN.md oracle does, and name a failing column otherwise', () =>
+  it('accept a consumption exactly when the independent oracle does, and name a failing column otherwise', () =>
     agreesWithOracle(consumptionRow, oracleConsumptionFailures, consumptionInvalidReason));
 
   it('agree with the oracle on every amount alone, in a row that is otherwise valid', () => {
@@ -691,7 +691,7 @@ describe('property: validity rules', () => {
     );
   });
 
-  it('accept a user exactly when the DESIGN.md oracle does, and name a failing column otherwise', () =>
+  it('accept a user exactly when the independent oracle does, and name a failing column otherwise', () =>
     agreesWithOracle(userRow, oracleUserFailures, userInvalidReason));
 });
 

@@ -15,7 +15,7 @@ import { stopPid } from '../src/stack/proc';
 import { spawnWorker, TestContext } from './helpers/pipeline';
 
 /**
- * DESIGN.md: the sink defaults to the source database, "a separate sink URL must work too". A worker whose sink is
+ * docs/data-semantics.md: the sink defaults to the source database, "a separate sink URL must work too". A worker whose sink is
  * another database of the cluster runs a whole pipeline; every layer there equals the oracle computed on the
  * source, and nothing is written to the source database.
  */

@@ -24,7 +24,7 @@ describe('config', () => {
     assert.throws(() => loadConfig({ STATEGRID_TIME_ZONE: 'Mars/Base' }), /STATEGRID_TIME_ZONE/);
     assert.throws(() => loadConfig({ STATEGRID_SINK_URL: 'mysql://x' }), /STATEGRID_SINK_URL/);
   });
-  it('derives defaults from DESIGN.md and masks passwords', () => {
+  it('derives the documented defaults and masks passwords', () => {
     const cfg = loadConfig({});
     assert.equal(cfg.sourceUrl, 'postgres://postgres:postgres@127.0.0.1:54329/stategrid_db');
     assert.equal(cfg.sinkUrl, cfg.sourceUrl);

@@ -1,6 +1,6 @@
 import type { Row, SourceTable } from './changes';
 
-/** Validity rules of DESIGN.md §1; returns the reason a row is invalid, or null when it is valid. */
+/** Validity rules (docs/data-semantics.md#validity); returns why a row is invalid, or null when it is valid. */
 const NUMERIC_12_2 = /^-?\d{1,10}(\.\d{1,2})?$/;
 
 function invalidAmount(name: string, v: string | null): string | null {

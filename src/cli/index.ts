@@ -13,7 +13,7 @@ import { registerWait } from './wait';
 
 export { SCHEDULE_ID } from './schedule';
 
-/** The `stategrid` command (DESIGN.md §3): one module per command group. */
+/** The `stategrid` command (docs/cli.md): one module per command group. */
 export function buildProgram(): Command {
   const program = new Command('stategrid').description(
     'Real-time layered warehouse for State Grid power data',

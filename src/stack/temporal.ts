@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AppConfig } from '../config';
 
-/** Pinned Temporal CLI (dev server) version, DESIGN.md §3; older tags are tried if this one fails to build. */
+/** Pinned Temporal CLI version, docs/cli.md#the-temporal-binary; older tags are tried if it fails to build. */
 export const TEMPORAL_CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
 export const TEMPORAL_CLI_VERSIONS = ['v1.5.1', 'v1.5.0', 'v1.4.1'];
 

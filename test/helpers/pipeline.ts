@@ -125,7 +125,7 @@ export class TestContext {
     });
   }
 
-  /** Every layer equals what DESIGN.md's semantics compute directly on the source tables. */
+  /** Every layer equals what the semantics of docs/data-semantics.md compute directly on the source tables. */
   async assertConverged(): Promise<void> {
     for (const l of LAYERS)
       assert.equal(await this.diff(l.expected, l.actual), 0, `${l.name} differs from source`);
@@ -173,7 +173,7 @@ export function pipelineTestContext(cleanup?: (t: TestContext) => Promise<unknow
   return t;
 }
 
-// The oracle: DESIGN.md §1 semantics written directly against the source tables (blank = only white space, as
+// The oracle: docs/data-semantics.md semantics written directly against the source tables (blank = only white space, as
 // Unicode and String.prototype.trim define it, so a name of ideographic spaces is blank too).
 const VALID_USERS = `(SELECT * FROM power_user WHERE user_name !~ '^[\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]*$' AND region_id IS NOT NULL
   AND region_name IS NOT NULL)`;
