@@ -2,7 +2,14 @@ import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { SOURCE_TABLES, type SourceTable } from './changes';
 import type { LoadedChunk, SnapshotSink, StagedChunk } from './ports';
-import { beginInSnapshot, copyChunkSql, createSlotWithSnapshot, dropSlot, slotExists } from './source-admin';
+import {
+  beginInSnapshot,
+  copyChunkSql,
+  createSlotWithSnapshot,
+  dropSlot,
+  endSnapshotRead,
+  slotExists,
+} from './source-admin';
 
 /**
  * Initial load consistent with the slot: the slot is created with an exported snapshot, the source tables are
@@ -50,7 +57,7 @@ export async function runSnapshot(
     for (const table of SOURCE_TABLES) {
       await copyTable(sink, reader, table, slot.consistentPoint, opts.chunkRows, totals);
     }
-    await reader.query('COMMIT');
+    await endSnapshotRead(reader);
     await sink.finish(slot.consistentPoint, totals.total, totals.maxEventTime);
     return {
       consistentLsn: slot.consistentPoint,

@@ -129,6 +129,10 @@ export async function beginInSnapshot(reader: pg.ClientBase, snapshotName: strin
   await reader.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
 }
 
+export async function endSnapshotRead(reader: pg.ClientBase): Promise<void> {
+  await reader.query('COMMIT');
+}
+
 /** COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves). */
 export function copyChunkSql(table: SourceTable, lastKey: string | null, rows: number): string {
   if (lastKey !== null && !/^-?\d+$/.test(lastKey)) throw new Error(`bad snapshot key ${lastKey}`);
