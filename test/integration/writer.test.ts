@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import type { Change } from '../src/cdc/changes';
+import type { Change } from '../../src/cdc/changes';
 import {
   applyChangeBatch,
   applyPreparedBatch,
   prepareBatch,
   StaleCaptureError,
   withTransaction,
-} from '../src/sink/writer';
+} from '../../src/sink/writer';
 import { TestContext } from './helpers/pipeline';
 
 /**
