@@ -16,7 +16,7 @@ export function cacheDir(): string {
   return path.join(base, 'stategrid');
 }
 
-function onPath(name: string): string | undefined {
+export function onPath(name: string): string | undefined {
   for (const dir of (process.env.PATH || '').split(path.delimiter)) {
     const candidate = path.join(dir, name);
     try {

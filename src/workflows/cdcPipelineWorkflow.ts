@@ -4,8 +4,6 @@ import {
   CancellationScope,
   condition,
   continueAsNew,
-  defineQuery,
-  defineSignal,
   isCancellation,
   log,
   patched,
@@ -15,20 +13,23 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities } from '../activities';
-import type { CaptureSegmentResult } from '../activities';
-import type { PipelineConfig, PipelineState } from './types';
+import type { Activities, CaptureSegmentResult } from '../activities';
+import {
+  ErrorType,
+  pauseSignal,
+  resumeSignal,
+  statusQuery,
+  stopSignal,
+  type PipelineConfig,
+  type PipelineState,
+  type StopRequest,
+} from './contract';
 import { validated } from './validation';
 import { dayCloseInstant, watermarkPassed } from './window-time';
 
-export const pauseSignal = defineSignal('pause');
-export const resumeSignal = defineSignal('resume');
-export const stopSignal = defineSignal<[{ dropSlot?: boolean }?]>('stop');
-export const statusQuery = defineQuery<PipelineState>('status');
-
 const setup = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: ['InvalidInput'] },
+  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
 });
 const snapshot = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
@@ -52,7 +53,12 @@ function captureActivity(config: PipelineConfig) {
       initialInterval: '1s',
       backoffCoefficient: 2,
       maximumInterval: '30s',
-      nonRetryableErrorTypes: ['SlotMissing', 'NotReady', 'InvalidInput', 'StaleCapture'],
+      nonRetryableErrorTypes: [
+        ErrorType.SlotMissing,
+        ErrorType.NotReady,
+        ErrorType.InvalidInput,
+        ErrorType.StaleCapture,
+      ],
     },
   }).captureChanges;
 }
@@ -90,7 +96,7 @@ const CLOSE_BESIDE_CAPTURE = 'close-days-beside-capture';
 export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineState): Promise<PipelineState> {
   const state: PipelineState = carried ?? initialPipelineState();
   let paused = state.phase === 'paused';
-  let stopRequest: { dropSlot?: boolean } | undefined;
+  let stopRequest: StopRequest | undefined;
   setHandler(statusQuery, () => state);
   setHandler(pauseSignal, () => void (paused = true));
   setHandler(resumeSignal, () => {

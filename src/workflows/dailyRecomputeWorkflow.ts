@@ -5,18 +5,18 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import type { RecomputeResult } from './types';
+import { ErrorType, type RecomputeInput, type RecomputeResult } from './contract';
 import { validated } from './validation';
 import { previousLocalDay } from './window-time';
 
 // Input validation is pure CPU: a local activity saves a task-queue round trip on every run.
 const local = proxyLocalActivities<Activities>({
   startToCloseTimeout: '10 seconds',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InvalidInput'] },
+  retry: { maximumAttempts: 3, nonRetryableErrorTypes: [ErrorType.InvalidInput] },
 });
 const acts = proxyActivities<Activities>({
   startToCloseTimeout: '30 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: ['InvalidInput'] },
+  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
 });
 
 /** Time zone the schedule's "previous day" is computed in; the schedule passes it in its input. */
@@ -27,11 +27,7 @@ const DEFAULT_TIME_ZONE = 'Asia/Shanghai';
  * schedule's nominal time (TemporalScheduledStartTime), so a backfilled or late-running schedule recomputes the
  * day it was meant for.
  */
-export async function dailyRecomputeWorkflow(input?: {
-  date?: string;
-  pipelineId?: string;
-  timeZone?: string;
-}): Promise<RecomputeResult> {
+export async function dailyRecomputeWorkflow(input?: RecomputeInput): Promise<RecomputeResult> {
   const valid = await validated(() => local.validateRecomputeInput(input ?? {}));
   const scheduled = workflowInfo().searchAttributes?.TemporalScheduledStartTime?.[0];
   const nominal = scheduled ? new Date(scheduled as string | Date).getTime() : Date.now();

@@ -1,4 +1,5 @@
 import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
+import { ErrorType } from './contract';
 
 /** Runs an input-validation activity and fails the workflow with its message, so the UI/CLI shows the reason. */
 export async function validated<T>(validate: () => Promise<T>): Promise<T> {
@@ -8,9 +9,9 @@ export async function validated<T>(validate: () => Promise<T>): Promise<T> {
     if (
       err instanceof ActivityFailure &&
       err.cause instanceof ApplicationFailure &&
-      err.cause.type === 'InvalidInput'
+      err.cause.type === ErrorType.InvalidInput
     ) {
-      throw ApplicationFailure.nonRetryable(err.cause.message, 'InvalidInput');
+      throw ApplicationFailure.nonRetryable(err.cause.message, ErrorType.InvalidInput);
     }
     throw err;
   }

@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { resetEverything } from '../src/control/pipeline';
-import { resolveTemporalCli } from '../src/stack/temporal';
+import { resetEverything } from '../../src/control/pipeline';
+import { resolveTemporalCli } from '../../src/stack/temporal';
 import { PIPELINE_ID, pipelineTestContext, runStategrid } from './helpers/pipeline';
 import { REPO_ROOT } from './setup/env';
 

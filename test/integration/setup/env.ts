@@ -1,7 +1,7 @@
 /** The test stack runs beside a user's demo stack: own home and ports. Imported before any config is loaded. */
 import path from 'node:path';
 
-const root = path.resolve(__dirname, '../../..');
+const root = path.resolve(__dirname, '../../../..');
 const defaults: Record<string, string> = {
   STATEGRID_HOME: path.join(root, '.stategrid-test'),
   STATEGRID_PG_PORT: '54339',

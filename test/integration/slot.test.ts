@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { withClient } from '../src/db/client';
-import { dropSlot, slotFigures } from '../src/cdc/source-admin';
-import { pipelineWorkflowId, startPipeline } from '../src/control/pipeline';
-import type { PipelineState } from '../src/workflows/types';
+import { withClient } from '../../src/db/client';
+import { dropSlot, slotFigures } from '../../src/cdc/source-admin';
+import { pipelineWorkflowId, startPipeline } from '../../src/control/pipeline';
+import type { PipelineState } from '../../src/workflows/types';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /** Slot hygiene: the slot advances while watched tables are idle, and stop --drop-slot cleans up. */

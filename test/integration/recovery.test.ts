@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { pipelineWorkflowId } from '../src/control/pipeline';
-import { readPid } from '../src/stack/proc';
-import type { PipelineState } from '../src/workflows/types';
+import { pipelineWorkflowId } from '../../src/control/pipeline';
+import { readPid } from '../../src/stack/proc';
+import type { PipelineState } from '../../src/workflows/types';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /**

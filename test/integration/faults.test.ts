@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { readPid } from '../src/stack/proc';
-import { stackUp } from '../src/stack';
+import { readPid } from '../../src/stack/proc';
+import { stackUp } from '../../src/stack';
 import { pipelineTestContext } from './helpers/pipeline';
 
 /**

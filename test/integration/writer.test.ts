@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import type { Change } from '../src/cdc/changes';
-import { withTransaction } from '../src/db/client';
+import type { Change } from '../../src/cdc/changes';
+import { withTransaction } from '../../src/db/client';
 import {
   applyChangeBatch,
   applyConsumptionsAtCheckpoint,
   prepareConsumptions,
   StaleCaptureError,
-} from '../src/sink/writer';
+} from '../../src/sink/writer';
 import { TestContext } from './helpers/pipeline';
 
 /**
@@ -150,9 +150,7 @@ describe('sink writer, one-statement batches', function () {
     };
     assert.equal(prepareConsumptions([...consumptions(1), user]), null);
     assert.equal(
-      prepareConsumptions([
-        { kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null },
-      ]),
+      prepareConsumptions([{ kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null }]),
       null,
     );
     assert.equal(prepareConsumptions([]), null);

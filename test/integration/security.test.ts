@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { dropSlot } from '../src/cdc/source-admin';
-import { loadConfig } from '../src/config';
-import { withClient } from '../src/db/client';
-import { initDatabases } from '../src/db/init';
-import { resetEverything, startPipeline, terminatePipeline, waitCaughtUp } from '../src/control/pipeline';
-import { tlsRootCert } from '../src/stack/postgres';
-import { stopPid } from '../src/stack/proc';
+import { dropSlot } from '../../src/cdc/source-admin';
+import { loadConfig } from '../../src/config';
+import { withClient } from '../../src/db/client';
+import { initDatabases } from '../../src/db/init';
+import { resetEverything, startPipeline, terminatePipeline, waitCaughtUp } from '../../src/control/pipeline';
+import { tlsRootCert } from '../../src/stack/postgres';
+import { stopPid } from '../../src/stack/proc';
 import { PIPELINE_ID, spawnWorker, TestContext } from './helpers/pipeline';
 
 /**

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { parsePipelineInput, parseRecomputeInput } from '../src/activities/inputs';
-import { formatLsn, parseLsn } from '../src/cdc/changes';
-import { consumptionInvalidReason, userInvalidReason } from '../src/cdc/validate';
-import { ConfigError, loadConfig, maskUrl } from '../src/config';
-import { quoteIdent } from '../src/db/sql';
-import { dayCloseInstant, previousLocalDay, watermarkPassed } from '../src/workflows/window-time';
+import { parsePipelineInput, parseRecomputeInput } from '../../src/activities/inputs';
+import { formatLsn, parseLsn } from '../../src/cdc/changes';
+import { consumptionInvalidReason, userInvalidReason } from '../../src/cdc/validate';
+import { ConfigError, loadConfig, maskUrl } from '../../src/config';
+import { quoteIdent } from '../../src/db/sql';
+import { dayCloseInstant, previousLocalDay, watermarkPassed } from '../../src/workflows/window-time';
 
 /** Pure logic: config, validation rules, LSN arithmetic, window time in time zones. */
 describe('config', () => {

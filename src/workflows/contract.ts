@@ -1,0 +1,112 @@
+/**
+ * The workflow contract: inputs, results, the pipeline's serialisable state, signal/query/update definitions,
+ * workflow type names and the error type names activities and workflows agree on. Shared with activities and
+ * client code, so it holds only types and definitions (no workflow logic).
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+
+/** Workflow type names, as `temporal workflow start --type` and `client.workflow.start` take them. */
+export const WorkflowType = {
+  pipeline: 'cdcPipelineWorkflow',
+  recompute: 'dailyRecomputeWorkflow',
+} as const;
+
+/**
+ * ApplicationFailure types: an activity throws them (non-retryable), the workflow's retry policies name them.
+ * InvalidInput: a workflow input failed validation. SlotMissing: the replication slot is gone. PublicationAltered:
+ * the publication no longer covers the source tables. StaleCapture: another capture moved the slot past this one.
+ * NotReady: capture started before the pipeline was prepared.
+ */
+export const ErrorType = {
+  InvalidInput: 'InvalidInput',
+  SlotMissing: 'SlotMissing',
+  PublicationAltered: 'PublicationAltered',
+  StaleCapture: 'StaleCapture',
+  NotReady: 'NotReady',
+} as const;
+export type ErrorTypeName = (typeof ErrorType)[keyof typeof ErrorType];
+
+export type PipelineConfig = {
+  pipelineId: string;
+  slotName: string;
+  publication: string;
+  plugin: 'pgoutput' | 'wal2json';
+  resync: boolean;
+  batchRows: number;
+  batchDelayMs: number;
+  segmentSeconds: number;
+  dwsRefreshMs: number;
+  snapshotChunkRows: number;
+  allowedLatenessMinutes: number;
+  closeGraceMinutes: number;
+  /** Continue-as-new once a run's history has this many events (keeps each run's history bounded). */
+  maxHistoryEvents: number;
+  timeZone: string;
+};
+
+export type SegmentSummary = {
+  applied: number;
+  seconds: number;
+  rowsPerSecond: number;
+  confirmedLsn: string;
+  at: string;
+};
+
+export type PipelinePhase =
+  'validating' | 'snapshot' | 'streaming' | 'pausing' | 'paused' | 'stopping' | 'stopped' | 'failed';
+
+/** What the `status` query returns and what continue-as-new carries to the next run. */
+export type PipelineState = {
+  config: PipelineConfig | null;
+  phase: PipelinePhase;
+  snapshot: { rows: Record<string, number>; seconds: number; consistentLsn: string } | null;
+  confirmedLsn: string;
+  totals: {
+    applied: number;
+    deadLetters: number;
+    segments: number;
+    revisions: number;
+    perTable: { power_user: number; power_consumption: number };
+  };
+  lastSegment: SegmentSummary | null;
+  /** Read at the end of each segment, so the status query alone answers "is it healthy?". */
+  health: { slotLagBytes: number | null; orphans: number; deadLetters: number; at: string } | null;
+  maxEventTime: string | null;
+  openDays: string[];
+  closedDays: { date: string; by: string }[];
+  error: string | null;
+  continuedRuns: number;
+};
+
+export type RecomputeInput = { date?: string; pipelineId?: string; timeZone?: string };
+
+export type RecomputeResult = {
+  date: string;
+  partitions: number;
+  statsChanged: number;
+  rankingChanged: number;
+  drift: number;
+  revisions: number;
+};
+
+export type StopRequest = { dropSlot?: boolean };
+
+export const statusQuery = defineQuery<PipelineState>('status');
+
+/**
+ * Pause, resume and stop exist twice under the same names: as Updates, which return the state once the change
+ * took effect, and as Signals, which return at once. Temporal keeps signal and update handlers apart, so the
+ * names do not clash; the signals stay for recorded histories and `temporal workflow signal` users.
+ *
+ * pause: returns once the running segment has flushed and released the slot (phase 'paused'; 'failed' if the
+ * pipeline had already stopped capturing on an error). Rejected while stopping.
+ */
+export const pauseUpdate = defineUpdate<PipelineState>('pause');
+/** resume: returns once a new capture segment is scheduled (phase 'streaming'). Rejected while stopping. */
+export const resumeUpdate = defineUpdate<PipelineState>('resume');
+/** stop: returns the final state (phase 'stopped', slot dropped if asked); the workflow completes right after. */
+export const stopUpdate = defineUpdate<PipelineState, [StopRequest?]>('stop');
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const stopSignal = defineSignal<[StopRequest?]>('stop');
