@@ -1,4 +1,5 @@
 import { PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
+import { keepValuesAsText } from '../db/client';
 import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin';
 import {
   isSourceTable,
@@ -54,6 +55,8 @@ class ExactWal2JsonPlugin extends Wal2JsonPlugin {
 }
 
 export function pgoutputDecoder(publication: string): Decoder {
+  // The library parses tuple values with pg's global type parsers: they must keep PostgreSQL's text forms.
+  keepValuesAsText();
   const plugin = new CountingPgoutputPlugin({
     protoVersion: 1,
     publicationNames: [publication],

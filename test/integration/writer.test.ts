@@ -150,7 +150,9 @@ describe('sink writer, one-statement batches', function () {
     };
     assert.equal(prepareConsumptions([...consumptions(1), user]), null);
     assert.equal(
-      prepareConsumptions([{ kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null }]),
+      prepareConsumptions([
+        { kind: 'truncate', tables: ['power_consumption'], txLsn, seq: 1, commitTime: null },
+      ]),
       null,
     );
     assert.equal(prepareConsumptions([]), null);
