@@ -1,5 +1,5 @@
 import * as metrics from '../observability/metrics';
-import { formatLsn, SOURCE_TABLES, type BatchResult, type SourceTable } from './changes';
+import { formatLsn, SOURCE_TABLES, zeroPerTable, type BatchResult, type SourceTable } from './changes';
 import type { BatchSink, ChangeBatch } from './ports';
 import { ReplicationStream, type StreamTarget } from './replication-stream';
 import type { StreamPark } from './stream-park';
@@ -190,7 +190,7 @@ function newProgress(confirmedLsn: string): CaptureProgress {
     skipped: 0,
     batches: 0,
     deadLetters: 0,
-    perTable: { power_user: 0, power_consumption: 0 },
+    perTable: zeroPerTable(),
     writeMs: 0,
     maxEventTime: null,
     days: [],

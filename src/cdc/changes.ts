@@ -62,12 +62,16 @@ export type BatchResult = {
   days: string[];
 };
 
+/** A zero count per source table. */
+export const zeroPerTable = (): Record<SourceTable, number> =>
+  Object.fromEntries(SOURCE_TABLES.map((t) => [t, 0])) as Record<SourceTable, number>;
+
 export function emptyBatchResult(skipped = 0): BatchResult {
   return {
     applied: 0,
     skipped,
     deadLetters: 0,
-    perTable: { power_user: 0, power_consumption: 0 },
+    perTable: zeroPerTable(),
     maxEventTime: null,
     days: [],
   };

@@ -5,6 +5,7 @@ import {
   isSourceTable,
   parseLsn,
   PRIMARY_KEY,
+  SOURCE_TABLES,
   type Row,
   type SourceTable,
   type StreamEvent,
@@ -119,7 +120,7 @@ export function wal2jsonDecoder(): Decoder {
     includeTimestamp: true,
     includeTypes: false,
     includeTransaction: true,
-    addTables: 'public.power_user,public.power_consumption',
+    addTables: SOURCE_TABLES.map((t) => `public.${t}`).join(','),
     actions: 'insert,update,delete,truncate',
   });
   return {

@@ -1,4 +1,5 @@
 /** DWS layer SQL: per (day, region) partitions recomputed set-based from DWD; exact numeric sums. */
+import { CONSUMPTION_TABLE, USER_TABLE } from '../schema/tables';
 
 // Partitions as two parallel arrays: $1 date[], $2 int[].
 const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::date[], $2::int[]) AS x(stat_date, region_id))`;
@@ -17,7 +18,7 @@ per_user AS MATERIALIZED (
     SELECT d.consumption_date::date AS stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
       sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
       max(d.consumption_amount) AS max_consumption
-    FROM dwd_power_consumption_detail d
+    FROM ${CONSUMPTION_TABLE.dwd} d
     WHERE d.consumption_date::date = ANY($4::date[]) AND d.region_id = ANY($5::int[])
     GROUP BY 1, d.user_id, d.user_name, d.region_id, d.region_name) u
   JOIN p ON p.stat_date = u.stat_date AND p.region_id = u.region_id),
@@ -125,7 +126,7 @@ RETURNING x.changes`;
  * regions DWS still has for the day, so stale rows go.
  */
 export const REGIONS_OF_DAY = `
-SELECT region_id FROM dwd_power_user_info WHERE region_id IS NOT NULL
+SELECT region_id FROM ${USER_TABLE.dwd} WHERE region_id IS NOT NULL
 UNION SELECT region_id FROM dws_region_daily_stats WHERE stat_date = $1::date
 UNION SELECT region_id FROM dws_user_ranking WHERE stat_date = $1::date`;
 

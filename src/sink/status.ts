@@ -1,6 +1,6 @@
 /** What status, health checks and `wait` read from the sink. */
 import type pg from 'pg';
-import { LAYER_TABLES } from '../schema/tables';
+import { CONSUMPTION_TABLE, LAYER_TABLES } from '../schema/tables';
 import { readCheckpoint, type CheckpointRow } from './checkpoint';
 
 export type SinkHealth = { orphans: number; deadLetters: number };
@@ -8,7 +8,7 @@ export type SinkHealth = { orphans: number; deadLetters: number };
 /** Orphans (DWD details without a known region; a partial index keeps this off a scan) and dead letters. */
 export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealth> {
   const { rows } = await db.query(
-    `SELECT (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::int AS orphans,
+    `SELECT (SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::int AS orphans,
        (SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`,
   );
   return { orphans: rows[0].orphans, deadLetters: rows[0].dead_letters };
@@ -33,7 +33,7 @@ export async function sinkFigures(db: pg.ClientBase, pipelineId: string): Promis
   );
   const extra = await db.query(`SELECT
     (SELECT count(*) FROM stategrid_dead_letter)::bigint AS dead_letters,
-    (SELECT count(*) FROM dwd_power_consumption_detail WHERE region_id IS NULL)::bigint AS orphans,
+    (SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::bigint AS orphans,
     (SELECT COALESCE(sum(late_events), 0) FROM stategrid_window)::bigint AS late_events,
     (SELECT count(*) FROM dws_revision)::bigint AS revisions,
     (SELECT count(*) FROM stategrid_window WHERE is_final)::bigint AS closed_days`);
