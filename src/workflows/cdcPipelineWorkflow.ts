@@ -1,6 +1,7 @@
 import {
   ActivityCancellationType,
   ActivityFailure,
+  allHandlersFinished,
   CancellationScope,
   condition,
   continueAsNew,
@@ -10,6 +11,7 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -17,9 +19,12 @@ import type { Activities, CaptureSegmentResult } from '../activities';
 import {
   ErrorType,
   pauseSignal,
+  pauseUpdate,
   resumeSignal,
+  resumeUpdate,
   statusQuery,
   stopSignal,
+  stopUpdate,
   type PipelineConfig,
   type PipelineState,
   type StopRequest,
@@ -91,19 +96,66 @@ export function initialPipelineState(): PipelineState {
 }
 
 const CLOSE_BESIDE_CAPTURE = 'close-days-beside-capture';
+// One durable timer per next day-close instant, kept across segments: a timer around every segment added a
+// TimerStarted/TimerCanceled pair to the history every segmentSeconds.
+const ONE_CLOSE_TIMER = 'one-close-timer-per-instant';
 
 /** Long-lived CDC pipeline: snapshot, then capture segments; closes day windows by watermark or durable timer. */
 export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineState): Promise<PipelineState> {
   const state: PipelineState = carried ?? initialPipelineState();
   let paused = state.phase === 'paused';
   let stopRequest: StopRequest | undefined;
-  setHandler(statusQuery, () => state);
-  setHandler(pauseSignal, () => void (paused = true));
-  setHandler(resumeSignal, () => {
+  const resume = () => {
     paused = false;
     state.error = null;
-  });
+  };
+  setHandler(statusQuery, () => state);
+  setHandler(pauseSignal, () => void (paused = true));
+  setHandler(resumeSignal, resume);
   setHandler(stopSignal, (req) => void (stopRequest = req ?? {}));
+
+  // The updates return once the change took effect; the loop below sets the phases they wait for.
+  const rejectWhileStopping = () => {
+    if (stopRequest) throw new Error(`the pipeline is ${state.phase === 'stopped' ? 'stopped' : 'stopping'}`);
+  };
+  setHandler(
+    pauseUpdate,
+    async () => {
+      paused = true;
+      // 'failed': capture had already stopped on an error; 'stopped': a stop overtook the pause.
+      await condition(() => ['paused', 'failed', 'stopped'].includes(state.phase));
+      return state;
+    },
+    { validator: rejectWhileStopping },
+  );
+  setHandler(
+    resumeUpdate,
+    async () => {
+      if (!paused) return state;
+      resume();
+      await condition(() => state.phase === 'streaming' || !!stopRequest);
+      return state;
+    },
+    { validator: rejectWhileStopping },
+  );
+  setHandler(
+    stopUpdate,
+    async (req?: StopRequest) => {
+      stopRequest = { dropSlot: !!stopRequest?.dropSlot || !!req?.dropSlot };
+      await condition(() => state.phase === 'stopped');
+      return state;
+    },
+    {
+      // Inputs come from any client (e.g. `temporal workflow update execute`), so check the shape.
+      validator: (req?: StopRequest) => {
+        const shapeOk =
+          req === undefined ||
+          req === null ||
+          (typeof req === 'object' && ['boolean', 'undefined'].includes(typeof req.dropSlot));
+        if (!shapeOk) throw new Error('stop takes an optional { dropSlot?: boolean }');
+      },
+    },
+  );
 
   if (!state.config) {
     state.config = await validated(() => setup.validatePipelineInput(input));
@@ -128,6 +180,8 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   // Days whose watermark passed in a segment are closed while the next segment already runs: closing between
   // segments held the stream (a whole-day recompute) for up to a second. Histories from before keep their order.
   const closeBesideCapture = () => patched(CLOSE_BESIDE_CAPTURE);
+  // Decided once per run: a run recorded without the patch keeps a timer per segment until it continues as new.
+  const closeTimer = patched(ONE_CLOSE_TIMER) ? new DayCloseTimer() : undefined;
   while (!stopRequest) {
     if (paused) {
       if (closeBesideCapture()) await closeDaysByWatermark(state, config);
@@ -156,14 +210,20 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     // While the segment runs, close days the last one passed, fire durable day-close timers and watch for
     // pause/stop.
     if (closeBesideCapture()) await closeDaysByWatermark(state, config);
+    const segmentEndedOrInterrupted = () =>
+      progress !== undefined || segmentError !== undefined || paused || !!stopRequest;
     for (;;) {
       const next = nextTimerClose(state, config);
-      const waitMs = next === undefined ? undefined : Math.max(0, next.at - Date.now());
-      const woke = await condition(
-        () => progress !== undefined || segmentError !== undefined || paused || !!stopRequest,
-        waitMs ?? '365 days',
-      );
-      if (!woke && next) {
+      let closeDue: boolean;
+      if (closeTimer) {
+        closeTimer.aim(next);
+        await condition(() => closeTimer.due || segmentEndedOrInterrupted());
+        closeDue = closeTimer.due;
+      } else {
+        const waitMs = next === undefined ? undefined : Math.max(0, next.at - Date.now());
+        closeDue = !(await condition(segmentEndedOrInterrupted, waitMs ?? '365 days'));
+      }
+      if (closeDue && next) {
         await closeDay(state, config, next.day, 'timer');
         continue;
       }
@@ -188,10 +248,13 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     if (!closeBesideCapture()) await closeDaysByWatermark(state, config);
     if (
       !stopRequest &&
+      // A pause in flight is finished first: its update returns only once the phase is 'paused'.
+      !(closeTimer && paused) &&
       (workflowInfo().continueAsNewSuggested ||
         workflowInfo().historyLength > (config.maxHistoryEvents ?? DEFAULT_HISTORY_LIMIT))
     ) {
       state.continuedRuns += 1;
+      await condition(allHandlersFinished);
       await continueAsNew<typeof cdcPipelineWorkflow>(input, state);
     }
   }
@@ -204,7 +267,38 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   }
   state.phase = 'stopped';
   showDetails(state);
+  // The stop update returns this state: let it (and any other handler) finish before the run completes.
+  await condition(allHandlersFinished);
   return state;
+}
+
+/**
+ * The durable timer for the next day-close instant. It outlives capture segments and is replaced only when that
+ * instant changes (the day closed, or an earlier day opened), so the history holds one timer per close instant.
+ */
+class DayCloseTimer {
+  private armed: { at: number; fired: boolean; scope: CancellationScope } | undefined;
+
+  /** Keeps the running timer if it already aims at `next`, otherwise replaces it (or just cancels it). */
+  aim(next: { day: string; at: number } | undefined): void {
+    if (this.armed && this.armed.at === next?.at) return;
+    if (this.armed && !this.armed.fired) this.armed.scope.cancel();
+    this.armed = undefined;
+    if (!next) return;
+    const timer = { at: next.at, fired: false, scope: new CancellationScope() };
+    timer.scope
+      .run(() => sleep(next.at - Date.now(), { summary: `close day ${next.day}` }))
+      .then(
+        () => (timer.fired = true),
+        () => undefined, // cancelled: another close instant replaced it
+      );
+    this.armed = timer;
+  }
+
+  /** The instant it aims at has passed. */
+  get due(): boolean {
+    return !!this.armed?.fired;
+  }
 }
 
 /** "Current details" in the Web UI: what an operator checks first, without running a query. */

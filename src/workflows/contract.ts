@@ -104,8 +104,11 @@ export const statusQuery = defineQuery<PipelineState>('status');
 export const pauseUpdate = defineUpdate<PipelineState>('pause');
 /** resume: returns once a new capture segment is scheduled (phase 'streaming'). Rejected while stopping. */
 export const resumeUpdate = defineUpdate<PipelineState>('resume');
-/** stop: returns the final state (phase 'stopped', slot dropped if asked); the workflow completes right after. */
-export const stopUpdate = defineUpdate<PipelineState, [StopRequest?]>('stop');
+/**
+ * stop: returns the final state (phase 'stopped', slot dropped if asked); the workflow completes right after. The
+ * request may be left out (`temporal workflow update execute --name stop`), the handler treats that as {}.
+ */
+export const stopUpdate = defineUpdate<PipelineState, [StopRequest]>('stop');
 
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
