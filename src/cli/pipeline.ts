@@ -4,9 +4,13 @@ import { dropSlot } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import {
   followSnapshot,
+  pausePipeline,
+  pipelineHandle,
   pipelineStatus,
   pipelineWorkflowId,
+  resumePipeline,
   startPipeline,
+  stopPipeline,
   type PipelineStatus,
 } from '../control/pipeline';
 import { printJson, say } from './output';
@@ -96,13 +100,14 @@ async function start(o: StartOptions): Promise<void> {
 async function stop(o: { id: string; dropSlot?: boolean }): Promise<void> {
   const cfg = config();
   await withTemporal(async (client) => {
-    const handle = client.workflow.getHandle(pipelineWorkflowId(o.id));
-    const running = await handle.describe().then(
-      (d) => d.status.name === 'RUNNING',
-      () => false,
-    );
+    const running = await pipelineHandle(client, o.id)
+      .describe()
+      .then(
+        (d) => d.status.name === 'RUNNING',
+        () => false,
+      );
     if (!running) {
-      // An abandoned pipeline: no workflow to signal, but its slot may still hold WAL.
+      // An abandoned pipeline: no workflow to stop, but its slot may still hold WAL.
       const slot = `stategrid_${o.id}`;
       const dropped = o.dropSlot ? await dropSlot(cfg.sourceUrl, slot) : false;
       say(
@@ -111,8 +116,7 @@ async function stop(o: { id: string; dropSlot?: boolean }): Promise<void> {
       );
       return;
     }
-    await handle.signal('stop', { dropSlot: !!o.dropSlot });
-    await handle.result();
+    await stopPipeline(client, o.id, { dropSlot: !!o.dropSlot });
     say(`stopped ${pipelineWorkflowId(o.id)}${o.dropSlot ? ' and dropped its slot and publication' : ''}`);
   });
 }
@@ -140,14 +144,18 @@ export function registerPipeline(program: Command): void {
         else printStatus(s);
       });
     });
-  for (const name of ['pause', 'resume'] as const) {
+  // Both return once the change took effect: paused means the running segment has stopped applying.
+  for (const [name, update] of [
+    ['pause', pausePipeline],
+    ['resume', resumePipeline],
+  ] as const) {
     pipeline
       .command(name)
       .option('--id <pipelineId>', 'pipeline id', 'default')
       .action(async (o) => {
         await withTemporal(async (client) => {
-          await client.workflow.getHandle(pipelineWorkflowId(o.id)).signal(name);
-          say(`${name} sent to ${pipelineWorkflowId(o.id)}`);
+          const state = await update(client, o.id);
+          say(`${pipelineWorkflowId(o.id)} is ${state.phase} at LSN ${state.confirmedLsn}`);
         });
       });
   }

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import type { AppConfig } from '../config';
+import { recomputeDayWorkflow } from '../control/pipeline';
 import type { RecomputeResult } from '../workflows/types';
 import { say } from './output';
 import { config, isoDate, withTemporal } from './shared';
@@ -32,11 +33,7 @@ async function recomputeRange(
   const results: RecomputeResult[] = [];
   await withTemporal(async (client) => {
     for (const [i, date] of days.entries()) {
-      const r = (await client.workflow.execute('dailyRecomputeWorkflow', {
-        taskQueue: cfg.taskQueue,
-        workflowId: `stategrid-recompute-${pipelineId}-${date}-${Date.now()}`,
-        args: [{ date, pipelineId }],
-      })) as RecomputeResult;
+      const r = await recomputeDayWorkflow(cfg, client, { date, pipelineId });
       results.push(r);
       if (bar) bar.update(i + 1, { date, drift: r.drift });
       else say(`recompute ${i + 1}/${days.length} ${date}: drift ${r.drift} rows`);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy } from '@temporalio/client';
+import { WorkflowType } from '../workflows/contract';
 import { say } from './output';
 import { config, withTemporal } from './shared';
 
@@ -13,7 +14,7 @@ async function create(o: { cron: string; id: string }): Promise<void> {
       spec: { cronExpressions: [o.cron], timezone: cfg.timeZone },
       action: {
         type: 'startWorkflow',
-        workflowType: 'dailyRecomputeWorkflow',
+        workflowType: WorkflowType.recompute,
         taskQueue: cfg.taskQueue,
         workflowId: `stategrid-daily-recompute-${o.id}`,
         args: [{ pipelineId: o.id, timeZone: cfg.timeZone }],

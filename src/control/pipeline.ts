@@ -19,7 +19,17 @@ import { withClient } from '../db/client';
 import { initDatabases } from '../db/init';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkFigures, truncateSink, type SinkFigures } from '../sink/status';
-import type { PipelineState } from '../workflows/types';
+import type { cdcPipelineWorkflow } from '../workflows/cdcPipelineWorkflow';
+import type { dailyRecomputeWorkflow } from '../workflows/dailyRecomputeWorkflow';
+import {
+  pauseUpdate,
+  resumeUpdate,
+  statusQuery,
+  stopUpdate,
+  WorkflowType,
+  type PipelineState,
+  type RecomputeResult,
+} from '../workflows/contract';
 
 export type { SinkFigures, SlotFigures };
 
@@ -43,7 +53,7 @@ export async function startPipeline(
   const config = parsePipelineInput(cfg, input);
   const workflowId = pipelineWorkflowId(config.pipelineId);
   try {
-    await client.workflow.start('cdcPipelineWorkflow', {
+    await client.workflow.start<typeof cdcPipelineWorkflow>(WorkflowType.pipeline, {
       taskQueue: cfg.taskQueue,
       workflowId,
       args: [input],
@@ -54,6 +64,46 @@ export async function startPipeline(
     if (err instanceof WorkflowExecutionAlreadyStartedError) return { workflowId, alreadyRunning: true };
     throw err;
   }
+}
+
+/** The pipeline's workflow, typed by its definition: its query and updates are called by their definitions. */
+export const pipelineHandle = (client: Client, pipelineId: string) =>
+  client.workflow.getHandle<typeof cdcPipelineWorkflow>(pipelineWorkflowId(pipelineId));
+
+export const pipelineState = (client: Client, pipelineId: string): Promise<PipelineState> =>
+  pipelineHandle(client, pipelineId).query(statusQuery);
+
+/** Returns once the running segment has stopped applying and left the slot (phase 'paused'). */
+export const pausePipeline = (client: Client, pipelineId: string): Promise<PipelineState> =>
+  pipelineHandle(client, pipelineId).executeUpdate(pauseUpdate);
+
+/** Returns once the pipeline streams again. */
+export const resumePipeline = (client: Client, pipelineId: string): Promise<PipelineState> =>
+  pipelineHandle(client, pipelineId).executeUpdate(resumeUpdate);
+
+/** Returns the final state once the workflow has stopped (and dropped the slot and publication if asked). */
+export async function stopPipeline(
+  client: Client,
+  pipelineId: string,
+  opts: { dropSlot: boolean },
+): Promise<PipelineState> {
+  const handle = pipelineHandle(client, pipelineId);
+  const state = await handle.executeUpdate(stopUpdate, { args: [{ dropSlot: opts.dropSlot }] });
+  await handle.result();
+  return state;
+}
+
+/** One day's recompute as its own workflow run; returns its drift. */
+export function recomputeDayWorkflow(
+  cfg: AppConfig,
+  client: Client,
+  input: { pipelineId: string; date: string },
+): Promise<RecomputeResult> {
+  return client.workflow.execute<typeof dailyRecomputeWorkflow>(WorkflowType.recompute, {
+    taskQueue: cfg.taskQueue,
+    workflowId: `stategrid-recompute-${input.pipelineId}-${input.date}-${Date.now()}`,
+    args: [input],
+  });
 }
 
 export type PipelineStatus = {
@@ -70,13 +120,13 @@ export async function pipelineStatus(
   pipelineId: string,
 ): Promise<PipelineStatus> {
   const workflowId = pipelineWorkflowId(pipelineId);
-  const handle = client.workflow.getHandle(workflowId);
+  const handle = pipelineHandle(client, pipelineId);
   let workflowStatus = 'NOT_FOUND';
   let state: PipelineState | null = null;
   try {
     const desc = await handle.describe();
     workflowStatus = desc.status.name;
-    state = workflowStatus === 'RUNNING' ? await handle.query<PipelineState>('status') : null;
+    state = workflowStatus === 'RUNNING' ? await handle.query(statusQuery) : null;
   } catch (err) {
     if (!(err instanceof Error && /not found/i.test(err.message))) throw err;
   }
@@ -157,13 +207,13 @@ export async function followSnapshot(
   intervalMs = 1000,
 ): Promise<string> {
   const total = await sourceRowCount(cfg.sourceUrl);
-  const handle = client.workflow.getHandle(pipelineWorkflowId(pipelineId));
+  const handle = pipelineHandle(client, pipelineId);
   // One sink connection for the whole follow, not one per poll.
   return withClient(cfg.sinkUrl, async (sink) => {
     for (;;) {
       const desc = await handle.describe();
       if (desc.status.name !== 'RUNNING') return desc.status.name.toLowerCase();
-      const state = await handle.query<PipelineState>('status');
+      const state = await handle.query(statusQuery);
       if (state.phase !== 'validating' && state.phase !== 'snapshot') {
         const copied = state.snapshot ? Object.values(state.snapshot.rows).reduce((a, b) => a + b, 0) : total;
         report({ phase: state.phase, rows: copied, total: Math.max(total, copied) });

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { pipelineWorkflowId } from '../../src/control/pipeline';
+import { pausePipeline, pipelineHandle, pipelineState, resumePipeline } from '../../src/control/pipeline';
 import { readPid } from '../../src/stack/proc';
-import type { PipelineState } from '../../src/workflows/types';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /**
@@ -84,21 +83,18 @@ describe('capture recovery paths', function () {
     assert.deepEqual(log[0], { n: 30000, d: 30000 });
   });
 
-  it('pauses on signal without applying anything, and resumes where it stopped', async () => {
+  it('pause returns once paused, applies nothing while paused, and resume continues where it stopped', async () => {
     await t.freshPipeline({ segmentSeconds: 5 }, () => t.q(USERS).then(() => undefined));
-    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
-    await handle.signal('pause');
-    await t.waitFor(
-      'phase paused',
-      async () => (await handle.query<PipelineState>('status')).phase === 'paused',
-    );
+    const paused = await pausePipeline(t.client, PIPELINE_ID);
+    assert.equal(paused.phase, 'paused', 'the update returns the state it waited for');
+    assert.equal((await pipelineState(t.client, PIPELINE_ID)).phase, 'paused', 'status agrees right after');
     await t.q(
       `INSERT INTO power_consumption SELECT g, 1, 1.00, 0.50, '2026-11-22 10:00:00' FROM generate_series(1, 100) g`,
     );
     await new Promise((r) => setTimeout(r, 3000));
     const during = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM ods_power_consumption`);
     assert.equal(during[0].n, 0, 'nothing is applied while paused');
-    await handle.signal('resume');
+    assert.equal((await resumePipeline(t.client, PIPELINE_ID)).phase, 'streaming');
     await t.caughtUp();
     await t.assertConverged();
   });
@@ -107,14 +103,14 @@ describe('capture recovery paths', function () {
     await t.freshPipeline({ segmentSeconds: 5, maxHistoryEvents: 20 }, () =>
       t.q(USERS).then(() => undefined),
     );
-    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    const handle = pipelineHandle(t.client, PIPELINE_ID);
     const firstRun = (await handle.describe()).runId;
     await t.q(`INSERT INTO power_consumption VALUES (1, 1, 2.00, 1.00, '2026-11-22 10:00:00')`);
     await t.waitFor('a continued run', async () => (await handle.describe()).runId !== firstRun, 120000);
     await t.q(`INSERT INTO power_consumption VALUES (2, 2, 3.00, 1.50, '2026-11-22 11:00:00')`);
     await t.caughtUp();
     await t.assertConverged();
-    const state = await handle.query<PipelineState>('status');
+    const state = await pipelineState(t.client, PIPELINE_ID);
     assert.ok(state.continuedRuns >= 1);
     assert.ok(state.health, 'the status query reports slot lag, orphans and dead letters');
     assert.equal(state.health.orphans, 0);

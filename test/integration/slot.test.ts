@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { withClient } from '../../src/db/client';
 import { dropSlot, slotFigures } from '../../src/cdc/source-admin';
-import { pipelineWorkflowId, startPipeline } from '../../src/control/pipeline';
-import type { PipelineState } from '../../src/workflows/types';
+import { pipelineHandle, pipelineWorkflowId, startPipeline } from '../../src/control/pipeline';
+import { statusQuery, stopUpdate } from '../../src/workflows/contract';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /** Slot hygiene: the slot advances while watched tables are idle, and stop --drop-slot cleans up. */
@@ -38,8 +38,8 @@ describe('replication slot hygiene', function () {
   });
 
   it('stop --drop-slot removes the slot and the publication', async () => {
-    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
-    await handle.signal('stop', { dropSlot: true });
+    const handle = pipelineHandle(t.client, PIPELINE_ID);
+    await handle.executeUpdate(stopUpdate, { args: [{ dropSlot: true }] });
     const final = await handle.result();
     assert.equal(final.phase, 'stopped');
     const slot = await slotFigures(t.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
@@ -58,14 +58,14 @@ describe('replication slot dropped externally', function () {
       await t.q(`INSERT INTO power_user VALUES (1, 'a', '居民用电', 1, '北京', now())`);
     });
     await dropSlot(t.cfg.sourceUrl, `stategrid_${PIPELINE_ID}`);
-    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    const handle = pipelineHandle(t.client, PIPELINE_ID);
     await t.waitFor('the pipeline to report the missing slot', async () => {
-      const s = await handle.query<PipelineState>('status');
+      const s = await handle.query(statusQuery);
       return s.phase === 'failed' && /does not exist/.test(s.error ?? '');
     });
-    const state = await handle.query<PipelineState>('status');
+    const state = await handle.query(statusQuery);
     assert.match(String(state.error), /pipeline stop && stategrid pipeline start --resync/);
-    await handle.signal('stop', {});
+    await handle.executeUpdate(stopUpdate, { args: [{}] });
     await handle.result();
     await t.q(`INSERT INTO power_consumption VALUES (1, 1, 2.00, 1.00, '2026-11-20 10:00:00')`);
     await startPipeline(t.cfg, t.client, { pipelineId: PIPELINE_ID, resync: true, segmentSeconds: 15 });
@@ -93,16 +93,16 @@ describe('publication altered under a running pipeline', function () {
 
     await t.q(`ALTER PUBLICATION stategrid_pub DROP TABLE power_consumption`);
     await t.q(`INSERT INTO power_consumption VALUES (2, 1, 3.00, 1.00, '2026-11-20 11:00:00')`);
-    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    const handle = pipelineHandle(t.client, PIPELINE_ID);
     await t.waitFor('the pipeline to report the altered publication', async () => {
-      const s = await handle.query<PipelineState>('status');
+      const s = await handle.query(statusQuery);
       return s.phase === 'failed' && /no longer publishes power_consumption/.test(s.error ?? '');
     });
     assert.match(
-      String((await handle.query<PipelineState>('status')).error),
+      String((await handle.query(statusQuery)).error),
       /pipeline stop && stategrid pipeline start --resync/,
     );
-    await handle.signal('stop', {});
+    await handle.executeUpdate(stopUpdate, { args: [{}] });
     await handle.result();
     // A plain restart would resume over the gap: it is refused with the same advice.
     const plain = await t.client.workflow.start('cdcPipelineWorkflow', {
@@ -129,7 +129,7 @@ describe('replication stream across capture segments', function () {
 
   it('keeps one walsender from segment to segment and applies every change once', async () => {
     await t.freshPipeline({ segmentSeconds: 5 });
-    const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
+    const handle = pipelineHandle(t.client, PIPELINE_ID);
     const walsender = async () =>
       (
         await t.q<{ pid: number }>(`SELECT pid FROM pg_stat_replication WHERE application_name = $1`, [
@@ -138,7 +138,7 @@ describe('replication stream across capture segments', function () {
       )[0]?.pid;
     await t.waitFor('the capture walsender', async () => (await walsender()) !== undefined);
     const first = await walsender();
-    const segmentsBefore = (await handle.query<PipelineState>('status')).totals.segments;
+    const segmentsBefore = (await handle.query(statusQuery)).totals.segments;
     let id = 0;
     await t.waitFor(
       'three more capture segments under a trickle of inserts',
@@ -146,7 +146,7 @@ describe('replication stream across capture segments', function () {
         id += 1;
         await t.q(`INSERT INTO power_consumption VALUES ($1, 1, 2.00, 1.00, '2026-11-20 10:00:00')`, [id]);
         assert.equal(await walsender(), first, 'the replication connection was re-opened');
-        return (await handle.query<PipelineState>('status')).totals.segments >= segmentsBefore + 3;
+        return (await handle.query(statusQuery)).totals.segments >= segmentsBefore + 3;
       },
       60000,
     );

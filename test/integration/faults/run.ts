@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
-import { resetEverything, startPipeline, waitStreaming } from '../../../src/control/pipeline';
+import { pipelineState, resetEverything, startPipeline, waitStreaming } from '../../../src/control/pipeline';
 import { dropSlot } from '../../../src/cdc/source-admin';
+import { formatTable } from '../../../src/cli/output';
 import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
 import { stopPostgres } from '../../../src/stack/postgres';
@@ -159,7 +160,7 @@ async function waitGrowth(rows: number, timeoutMs = 180000): Promise<void> {
 }
 
 async function status(): Promise<PipelineState> {
-  return t.client.workflow.getHandle(`stategrid-pipeline-${PIPELINE_ID}`).query<PipelineState>('status');
+  return pipelineState(t.client, PIPELINE_ID);
 }
 
 function kill(name: 'worker' | 'temporal'): void {
@@ -459,17 +460,19 @@ async function main(): Promise<void> {
     proxy.close();
   }
   console.log('');
-  console.table(
-    results.map((r) => ({
-      scenario: r.scenario,
-      faults: r.faults,
-      'source rows': r.sourceRows,
-      'inserts logged': r.loggedInserts,
-      lost: r.lost,
-      duplicated: r.duplicated,
-      'layers = oracle': r.layersEqual ? 'yes' : 'NO',
-      s: r.seconds,
-    })),
+  console.log(
+    formatTable(
+      results.map((r) => ({
+        scenario: r.scenario,
+        faults: r.faults,
+        'source rows': r.sourceRows,
+        'inserts logged': r.loggedInserts,
+        lost: r.lost,
+        duplicated: r.duplicated,
+        'layers = oracle': r.layersEqual ? 'yes' : 'NO',
+        s: r.seconds,
+      })),
+    ),
   );
   const bad = results.filter((r) => r.lost || r.duplicated || !r.layersEqual);
   fs.mkdirSync(path.join(REPO_ROOT, 'test-output'), { recursive: true });
