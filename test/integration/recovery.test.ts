@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipelineWorkflowId } from '../../src/control/pipeline';
 import { readPid } from '../../src/stack/proc';
-import type { PipelineState } from '../../src/workflows/types';
+import { pauseUpdate, resumeUpdate, type PipelineState } from '../../src/workflows/contract';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /**
@@ -84,21 +84,18 @@ describe('capture recovery paths', function () {
     assert.deepEqual(log[0], { n: 30000, d: 30000 });
   });
 
-  it('pauses on signal without applying anything, and resumes where it stopped', async () => {
+  it('pauses by update without applying anything, and resumes where it stopped', async () => {
     await t.freshPipeline({ segmentSeconds: 5 }, () => t.q(USERS).then(() => undefined));
     const handle = t.client.workflow.getHandle(pipelineWorkflowId(PIPELINE_ID));
-    await handle.signal('pause');
-    await t.waitFor(
-      'phase paused',
-      async () => (await handle.query<PipelineState>('status')).phase === 'paused',
-    );
+    // The update returns once the segment has let go of the slot.
+    assert.equal((await handle.executeUpdate(pauseUpdate)).phase, 'paused');
     await t.q(
       `INSERT INTO power_consumption SELECT g, 1, 1.00, 0.50, '2026-11-22 10:00:00' FROM generate_series(1, 100) g`,
     );
     await new Promise((r) => setTimeout(r, 3000));
     const during = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM ods_power_consumption`);
     assert.equal(during[0].n, 0, 'nothing is applied while paused');
-    await handle.signal('resume');
+    assert.equal((await handle.executeUpdate(resumeUpdate)).phase, 'streaming');
     await t.caughtUp();
     await t.assertConverged();
   });
