@@ -167,6 +167,24 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
     );
   });
 
+  it('answers a pause that a resume overtook before the segment let go, and streams on', async () => {
+    await withPipeline(
+      pipelineConfig(),
+      () => ({ ms: 'until-cancelled', flushMs: 1000 }),
+      async (handle, fakes) => {
+        await eventually('a running segment', () => fakes.capturesStarted >= 1);
+        const pausing = handle.executeUpdate(pauseUpdate);
+        await eventually('phase pausing', async () => (await handle.query(statusQuery)).phase === 'pausing');
+        const resumed = await handle.executeUpdate(resumeUpdate);
+        assert.equal(resumed.phase, 'streaming');
+        assert.notEqual((await pausing).phase, 'paused', 'the pause returned without taking effect');
+        await eventually('the next segment', () => fakes.capturesStarted >= 2);
+        assert.equal((await handle.query(statusQuery)).phase, 'streaming');
+        await handle.executeUpdate(stopUpdate, { args: [{}] });
+      },
+    );
+  });
+
   it('fails on a non-retryable capture error, reports it, and captures again on resume', async () => {
     const slotGone = ApplicationFailure.nonRetryable(
       'replication slot "stategrid_wf" does not exist',
