@@ -16,6 +16,7 @@ import {
   eventually,
   FakePipelineActivities,
   pipelineConfig,
+  recordFixture,
   startTestServer,
   withWorker,
   type SegmentScript,
@@ -80,7 +81,11 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
         const state = await handle.executeUpdate(stopUpdate, { args: [{}] });
         assert.deepEqual(state.closedDays, [{ date: day, by: 'timer' }]);
         assert.deepEqual(state.openDays, []);
-        const { events } = await handle.fetchHistory();
+        const history = await handle.fetchHistory();
+        // STATEGRID_RECORD_HISTORY=1 records this run (timer, updates, day close) as a replay fixture.
+        if (process.env.STATEGRID_RECORD_HISTORY)
+          recordFixture('cdcPipelineWorkflow.one-close-timer', history);
+        const { events } = history;
         const captures = countEvents(
           events,
           (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'captureChanges',
