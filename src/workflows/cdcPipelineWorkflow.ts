@@ -105,13 +105,21 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   const state: PipelineState = carried ?? initialPipelineState();
   let paused = state.phase === 'paused';
   let stopRequest: StopRequest | undefined;
+  // Counts pause/resume requests: an update whose request a later one overrode returns instead of waiting for
+  // a phase that will not come (pause, then resume before the segment let go).
+  let controlRequests = 0;
+  const pause = () => {
+    paused = true;
+    return ++controlRequests;
+  };
   const resume = () => {
     paused = false;
     state.error = null;
+    return ++controlRequests;
   };
   setHandler(statusQuery, () => state);
-  setHandler(pauseSignal, () => void (paused = true));
-  setHandler(resumeSignal, resume);
+  setHandler(pauseSignal, () => void pause());
+  setHandler(resumeSignal, () => void resume());
   setHandler(stopSignal, (req) => void (stopRequest = req ?? {}));
 
   // The updates return once the change took effect; the loop below sets the phases they wait for.
@@ -121,9 +129,11 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   setHandler(
     pauseUpdate,
     async () => {
-      paused = true;
+      const request = pause();
       // 'failed': capture had already stopped on an error; 'stopped': a stop overtook the pause.
-      await condition(() => ['paused', 'failed', 'stopped'].includes(state.phase));
+      await condition(
+        () => ['paused', 'failed', 'stopped'].includes(state.phase) || controlRequests !== request,
+      );
       return state;
     },
     { validator: rejectWhileStopping },
@@ -132,8 +142,8 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     resumeUpdate,
     async () => {
       if (!paused) return state;
-      resume();
-      await condition(() => state.phase === 'streaming' || !!stopRequest);
+      const request = resume();
+      await condition(() => state.phase === 'streaming' || !!stopRequest || controlRequests !== request);
       return state;
     },
     { validator: rejectWhileStopping },
@@ -248,13 +258,13 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     if (!closeBesideCapture()) await closeDaysByWatermark(state, config);
     if (
       !stopRequest &&
-      // A pause in flight is finished first: its update returns only once the phase is 'paused'.
+      // An update still waiting for its phase would be cut off: pause first, and continue at a later segment.
       !(closeTimer && paused) &&
+      allHandlersFinished() &&
       (workflowInfo().continueAsNewSuggested ||
         workflowInfo().historyLength > (config.maxHistoryEvents ?? DEFAULT_HISTORY_LIMIT))
     ) {
       state.continuedRuns += 1;
-      await condition(allHandlersFinished);
       await continueAsNew<typeof cdcPipelineWorkflow>(input, state);
     }
   }

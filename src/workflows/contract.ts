@@ -102,7 +102,10 @@ export const statusQuery = defineQuery<PipelineState>('status');
  * pipeline had already stopped capturing on an error). Rejected while stopping.
  */
 export const pauseUpdate = defineUpdate<PipelineState>('pause');
-/** resume: returns once a new capture segment is scheduled (phase 'streaming'). Rejected while stopping. */
+/**
+ * resume: returns once a new capture segment is scheduled (phase 'streaming'); at once when nothing was paused.
+ * Rejected while stopping. A pause or resume overridden by a later request returns at that request.
+ */
 export const resumeUpdate = defineUpdate<PipelineState>('resume');
 /**
  * stop: returns the final state (phase 'stopped', slot dropped if asked); the workflow completes right after. The

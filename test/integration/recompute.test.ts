@@ -103,11 +103,11 @@ describe('daily recomputation and schedule', function () {
     const live = await handle.fetchHistory();
     await Worker.runReplayHistory({ workflowsPath }, live, pipelineWorkflowId(PIPELINE_ID));
     // Recorded histories are stored as binary protobuf (History.encode): JSON histories hit a protobufjs
-    // version split inside the SDK. STATEGRID_RECORD_HISTORY=1 records a fixture from this live run; the
-    // workflow tier (test/workflow/replay.test.ts) replays every committed fixture.
+    // version split inside the SDK. STATEGRID_RECORD_HISTORY=1 records a fixture from this live run (beside the
+    // older ones, which guard the pre-patch code paths); the workflow tier replays every committed fixture.
     if (process.env.STATEGRID_RECORD_HISTORY) {
       const { History } = temporal.api.history.v1;
-      const fixture = path.join(REPO_ROOT, 'test', 'fixtures', 'cdcPipelineWorkflow.history.pb');
+      const fixture = path.join(REPO_ROOT, 'test', 'fixtures', 'cdcPipelineWorkflow.live.history.pb');
       fs.writeFileSync(fixture, History.encode(live).finish());
     }
   });

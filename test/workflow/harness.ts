@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import type { ApplicationFailure } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
@@ -166,4 +168,10 @@ type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
 export function countEvents(events: HistoryEvent[] | null | undefined, has: (e: HistoryEvent) => unknown) {
   return (events ?? []).filter((e) => !!has(e)).length;
+}
+
+/** Writes a history as binary protobuf into test/fixtures, where the replay test picks it up. */
+export function recordFixture(name: string, history: temporal.api.history.v1.IHistory): void {
+  const file = path.resolve(__dirname, '../../../test/fixtures', `${name}.history.pb`);
+  fs.writeFileSync(file, temporal.api.history.v1.History.encode(history).finish());
 }

@@ -16,6 +16,7 @@ import {
   eventually,
   FakePipelineActivities,
   pipelineConfig,
+  recordFixture,
   startTestServer,
   withWorker,
   type SegmentScript,
@@ -80,7 +81,11 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
         const state = await handle.executeUpdate(stopUpdate, { args: [{}] });
         assert.deepEqual(state.closedDays, [{ date: day, by: 'timer' }]);
         assert.deepEqual(state.openDays, []);
-        const { events } = await handle.fetchHistory();
+        const history = await handle.fetchHistory();
+        // STATEGRID_RECORD_HISTORY=1 records this run (timer, updates, day close) as a replay fixture.
+        if (process.env.STATEGRID_RECORD_HISTORY)
+          recordFixture('cdcPipelineWorkflow.one-close-timer', history);
+        const { events } = history;
         const captures = countEvents(
           events,
           (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'captureChanges',
@@ -163,6 +168,24 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
         const result = (await handle.result()) as PipelineState;
         assert.equal(result.phase, 'stopped');
         assert.equal(fakes.slotDrops, 0);
+      },
+    );
+  });
+
+  it('answers a pause that a resume overtook before the segment let go, and streams on', async () => {
+    await withPipeline(
+      pipelineConfig(),
+      () => ({ ms: 'until-cancelled', flushMs: 1000 }),
+      async (handle, fakes) => {
+        await eventually('a running segment', () => fakes.capturesStarted >= 1);
+        const pausing = handle.executeUpdate(pauseUpdate);
+        await eventually('phase pausing', async () => (await handle.query(statusQuery)).phase === 'pausing');
+        const resumed = await handle.executeUpdate(resumeUpdate);
+        assert.equal(resumed.phase, 'streaming');
+        assert.notEqual((await pausing).phase, 'paused', 'the pause returned without taking effect');
+        await eventually('the next segment', () => fakes.capturesStarted >= 2);
+        assert.equal((await handle.query(statusQuery)).phase, 'streaming');
+        await handle.executeUpdate(stopUpdate, { args: [{}] });
       },
     );
   });
