@@ -37,6 +37,9 @@ async function main(): Promise<void> {
       : { workflowsPath: require.resolve('./workflows') }),
     activities: createActivities({ cfg, sink, streams, refreshers }),
     maxConcurrentActivityTaskExecutions: 20,
+    // A pause reaches a running capture segment only through a heartbeat response; the default throttle (80 % of
+    // the 20 s heartbeat timeout) made `pipeline pause` take up to 16 s.
+    maxHeartbeatThrottleInterval: '1s',
   });
   const readyFile = path.join(cfg.home, 'run', 'worker.ready');
   fs.mkdirSync(path.dirname(readyFile), { recursive: true });

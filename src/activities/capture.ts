@@ -1,27 +1,19 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { captureSegment, type CaptureProgress } from '../cdc/capture';
 import { parseLsn } from '../cdc/changes';
-import type { RefreshStats } from '../cdc/ports';
 import { PublicationAlteredError, SlotMissingError, slotFigures } from '../cdc/source-admin';
 import { slotLagBytes } from '../observability/metrics';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkHealth } from '../sink/status';
 import { PgBatchSink, StaleCaptureError } from '../sink/writer';
-import type { PipelineConfig } from '../workflows/types';
+import { ErrorType, type CaptureSegmentResult, type PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
-
-export type CaptureSegmentResult = CaptureProgress &
-  RefreshStats & {
-    slotLagBytes: number | null;
-    orphans: number;
-    deadLettersTotal: number;
-  };
 
 /** Errors the workflow must not retry: each needs an operator's decision (see its message). */
 const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
-  [SlotMissingError, 'SlotMissing'],
-  [PublicationAlteredError, 'PublicationAltered'],
-  [StaleCaptureError, 'StaleCapture'],
+  [SlotMissingError, ErrorType.SlotMissing],
+  [PublicationAlteredError, ErrorType.PublicationAltered],
+  [StaleCaptureError, ErrorType.StaleCapture],
 ];
 
 /**
@@ -37,7 +29,7 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
       if (!cp || cp.phase !== 'streaming') {
         throw ApplicationFailure.nonRetryable(
           `pipeline ${config.pipelineId} has no completed snapshot (phase ${cp?.phase ?? 'missing'})`,
-          'NotReady',
+          ErrorType.NotReady,
         );
       }
       const refresher = refreshers.forPipeline(config.pipelineId);

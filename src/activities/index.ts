@@ -1,3 +1,4 @@
+import type { PipelineActivities } from '../workflows/contract';
 import { captureActivities } from './capture';
 import type { ActivityDeps } from './deps';
 import { setupActivities } from './setup';
@@ -6,10 +7,9 @@ import { snapshotActivities } from './snapshot';
 import { windowActivities } from './windows';
 
 export type { ActivityDeps } from './deps';
-export type { CaptureSegmentResult } from './capture';
 
 /** Activities own all I/O. Built once per worker from its dependencies; each concern in its own module. */
-export function createActivities(deps: ActivityDeps) {
+export function createActivities(deps: ActivityDeps): PipelineActivities {
   return {
     ...setupActivities(deps),
     ...snapshotActivities(deps),
@@ -19,4 +19,4 @@ export function createActivities(deps: ActivityDeps) {
   };
 }
 
-export type Activities = ReturnType<typeof createActivities>;
+export type Activities = PipelineActivities;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AppConfig } from '../config';
-import type { PipelineConfig, RecomputeInput } from '../workflows/types';
+import type { PipelineConfig, RecomputeInput } from '../workflows/contract';
 
 /** zod schemas for workflow inputs; activities validate them so workflows stay free of non-SDK imports. */
 const safeName = z.string().regex(/^[a-z0-9_]{1,48}$/, 'must match [a-z0-9_]{1,48}');

@@ -8,12 +8,12 @@ import {
 } from '../cdc/source-admin';
 import { withClient } from '../db/client';
 import { ensureCheckpoint } from '../sink/checkpoint';
-import type { PipelineConfig, RecomputeInput } from '../workflows/types';
+import { ErrorType, type PipelineConfig, type RecomputeInput } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
 import { parsePipelineInput, parseRecomputeInput } from './inputs';
 
 const invalid = (err: unknown) =>
-  ApplicationFailure.nonRetryable(err instanceof Error ? err.message : String(err), 'InvalidInput');
+  ApplicationFailure.nonRetryable(err instanceof Error ? err.message : String(err), ErrorType.InvalidInput);
 
 /** Input validation and the pipeline's registration: checkpoint row and publication. */
 export function setupActivities({ cfg, sink }: ActivityDeps) {
@@ -49,7 +49,7 @@ export function setupActivities({ cfg, sink }: ActivityDeps) {
         // Resuming over a gap in the publication would skip changes for good; a new snapshot closes the gap.
         if (resuming) {
           const message = new PublicationAlteredError(config.publication, missing).message;
-          throw ApplicationFailure.nonRetryable(message, 'PublicationAltered');
+          throw ApplicationFailure.nonRetryable(message, ErrorType.PublicationAltered);
         }
         for (const table of missing) await addToPublication(source, config.publication, table);
       });

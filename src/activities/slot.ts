@@ -1,7 +1,7 @@
 import { dropPublication, dropSlot } from '../cdc/source-admin';
 import { withClient } from '../db/client';
 import { resetCheckpoint } from '../sink/checkpoint';
-import type { PipelineConfig } from '../workflows/types';
+import type { PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
 
 export function slotActivities({ cfg, sink, streams }: ActivityDeps) {

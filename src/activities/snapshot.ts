@@ -2,7 +2,7 @@ import { Context, log } from '@temporalio/activity';
 import { runSnapshot, type SnapshotResult } from '../cdc/snapshot';
 import { refreshDirtyPartitions } from '../sink/aggregates';
 import { PgSnapshotSink } from '../sink/snapshot-load';
-import type { PipelineConfig } from '../workflows/types';
+import type { PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
 
 /** The initial load: source snapshot reader into the sink's chunk loader, then DWS for everything loaded. */

@@ -1,6 +1,6 @@
 import { closeDayWindow, recomputeDay } from '../sink/aggregates';
 import { readCheckpoint } from '../sink/checkpoint';
-import type { RecomputeResult } from '../workflows/types';
+import type { RecomputeResult } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
 
 /** Day windows: close by watermark or timer, and the whole-day recompute with its drift. */

@@ -2,7 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import type { AppConfig } from '../config';
 import { recomputeDayWorkflow } from '../control/pipeline';
-import type { RecomputeResult } from '../workflows/types';
+import type { RecomputeResult } from '../workflows/contract';
 import { say } from './output';
 import { config, isoDate, withTemporal } from './shared';
 

@@ -10,45 +10,38 @@ import {
   patched,
   proxyActivities,
   setCurrentDetails,
-  setHandler,
   sleep,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities, CaptureSegmentResult } from '../activities';
 import {
   ErrorType,
-  pauseSignal,
-  pauseUpdate,
-  resumeSignal,
-  resumeUpdate,
-  statusQuery,
-  stopSignal,
-  stopUpdate,
+  type CaptureSegmentResult,
+  type PipelineActivities,
   type PipelineConfig,
   type PipelineState,
-  type StopRequest,
 } from './contract';
+import { PipelineControl } from './pipeline-control';
 import { validated } from './validation';
 import { dayCloseInstant, watermarkPassed } from './window-time';
 
-const setup = proxyActivities<Activities>({
+const setup = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
 });
-const snapshot = proxyActivities<Activities>({
+const snapshot = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '6 hours',
   // Short enough that a worker lost mid-snapshot is noticed quickly; chunks heartbeat every second or so.
   heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '2s', maximumInterval: '1 minute' },
 });
-const windows = proxyActivities<Activities>({
+const windows = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '10 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 });
 
 function captureActivity(config: PipelineConfig) {
-  return proxyActivities<Activities>({
+  return proxyActivities<PipelineActivities>({
     startToCloseTimeout: `${config.segmentSeconds + 300} seconds`,
     heartbeatTimeout: '20 seconds',
     // On pause/stop, wait until the segment has really stopped (flushed and left the slot) before going on.
@@ -103,87 +96,9 @@ const ONE_CLOSE_TIMER = 'one-close-timer-per-instant';
 /** Long-lived CDC pipeline: snapshot, then capture segments; closes day windows by watermark or durable timer. */
 export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineState): Promise<PipelineState> {
   const state: PipelineState = carried ?? initialPipelineState();
-  let paused = state.phase === 'paused';
-  let stopRequest: StopRequest | undefined;
-  // Counts pause/resume requests: an update whose request a later one overrode returns instead of waiting for
-  // a phase that will not come (pause, then resume before the segment let go).
-  let controlRequests = 0;
-  const pause = () => {
-    paused = true;
-    return ++controlRequests;
-  };
-  const resume = () => {
-    paused = false;
-    state.error = null;
-    return ++controlRequests;
-  };
-  setHandler(statusQuery, () => state);
-  setHandler(pauseSignal, () => void pause());
-  setHandler(resumeSignal, () => void resume());
-  setHandler(stopSignal, (req) => void (stopRequest = req ?? {}));
-
-  // The updates return once the change took effect; the loop below sets the phases they wait for.
-  const rejectWhileStopping = () => {
-    if (stopRequest) throw new Error(`the pipeline is ${state.phase === 'stopped' ? 'stopped' : 'stopping'}`);
-  };
-  setHandler(
-    pauseUpdate,
-    async () => {
-      const request = pause();
-      // 'failed': capture had already stopped on an error; 'stopped': a stop overtook the pause.
-      await condition(
-        () => ['paused', 'failed', 'stopped'].includes(state.phase) || controlRequests !== request,
-      );
-      return state;
-    },
-    { validator: rejectWhileStopping },
-  );
-  setHandler(
-    resumeUpdate,
-    async () => {
-      if (!paused) return state;
-      const request = resume();
-      await condition(() => state.phase === 'streaming' || !!stopRequest || controlRequests !== request);
-      return state;
-    },
-    { validator: rejectWhileStopping },
-  );
-  setHandler(
-    stopUpdate,
-    async (req?: StopRequest) => {
-      stopRequest = { dropSlot: !!stopRequest?.dropSlot || !!req?.dropSlot };
-      await condition(() => state.phase === 'stopped');
-      return state;
-    },
-    {
-      // Inputs come from any client (e.g. `temporal workflow update execute`), so check the shape.
-      validator: (req?: StopRequest) => {
-        const shapeOk =
-          req === undefined ||
-          req === null ||
-          (typeof req === 'object' && ['boolean', 'undefined'].includes(typeof req.dropSlot));
-        if (!shapeOk) throw new Error('stop takes an optional { dropSlot?: boolean }');
-      },
-    },
-  );
-
-  if (!state.config) {
-    state.config = await validated(() => setup.validatePipelineInput(input));
-    const prep = await setup.preparePipeline(state.config);
-    if (prep.phase !== 'streaming' || state.config.resync) {
-      state.phase = 'snapshot';
-      const snap = await snapshot.snapshotSource.executeWithOptions(
-        { summary: `initial snapshot of power_user, power_consumption (slot ${state.config.slotName})` },
-        [state.config],
-      );
-      state.snapshot = { rows: snap.rows, seconds: snap.seconds, consistentLsn: snap.consistentLsn };
-      state.confirmedLsn = snap.consistentLsn;
-      addOpenDays(state, snap.days);
-    } else {
-      state.confirmedLsn = prep.confirmedLsn;
-    }
-  }
-  const config = state.config;
+  const control = new PipelineControl(state);
+  control.install();
+  const config = state.config ?? (await preparePipeline(state, input));
   upsertSearchAttributes({ StategridPipelineId: [config.pipelineId] });
   const capture = captureActivity(config);
 
@@ -192,74 +107,32 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   const closeBesideCapture = () => patched(CLOSE_BESIDE_CAPTURE);
   // Decided once per run: a run recorded without the patch keeps a timer per segment until it continues as new.
   const closeTimer = patched(ONE_CLOSE_TIMER) ? new DayCloseTimer() : undefined;
-  while (!stopRequest) {
-    if (paused) {
+  const segments: SegmentRunner = { state, config, control, capture, closeTimer, closeBesideCapture };
+  while (!control.stopRequest) {
+    if (control.paused) {
       if (closeBesideCapture()) await closeDaysByWatermark(state, config);
       state.phase = 'paused';
       showDetails(state);
-      await condition(() => !paused || !!stopRequest);
+      await control.untilResumedOrStopped();
       continue;
     }
-    state.phase = 'streaming';
-    showDetails(state);
-    const segmentScope = new CancellationScope();
-    const segment = segmentScope.run(() =>
-      capture.executeWithOptions(
-        {
-          summary: `capture ≤${config.segmentSeconds}s from ${state.confirmedLsn} (slot ${config.slotName})`,
-        },
-        [config],
-      ),
-    );
-    let progress: CaptureSegmentResult | undefined;
-    let segmentError: unknown;
-    segment.then(
-      (p) => (progress = p),
-      (err) => (segmentError = err ?? new Error('capture failed')),
-    );
-    // While the segment runs, close days the last one passed, fire durable day-close timers and watch for
-    // pause/stop.
-    if (closeBesideCapture()) await closeDaysByWatermark(state, config);
-    const segmentEndedOrInterrupted = () =>
-      progress !== undefined || segmentError !== undefined || paused || !!stopRequest;
-    for (;;) {
-      const next = nextTimerClose(state, config);
-      let closeDue: boolean;
-      if (closeTimer) {
-        closeTimer.aim(next);
-        await condition(() => closeTimer.due || segmentEndedOrInterrupted());
-        closeDue = closeTimer.due;
-      } else {
-        const waitMs = next === undefined ? undefined : Math.max(0, next.at - Date.now());
-        closeDue = !(await condition(segmentEndedOrInterrupted, waitMs ?? '365 days'));
-      }
-      if (closeDue && next) {
-        await closeDay(state, config, next.day, 'timer');
-        continue;
-      }
-      if (progress || segmentError) break;
-      // The running segment flushes what it decoded before it lets go of the slot; say so meanwhile.
-      state.phase = stopRequest ? 'stopping' : 'pausing';
-      segmentScope.cancel();
-      await segment.catch(() => undefined);
-      break;
-    }
-    if (segmentError && !isCancellation(segmentError)) {
-      const failure = segmentError instanceof ActivityFailure ? segmentError.cause : segmentError;
+    const { progress, error } = await runSegment(segments);
+    if (error && !isCancellation(error)) {
+      const failure = error instanceof ActivityFailure ? error.cause : error;
       state.error = failure instanceof Error ? failure.message : String(failure);
       state.phase = 'failed';
       log.error('capture failed; waiting for resume or stop', { error: state.error });
       showDetails(state);
-      paused = true;
-      await condition(() => !paused || !!stopRequest);
+      control.paused = true;
+      await control.untilResumedOrStopped();
       continue;
     }
     if (progress) recordSegment(state, progress);
     if (!closeBesideCapture()) await closeDaysByWatermark(state, config);
     if (
-      !stopRequest &&
+      !control.stopRequest &&
       // An update still waiting for its phase would be cut off: pause first, and continue at a later segment.
-      !(closeTimer && paused) &&
+      !(closeTimer && control.paused) &&
       allHandlersFinished() &&
       (workflowInfo().continueAsNewSuggested ||
         workflowInfo().historyLength > (config.maxHistoryEvents ?? DEFAULT_HISTORY_LIMIT))
@@ -271,7 +144,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
 
   state.phase = 'stopping';
   if (closeBesideCapture()) await closeDaysByWatermark(state, config);
-  if (stopRequest.dropSlot) {
+  if (control.stopRequest.dropSlot) {
     const dropped = await setup.dropPipelineSlot(config);
     log.info('slot dropped', dropped);
   }
@@ -280,6 +153,85 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   // The stop update returns this state: let it (and any other handler) finish before the run completes.
   await condition(allHandlersFinished);
   return state;
+}
+
+/** First run only: validates the input, registers the pipeline and takes the initial snapshot if it needs one. */
+async function preparePipeline(state: PipelineState, input: unknown): Promise<PipelineConfig> {
+  const config = await validated(() => setup.validatePipelineInput(input));
+  state.config = config;
+  const prep = await setup.preparePipeline(config);
+  if (prep.phase !== 'streaming' || config.resync) {
+    state.phase = 'snapshot';
+    const snap = await snapshot.snapshotSource.executeWithOptions(
+      { summary: `initial snapshot of power_user, power_consumption (slot ${config.slotName})` },
+      [config],
+    );
+    state.snapshot = { rows: snap.rows, seconds: snap.seconds, consistentLsn: snap.consistentLsn };
+    state.confirmedLsn = snap.consistentLsn;
+    addOpenDays(state, snap.days);
+  } else {
+    state.confirmedLsn = prep.confirmedLsn;
+  }
+  return config;
+}
+
+type SegmentRunner = {
+  state: PipelineState;
+  config: PipelineConfig;
+  control: PipelineControl;
+  capture: ReturnType<typeof captureActivity>;
+  closeTimer: DayCloseTimer | undefined;
+  closeBesideCapture: () => boolean;
+};
+
+/**
+ * One capture segment. While it runs: close the days the last one passed, fire durable day-close timers, and on
+ * pause/stop cancel it and wait until it has flushed what it decoded and let go of the slot.
+ */
+async function runSegment(r: SegmentRunner): Promise<{ progress?: CaptureSegmentResult; error?: unknown }> {
+  const { state, config, control } = r;
+  state.phase = 'streaming';
+  showDetails(state);
+  const segmentScope = new CancellationScope();
+  const segment = segmentScope.run(() =>
+    r.capture.executeWithOptions(
+      { summary: `capture ≤${config.segmentSeconds}s from ${state.confirmedLsn} (slot ${config.slotName})` },
+      [config],
+    ),
+  );
+  let progress: CaptureSegmentResult | undefined;
+  let error: unknown;
+  segment.then(
+    (p) => (progress = p),
+    (err) => (error = err ?? new Error('capture failed')),
+  );
+  if (r.closeBesideCapture()) await closeDaysByWatermark(state, config);
+  const endedOrInterrupted = () =>
+    progress !== undefined || error !== undefined || control.paused || !!control.stopRequest;
+  for (;;) {
+    const next = nextTimerClose(state, config);
+    let closeDue: boolean;
+    if (r.closeTimer) {
+      const timer = r.closeTimer;
+      timer.aim(next);
+      await condition(() => timer.due || endedOrInterrupted());
+      closeDue = timer.due;
+    } else {
+      const waitMs = next === undefined ? undefined : Math.max(0, next.at - Date.now());
+      closeDue = !(await condition(endedOrInterrupted, waitMs ?? '365 days'));
+    }
+    if (closeDue && next) {
+      await closeDay(state, config, next.day, 'timer');
+      continue;
+    }
+    if (progress || error) break;
+    // The running segment flushes what it decoded before it lets go of the slot; say so meanwhile.
+    state.phase = control.stopRequest ? 'stopping' : 'pausing';
+    segmentScope.cancel();
+    await segment.catch(() => undefined);
+    break;
+  }
+  return { progress, error };
 }
 
 /**

@@ -91,6 +91,64 @@ export type RecomputeResult = {
 
 export type StopRequest = { dropSlot?: boolean };
 
+/** What the initial snapshot loaded, and where streaming starts. */
+export type SnapshotSummary = {
+  consistentLsn: string;
+  rows: Record<string, number>;
+  seconds: number;
+  /** Days of the valid consumptions loaded: the windows the workflow opens. */
+  days: string[];
+};
+
+/** What one capture segment did, with the health figures read at its end. */
+export type CaptureSegmentResult = {
+  confirmedLsn: string;
+  applied: number;
+  skipped: number;
+  batches: number;
+  deadLetters: number;
+  perTable: { power_user: number; power_consumption: number };
+  writeMs: number;
+  maxEventTime: string | null;
+  days: string[];
+  seconds: number;
+  dwsRefreshes: number;
+  revisions: number;
+  refreshMs: number;
+  slotLagBytes: number | null;
+  orphans: number;
+  deadLettersTotal: number;
+};
+
+export type DayWindowResult = {
+  date: string;
+  partitions: number;
+  statsChanged: number;
+  rankingChanged: number;
+  revisions: number;
+  lateEvents?: number;
+  newlyClosed?: boolean;
+};
+
+/**
+ * The activities the workflows call, by name and shape: the worker's implementation is checked against this at
+ * compile time, and the workflows depend on it alone (never on the activity modules).
+ */
+export interface PipelineActivities {
+  validatePipelineInput(input: unknown): Promise<PipelineConfig>;
+  validateRecomputeInput(input: unknown): Promise<RecomputeInput & { pipelineId: string }>;
+  preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }>;
+  snapshotSource(config: PipelineConfig): Promise<SnapshotSummary>;
+  captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult>;
+  closeDayWindowActivity(input: {
+    pipelineId: string;
+    date: string;
+    closedBy: string;
+  }): Promise<DayWindowResult>;
+  recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult>;
+  dropPipelineSlot(config: PipelineConfig): Promise<{ slotDropped: boolean; publicationDropped: boolean }>;
+}
+
 export const statusQuery = defineQuery<PipelineState>('status');
 
 /**

@@ -4,17 +4,16 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities } from '../activities';
-import { ErrorType, type RecomputeInput, type RecomputeResult } from './contract';
+import { ErrorType, type PipelineActivities, type RecomputeInput, type RecomputeResult } from './contract';
 import { validated } from './validation';
 import { previousLocalDay } from './window-time';
 
 // Input validation is pure CPU: a local activity saves a task-queue round trip on every run.
-const local = proxyLocalActivities<Activities>({
+const local = proxyLocalActivities<PipelineActivities>({
   startToCloseTimeout: '10 seconds',
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: [ErrorType.InvalidInput] },
 });
-const acts = proxyActivities<Activities>({
+const acts = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '30 minutes',
   retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
 });

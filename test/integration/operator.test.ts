@@ -43,7 +43,7 @@ describe('operator tools: temporal CLI and Web UI', function () {
     temporalBin = await resolveTemporalCli(t.cfg, () => undefined);
   });
 
-  it('starts the pipeline with `temporal workflow start`, queries status, pauses and resumes by signal', async () => {
+  it('starts the pipeline with `temporal workflow start`, queries status, pauses and resumes by signal and by update', async () => {
     await resetEverything(t.cfg, t.client, PIPELINE_ID);
     await t.q(`INSERT INTO power_user VALUES (1, '张三', '居民用电', 1, '北京', now()),
       (2, 'b', '商业用电', 2, '上海', now())`);
@@ -73,6 +73,25 @@ describe('operator tools: temporal CLI and Web UI', function () {
     await t.caughtUp();
     await t.assertConverged();
     await t.waitFor('status query counts the 500 changes', async () => queryStatus().totals.applied >= 500);
+
+    // The updates return once they took effect: the result of `pause` is already the paused state.
+    const updated = (name: string) => {
+      const out = ok(
+        'workflow',
+        'update',
+        'execute',
+        '--workflow-id',
+        workflowId,
+        '--name',
+        name,
+        '-o',
+        'json',
+      );
+      return (JSON.parse(out) as { result: { phase: string } }).result.phase;
+    };
+    assert.equal(updated('pause'), 'paused');
+    assert.equal(queryStatus().phase, 'paused');
+    assert.equal(updated('resume'), 'streaming');
 
     // The search attribute lets operators filter runs per pipeline.
     const listed = ok(

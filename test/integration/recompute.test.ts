@@ -6,7 +6,7 @@ import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { buildProgram, SCHEDULE_ID } from '../../src/cli';
 import { pipelineWorkflowId } from '../../src/control/pipeline';
-import type { RecomputeResult } from '../../src/workflows/types';
+import type { RecomputeResult } from '../../src/workflows/contract';
 import { previousLocalDay } from '../../src/workflows/window-time';
 import { PIPELINE_ID, TestContext } from './helpers/pipeline';
 import { REPO_ROOT } from './setup/env';

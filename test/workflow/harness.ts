@@ -5,11 +5,14 @@ import type { ApplicationFailure } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
-import type { Activities, CaptureSegmentResult } from '../../src/activities';
 import { WORKFLOW_BUNDLE } from '../../src/build/bundle-workflows';
 import { SEARCH_ATTRIBUTES } from '../../src/stack/temporal';
 import { requireTestServer } from '../../src/stack/test-server';
-import type { PipelineConfig } from '../../src/workflows/contract';
+import type {
+  CaptureSegmentResult,
+  PipelineActivities as Activities,
+  PipelineConfig,
+} from '../../src/workflows/contract';
 
 /**
  * The workflow tier: the real workflow code (the bundle `npm run build` writes) on the Java time-skipping test

@@ -10,7 +10,7 @@ import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
 import { stopPostgres } from '../../../src/stack/postgres';
 import { readPid } from '../../../src/stack/proc';
-import type { PipelineState } from '../../../src/workflows/types';
+import type { PipelineState } from '../../../src/workflows/contract';
 import { PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
 import { REPO_ROOT } from '../setup/env';
 
