@@ -1,8 +1,8 @@
 /**
  * Snapshot load: source rows arrive by COPY, as text, in a session temp table (no WAL, never decoded by the
  * walsender); ODS, dead letters, DWD and the DWS dirty marks are then derived set-based from it, with SQL built
- * from the table spec. Validity is the same rule as src/cdc/validate.ts, written on the same text forms (a test
- * checks they agree on random rows).
+ * from the table spec. Validity is the same rule as src/cdc/validate.ts, written on the same text forms
+ * (test/integration/validation-sql.test.ts checks they agree on random rows).
  */
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
