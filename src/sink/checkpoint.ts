@@ -63,6 +63,14 @@ UPDATE stategrid_checkpoint SET commit_lsn = :commit_lsn::pg_lsn, seq = :seq,
   updated_at = now()
 WHERE pipeline_id = :pipeline_id`;
 
+/**
+ * Locks the row and tells (`ok`) whether a batch of capture `epoch` whose first change is (first_lsn, first_seq)
+ * comes after everything applied: the gate of the one-statement batch, which embeds it.
+ */
+export const BATCH_FOLLOWS_CHECKPOINT_SQL = `
+SELECT epoch = :epoch::bigint AND phase = 'streaming' AND (commit_lsn, seq) < (:first_lsn::pg_lsn, :first_seq::int) AS ok
+FROM stategrid_checkpoint WHERE pipeline_id = :pipeline_id FOR UPDATE`;
+
 const ADVANCE_CHECKPOINT = named<AdvanceParam>(ADVANCE_CHECKPOINT_SQL);
 
 export async function advanceCheckpoint(

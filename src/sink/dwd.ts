@@ -4,7 +4,7 @@
  */
 import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE } from '../schema/tables';
 import { named } from '../db/sql';
-import { ADVANCE_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
+import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
 import { insertChangeLog, insertOds, recordsetOf, updateFromExcluded } from './ods';
 import { insertDeadLetters } from './ops';
 
@@ -108,9 +108,7 @@ function applyConsumptionsSql(atCheckpoint: boolean): string {
   const gate = atCheckpoint ? ' AND (SELECT ok FROM gate)' : '';
   const where = atCheckpoint ? ' WHERE (SELECT ok FROM gate)' : '';
   const checkpoint = atCheckpoint
-    ? `cp AS MATERIALIZED (
-  SELECT epoch = :epoch::bigint AND phase = 'streaming' AND (commit_lsn, seq) < (:first_lsn::pg_lsn, :first_seq::int) AS ok
-  FROM stategrid_checkpoint WHERE pipeline_id = :pipeline_id FOR UPDATE),
+    ? `cp AS MATERIALIZED (${BATCH_FOLLOWS_CHECKPOINT_SQL}),
 gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
 advanced AS (${ADVANCE_CHECKPOINT_SQL}${gate}),
 `
