@@ -26,7 +26,7 @@ import { bind } from '../src/db/sql';
 import { stackDown, stackUp } from '../src/stack';
 import { pgBinDir } from '../src/stack/postgres';
 import { readPid } from '../src/stack/proc';
-import type { RecomputeResult } from '../src/workflows/types';
+import type { RecomputeResult } from '../src/workflows/contract';
 
 const REPO = path.resolve(__dirname, '../..');
 const PIPELINE = 'bench';
