@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { loadTemporalSettings, TemporalSettingError, type TemporalSettings } from './temporal/settings';
 
 /** Environment settings of docs/cli.md#settings, validated once; a bad value names its variable. */
 const urlSetting = z
@@ -21,14 +22,6 @@ const envSchema = z.object({
   STATEGRID_PG_PORT: port.default(54329),
   STATEGRID_SOURCE_URL: urlSetting.optional(),
   STATEGRID_SINK_URL: urlSetting.optional(),
-  TEMPORAL_ADDRESS: z
-    .string()
-    .regex(/^[\w.-]+:\d+$/, 'must be host:port')
-    .default('127.0.0.1:7233'),
-  TEMPORAL_NAMESPACE: z
-    .string()
-    .regex(/^[\w.-]+$/, 'must be a namespace name')
-    .default('default'),
   STATEGRID_TEMPORAL_UI_PORT: port.default(8233),
   STATEGRID_TASK_QUEUE: z
     .string()
@@ -58,6 +51,8 @@ export type AppConfig = {
   sinkUrl: string;
   temporalAddress: string;
   temporalNamespace: string;
+  /** Connection to Temporal from profiles and TEMPORAL_* variables (see src/temporal/settings.ts). */
+  temporal: TemporalSettings;
   temporalUiPort: number;
   taskQueue: string;
   decodingPlugin: 'pgoutput' | 'wal2json';
@@ -82,6 +77,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     throw new ConfigError(`invalid configuration: ${issues.join('; ')}`);
   }
   const e = parsed.data;
+  let temporal: TemporalSettings;
+  try {
+    temporal = loadTemporalSettings(env);
+  } catch (err) {
+    if (err instanceof TemporalSettingError) throw new ConfigError(err.message);
+    throw err;
+  }
   const sourceUrl =
     e.STATEGRID_SOURCE_URL ?? `postgres://postgres:postgres@127.0.0.1:${e.STATEGRID_PG_PORT}/stategrid_db`;
   return {
@@ -89,8 +91,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     pgPort: e.STATEGRID_PG_PORT,
     sourceUrl,
     sinkUrl: e.STATEGRID_SINK_URL ?? sourceUrl,
-    temporalAddress: e.TEMPORAL_ADDRESS,
-    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    temporalAddress: temporal.address,
+    temporalNamespace: temporal.namespace,
+    temporal,
     temporalUiPort: e.STATEGRID_TEMPORAL_UI_PORT,
     taskQueue: e.STATEGRID_TASK_QUEUE,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,

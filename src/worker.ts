@@ -10,6 +10,7 @@ import { createLogger, installSdkLogger } from './observability/log';
 import { serveMetrics } from './observability/metrics';
 import { keepValuesAsText } from './db/client';
 import { DwsRefreshers } from './sink/dws-refresher';
+import { ensureSearchAttributes } from './temporal/search-attributes';
 
 /** Wires logging, metrics, connection, task queue, workflows and activities; nothing else. */
 async function main(): Promise<void> {
@@ -26,7 +27,9 @@ async function main(): Promise<void> {
   );
   const streams = new StreamPark();
   const refreshers = new DwsRefreshers(sink);
-  const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
+  const connection = await NativeConnection.connect(cfg.temporal.connection);
+  const registered = await ensureSearchAttributes(connection.operatorService, cfg.temporalNamespace);
+  if (registered.length) logger.info({ searchAttributes: registered }, 'registered search attributes');
   const worker = await Worker.create({
     connection,
     namespace: cfg.temporalNamespace,
@@ -45,7 +48,12 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(readyFile), { recursive: true });
   fs.writeFileSync(readyFile, `${process.pid}\n`);
   logger.info(
-    { taskQueue: cfg.taskQueue, temporal: cfg.temporalAddress, sink: maskUrl(cfg.sinkUrl), pid: process.pid },
+    {
+      taskQueue: cfg.taskQueue,
+      temporal: cfg.temporal.summary,
+      sink: maskUrl(cfg.sinkUrl),
+      pid: process.pid,
+    },
     'worker polling',
   );
   try {

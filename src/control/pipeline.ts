@@ -16,6 +16,7 @@ import {
 } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
+import { ensureSearchAttributes } from '../temporal/search-attributes';
 import { initDatabases } from '../db/init';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkFigures, truncateSink, type SinkFigures } from '../sink/status';
@@ -39,7 +40,7 @@ export const pipelineWorkflowId = (pipelineId: string) => `stategrid-pipeline-${
 export async function temporalClient(
   cfg: AppConfig,
 ): Promise<{ client: Client; close: () => Promise<void> }> {
-  const connection = await Connection.connect({ address: cfg.temporalAddress, connectTimeout: 5000 });
+  const connection = await Connection.connect({ ...cfg.temporal.connection, connectTimeout: 5000 });
   const client = new Client({ connection, namespace: cfg.temporalNamespace });
   return { client, close: () => connection.close() };
 }
@@ -52,6 +53,8 @@ export async function startPipeline(
   // Validate here too, so a bad option fails at the command line instead of in the workflow.
   const config = parsePipelineInput(cfg, input);
   const workflowId = pipelineWorkflowId(config.pipelineId);
+  // The workflow sets them from its first task; a server without them would fail every task.
+  await ensureSearchAttributes(client.connection.operatorService, cfg.temporalNamespace);
   try {
     await client.workflow.start<typeof cdcPipelineWorkflow>(WorkflowType.pipeline, {
       taskQueue: cfg.taskQueue,

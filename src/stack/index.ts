@@ -27,7 +27,7 @@ function ownedPid(cfg: AppConfig, name: string, marker: string): number | undefi
 }
 
 export async function workerPollers(cfg: AppConfig): Promise<number> {
-  const connection = await Connection.connect({ address: cfg.temporalAddress, connectTimeout: 2000 });
+  const connection = await Connection.connect({ ...cfg.temporal.connection, connectTimeout: 2000 });
   try {
     const res = await connection.workflowService.describeTaskQueue({
       namespace: cfg.temporalNamespace,
@@ -40,7 +40,16 @@ export async function workerPollers(cfg: AppConfig): Promise<number> {
   }
 }
 
-async function startTemporal(cfg: AppConfig, log: Log): Promise<'running' | 'started'> {
+/** The embedded dev server is ours to start only on this machine and without TLS or an API key. */
+export const temporalIsLocal = (cfg: AppConfig) =>
+  ['127.0.0.1', 'localhost'].includes(temporalHost(cfg)) && !cfg.temporal.secured;
+
+async function startTemporal(cfg: AppConfig, log: Log): Promise<'running' | 'started' | 'external'> {
+  if (!temporalIsLocal(cfg)) {
+    // A cluster or Temporal Cloud the settings point at: never started or stopped here.
+    log(`Temporal at ${cfg.temporal.summary} is external; not starting a dev server`);
+    return 'external';
+  }
   const port = temporalPort(cfg);
   if (ownedPid(cfg, 'temporal', 'start-dev') && (await portOpen(port, temporalHost(cfg)))) return 'running';
   if (await portOpen(port, temporalHost(cfg))) {

@@ -3,13 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AppConfig } from '../config';
+import { SEARCH_ATTRIBUTES } from '../temporal/search-attributes';
 
 /** Pinned Temporal CLI version, docs/cli.md#the-temporal-binary; older tags are tried if it fails to build. */
 export const TEMPORAL_CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
 export const TEMPORAL_CLI_VERSIONS = ['v1.5.1', 'v1.5.0', 'v1.4.1'];
-
-/** Search attributes the workflows set so the Web UI can filter runs. */
-export const SEARCH_ATTRIBUTES = { StategridPipelineId: 'Keyword', StategridStatDate: 'Keyword' } as const;
 
 export function cacheDir(): string {
   const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');

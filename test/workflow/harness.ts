@@ -6,7 +6,7 @@ import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { WORKFLOW_BUNDLE } from '../../src/build/bundle-workflows';
-import { SEARCH_ATTRIBUTES } from '../../src/stack/temporal';
+import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
 import { requireTestServer } from '../../src/stack/test-server';
 import type {
   CaptureSegmentResult,
