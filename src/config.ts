@@ -49,6 +49,8 @@ export type AppConfig = {
   pgPort: number;
   sourceUrl: string;
   sinkUrl: string;
+  /** STATEGRID_SOURCE_URL or STATEGRID_SINK_URL was given: the operator chose the databases. */
+  databasesChosen: boolean;
   temporalAddress: string;
   temporalNamespace: string;
   /** Connection to Temporal from profiles and TEMPORAL_* variables (see src/temporal/settings.ts). */
@@ -91,6 +93,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     pgPort: e.STATEGRID_PG_PORT,
     sourceUrl,
     sinkUrl: e.STATEGRID_SINK_URL ?? sourceUrl,
+    databasesChosen: !!(e.STATEGRID_SOURCE_URL || e.STATEGRID_SINK_URL),
     temporalAddress: temporal.address,
     temporalNamespace: temporal.namespace,
     temporal,

@@ -5,9 +5,11 @@ import { printJson, say } from './output';
 import { config } from './shared';
 
 function printStackStatus(s: StackStatus): void {
-  say(`postgres: ${s.postgres.up ? 'up' : 'DOWN'} (pid ${s.postgres.pid ?? '-'}, port ${s.postgres.port})`);
   say(
-    `temporal: ${s.temporal.up ? 'up' : 'DOWN'} (pid ${s.temporal.pid ?? 'external'}, ${s.temporal.address}, ui ${s.temporal.ui ? 'up' : 'down'})`,
+    `postgres: ${s.postgres.up ? 'up' : 'DOWN'} (${s.postgres.external ? 'external' : `pid ${s.postgres.pid ?? '-'}`}, port ${s.postgres.port})`,
+  );
+  say(
+    `temporal: ${s.temporal.up ? 'up' : 'DOWN'} (${s.temporal.external ? 'external' : `pid ${s.temporal.pid}`}, ${s.temporal.address}, ui ${s.temporal.ui ? 'up' : 'down'})`,
   );
   say(`worker:   ${s.worker.up ? 'up' : 'DOWN'} (pid ${s.worker.pid ?? '-'}, pollers ${s.worker.pollers})`);
 }

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import type { AppConfig } from '../config';
+import { maskUrl, type AppConfig } from '../config';
 import { isAlive, portOpen, readPid, spawnDetached, stopPid, waitFor } from './proc';
-import { postgresPid, startPostgres, stopPostgres } from './postgres';
+import { postgresPid, startPostgres, stopPostgres, usesEmbeddedPort } from './postgres';
 import { resolveTemporalCli, temporalServerArgs } from './temporal';
 
 /** `stategrid stack up|down|status`: PostgreSQL, the Temporal dev server and a background worker. */
@@ -109,7 +109,11 @@ export async function stackUp(
   fs.mkdirSync(path.join(cfg.home, 'logs'), { recursive: true });
   const result: Record<string, string> = {};
   result.postgres = await startPostgres(cfg, log);
-  log(`postgres: ${result.postgres} on 127.0.0.1:${cfg.pgPort}`);
+  log(
+    result.postgres === 'external'
+      ? `postgres: external (${maskUrl(cfg.sourceUrl)}); not started or stopped here`
+      : `postgres: ${result.postgres} on 127.0.0.1:${cfg.pgPort}`,
+  );
   result.temporal = await startTemporal(cfg, log);
   log(
     `temporal: ${result.temporal} on ${cfg.temporalAddress} (Web UI http://127.0.0.1:${cfg.temporalUiPort})`,
@@ -141,8 +145,8 @@ export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
 }
 
 export type StackStatus = {
-  postgres: { pid?: number; port: number; up: boolean };
-  temporal: { pid?: number; address: string; up: boolean; ui: boolean };
+  postgres: { pid?: number; port: number; up: boolean; external: boolean };
+  temporal: { pid?: number; address: string; up: boolean; ui: boolean; external: boolean };
   worker: { pid?: number; up: boolean; pollers: number };
 };
 
@@ -151,11 +155,21 @@ export async function stackStatus(cfg: AppConfig): Promise<StackStatus> {
   const tPid = ownedPid(cfg, 'temporal', 'start-dev');
   const wPid = ownedPid(cfg, 'worker', 'worker.js');
   const temporalUp = await portOpen(temporalPort(cfg), temporalHost(cfg));
+  const pgExternal = !pgPid && (!usesEmbeddedPort(cfg) || cfg.databasesChosen);
+  const source = new URL(cfg.sourceUrl);
   return {
-    postgres: { pid: pgPid, port: cfg.pgPort, up: !!pgPid && (await portOpen(cfg.pgPort)) },
+    postgres: {
+      pid: pgPid,
+      port: cfg.pgPort,
+      external: pgExternal,
+      up: pgExternal
+        ? await portOpen(Number(source.port || 5432), source.hostname)
+        : !!pgPid && (await portOpen(cfg.pgPort)),
+    },
     temporal: {
       pid: tPid,
       address: cfg.temporalAddress,
+      external: !tPid,
       up: temporalUp,
       ui: await portOpen(cfg.temporalUiPort),
     },

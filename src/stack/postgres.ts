@@ -166,10 +166,25 @@ function ensureTls(paths: PgPaths, cfg: AppConfig, log: (m: string) => void): vo
   fs.writeFileSync(root, runAsOwner('cat', [crt]));
 }
 
+/** Source or sink is on the embedded cluster's address (this machine, STATEGRID_PG_PORT). */
+export function usesEmbeddedPort(cfg: AppConfig): boolean {
+  return [cfg.sourceUrl, cfg.sinkUrl].some((url) => {
+    const u = new URL(url);
+    return ['127.0.0.1', 'localhost'].includes(u.hostname) && Number(u.port || 5432) === cfg.pgPort;
+  });
+}
+
+/**
+ * Starts the embedded cluster unless the databases are elsewhere: URLs that point at other servers, or at a
+ * cluster already answering on the port that the operator chose with STATEGRID_SOURCE_URL/SINK_URL, are
+ * external: used as they are, never initialised, started or stopped here.
+ */
 export async function startPostgres(
   cfg: AppConfig,
   log: (m: string) => void,
-): Promise<'running' | 'started'> {
+): Promise<'running' | 'started' | 'external'> {
+  if (!usesEmbeddedPort(cfg)) return 'external';
+  if (cfg.databasesChosen && !postgresPid(cfg) && (await portOpen(cfg.pgPort))) return 'external';
   const bin = pgBinDir();
   const paths = ensureDataDir(cfg);
   const running = postgresPid(cfg);
@@ -184,7 +199,8 @@ export async function startPostgres(
   ensureTls(paths, cfg, log);
   if (!running && (await portOpen(cfg.pgPort))) {
     throw new Error(
-      `port ${cfg.pgPort} is already used by another process (set STATEGRID_PG_PORT to another port)`,
+      `port ${cfg.pgPort} is already used by another process (set STATEGRID_PG_PORT to another port, or ` +
+        'STATEGRID_SOURCE_URL/STATEGRID_SINK_URL to use that server)',
     );
   }
   // After a kill -9 of the postmaster its orphaned backends hold shared memory for a moment: retry until they exit.

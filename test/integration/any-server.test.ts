@@ -91,9 +91,13 @@ describe('a plain Temporal server without our search attributes', function () {
     });
     assert.ok(after.customAttributes?.StategridPipelineId, 'registered StategridPipelineId');
     assert.ok(after.customAttributes?.StategridStatDate, 'registered StategridStatDate');
-    const state = await pipelineState(other.client, PIPELINE);
-    assert.equal(state.phase, 'streaming');
-    assert.ok(state.totals.applied >= 2000, `status counts the streamed changes (${state.totals.applied})`);
+    // The status query counts a segment's changes when the segment ends (every 5 s here).
+    await waitFor(
+      'the status query to count the streamed changes',
+      async () => (await pipelineState(other!.client, PIPELINE)).totals.applied >= 2000,
+      30000,
+    );
+    assert.equal((await pipelineState(other.client, PIPELINE)).phase, 'streaming');
     const listed: string[] = [];
     await waitFor(
       'the run listed by StategridPipelineId',
