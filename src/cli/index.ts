@@ -9,6 +9,7 @@ import { registerPipeline } from './pipeline';
 import { registerRecompute } from './recompute';
 import { registerSchedule } from './schedule';
 import { registerStack } from './stack';
+import { registerVerify } from './verify';
 import { registerWait } from './wait';
 
 export { SCHEDULE_ID } from './schedule';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerPipeline(program);
   registerData(program);
   registerWait(program);
+  registerVerify(program);
   registerRecompute(program);
   registerSchedule(program);
   registerDemo(program);

@@ -50,6 +50,9 @@ const REASON: Record<SourceTable, string> = {
     ${amountReason('consumption_cost')} END`,
 };
 
+/** SQL of the reason a row of text columns named like the source's is invalid, or NULL (also used by verify). */
+export const invalidReasonSql = (table: SourceTable) => REASON[table];
+
 /** The staged rows with their invalid reason; exported for the test that compares it with validate.ts. */
 export const STAGED_WITH_REASON = (table: SourceTable) =>
   `SELECT s.*, ${REASON[table]} AS reason FROM ${stagingTable(table)} s`;

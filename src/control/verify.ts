@@ -1,0 +1,149 @@
+import type { AppConfig } from '../config';
+import { withClient } from '../db/client';
+import {
+  chunkChecksums,
+  differingDwsPartitions,
+  rowHashes,
+  VERIFIED_TABLES,
+  type ChunkSum,
+  type VerifiedTable,
+} from '../sink/verify-sql';
+import { waitCaughtUp } from './pipeline';
+
+export type VerifyLayer = 'ods' | 'dwd' | 'dws';
+
+export type TableVerdict = {
+  layer: VerifyLayer;
+  table: string;
+  /** ODS/DWD: rows on the source side; DWS: partitions checked (all days). */
+  checked: number;
+  /** Keys missing from the sink, extra in the sink, or different (ODS/DWD); (day, region) partitions (DWS). */
+  missing: string[];
+  extra: string[];
+  different: string[];
+  /** How many keys or partitions of each kind differ (the lists above hold the first 100). */
+  counts: { missing: number; extra: number; different: number };
+};
+
+export type VerifyReport = { equal: boolean; seconds: number; rechecks: number; tables: TableVerdict[] };
+
+const CHUNK_KEYS = 10_000;
+const RECHECKS = 3;
+const KEYS_LISTED = 100;
+
+/**
+ * Compares the sink with the source while the pipeline streams. ODS and DWD: chunk checksums computed in SQL on
+ * both sides; differing chunks are drilled down to their keys. A difference may be a change the pipeline has not
+ * applied yet, so differing chunks and partitions are checked again once the pipeline has caught up past a marker
+ * written after the first pass (up to three times); what persists is reported.
+ */
+export async function verifyWarehouse(
+  cfg: AppConfig,
+  pipelineId: string,
+  layers: VerifyLayer[],
+  progress: (m: string) => void = () => undefined,
+): Promise<VerifyReport> {
+  const started = Date.now();
+  const tables: TableVerdict[] = [];
+  let rechecks = 0;
+  for (const layer of layers.filter((l): l is 'ods' | 'dwd' => l !== 'dws')) {
+    for (const spec of VERIFIED_TABLES[layer]) {
+      const first = await compareChunks(cfg, spec);
+      progress(`${spec.table}: ${first.checked} rows, ${first.chunks.length} chunks differ`);
+      let chunks = first.chunks;
+      let verdict = verdictOf(layer, spec.table, first.checked, { missing: [], extra: [], different: [] });
+      for (let round = 0; chunks.length && round < RECHECKS; round++) {
+        rechecks += 1;
+        // Nothing will change any more when the pipeline does not catch up (paused, stopped): report as is.
+        const caughtUp = await waitCaughtUp(cfg, pipelineId, 30000);
+        verdict = { ...verdict, ...(await compareKeys(cfg, spec, chunks)) };
+        chunks = [...new Set([...verdict.missing, ...verdict.extra, ...verdict.different].map(chunkOf))];
+        if (!caughtUp) break;
+      }
+      tables.push(limitKeys(verdict));
+    }
+  }
+  if (layers.includes('dws'))
+    tables.push(...(await verifyDws(cfg, pipelineId, progress, () => (rechecks += 1))));
+  const equal = tables.every((t) => !t.counts.missing && !t.counts.extra && !t.counts.different);
+  return { equal, seconds: (Date.now() - started) / 1000, rechecks, tables };
+}
+
+const chunkOf = (key: string) => (BigInt(key) / BigInt(CHUNK_KEYS)).toString();
+
+async function compareChunks(
+  cfg: AppConfig,
+  spec: VerifiedTable,
+): Promise<{ checked: number; chunks: string[] }> {
+  // Both sides at once: the source and the sink are usually different servers.
+  const [source, sink] = await Promise.all([
+    withClient(cfg.sourceUrl, (db) => chunkChecksums(db, spec.source, CHUNK_KEYS)),
+    withClient(cfg.sinkUrl, (db) => chunkChecksums(db, spec.sink, CHUNK_KEYS)),
+  ]);
+  const key = (c: ChunkSum) => `${c.rows}/${c.sum}`;
+  const sinkByChunk = new Map(sink.map((c) => [c.chunk, key(c)]));
+  const sourceByChunk = new Map(source.map((c) => [c.chunk, key(c)]));
+  const chunks = new Set<string>();
+  for (const [chunk, k] of sourceByChunk) if (sinkByChunk.get(chunk) !== k) chunks.add(chunk);
+  for (const chunk of sinkByChunk.keys()) if (!sourceByChunk.has(chunk)) chunks.add(chunk);
+  return { checked: source.reduce((n, c) => n + c.rows, 0), chunks: [...chunks] };
+}
+
+async function compareKeys(cfg: AppConfig, spec: VerifiedTable, chunks: string[]) {
+  const [source, sink] = await Promise.all([
+    withClient(cfg.sourceUrl, (db) => rowHashes(db, spec.source, CHUNK_KEYS, chunks)),
+    withClient(cfg.sinkUrl, (db) => rowHashes(db, spec.sink, CHUNK_KEYS, chunks)),
+  ]);
+  const missing: string[] = [];
+  const different: string[] = [];
+  for (const [k, h] of source) {
+    const other = sink.get(k);
+    if (other === undefined) missing.push(k);
+    else if (other !== h) different.push(k);
+  }
+  const extra = [...sink.keys()].filter((k) => !source.has(k));
+  return { missing, extra, different };
+}
+
+async function verifyDws(
+  cfg: AppConfig,
+  pipelineId: string,
+  progress: (m: string) => void,
+  recheck: () => void,
+): Promise<TableVerdict[]> {
+  let differing = await withClient(cfg.sinkUrl, (db) => differingDwsPartitions(db, null));
+  progress(`dws: ${differing.length} partitions differ from DWD`);
+  for (let round = 0; differing.length && round < RECHECKS; round++) {
+    recheck();
+    const caughtUp = await waitCaughtUp(cfg, pipelineId, 30000);
+    const days = [...new Set(differing.map((d) => d.stat_date))];
+    differing = await withClient(cfg.sinkUrl, (db) => differingDwsPartitions(db, days));
+    if (!caughtUp) break;
+  }
+  return ['dws_region_daily_stats', 'dws_user_ranking'].map((table) =>
+    limitKeys(
+      verdictOf('dws', table, 0, {
+        missing: [],
+        extra: [],
+        different: differing.filter((d) => d.table === table).map((d) => `${d.stat_date}/${d.region_id}`),
+      }),
+    ),
+  );
+}
+
+type Differences = Pick<TableVerdict, 'missing' | 'extra' | 'different'>;
+
+function verdictOf(layer: VerifyLayer, table: string, checked: number, d: Differences): TableVerdict {
+  return { layer, table, checked, ...d, counts: { missing: 0, extra: 0, different: 0 } };
+}
+
+/** Keeps the report readable: the first keys of each kind (the counts say how many there are in all). */
+function limitKeys(v: TableVerdict): TableVerdict {
+  return {
+    ...v,
+    counts: { missing: v.missing.length, extra: v.extra.length, different: v.different.length },
+    missing: v.missing.slice(0, KEYS_LISTED),
+    extra: v.extra.slice(0, KEYS_LISTED),
+    different: v.different.slice(0, KEYS_LISTED),
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * What `stategrid verify` compares, as SQL over the source and the sink: for ODS and DWD, each table's rows as
+ * (key, row text) on both sides, checksummed per chunk of keys so only differing chunks are read row by row; for
+ * DWS, the semantics recomputed from DWD beside the DWS rows, differing (day, region) partitions counted.
+ */
+import type pg from 'pg';
+import { CONSUMPTION_TABLE, TABLE, USER_ENRICHMENT, USER_TABLE, type SourceTable } from '../schema/tables';
+import { invalidReasonSql } from './snapshot-load';
+
+export type VerifiedTable = {
+  /** The sink table compared. */
+  table: string;
+  /** Rows as `k` (bigint key) and `r` (row text), on the source and on the sink. */
+  source: string;
+  sink: string;
+};
+
+const columns = (table: SourceTable) => TABLE[table].columns.map((c) => c.name);
+const rowText = (cols: string[]) => `ROW(${cols.join(', ')})::text`;
+
+/** Source rows as text columns (validity is decided on the same text forms as everywhere else). */
+const asText = (table: SourceTable) =>
+  `(SELECT ${columns(table)
+    .map((c) => `${c}::text AS ${c}`)
+    .join(', ')} FROM ${TABLE[table].name})`;
+const validRows = (table: SourceTable) =>
+  `(SELECT * FROM ${asText(table)} t WHERE ${invalidReasonSql(table)} IS NULL)`;
+const typed = (table: SourceTable, alias: string) =>
+  TABLE[table].columns.map((c) => `${alias}.${c.name}::${c.type}`);
+
+const DETAIL_COLUMNS = [...CONSUMPTION_TABLE.columns.map((c) => c.name), ...USER_ENRICHMENT];
+const ENRICHMENT_TYPED = (alias: string) =>
+  USER_ENRICHMENT.map((c) => `${alias}.${c}::${USER_TABLE.columns.find((u) => u.name === c)!.type}`);
+
+export const VERIFIED_TABLES: Record<'ods' | 'dwd', VerifiedTable[]> = {
+  ods: (['power_user', 'power_consumption'] as const).map((t) => ({
+    table: TABLE[t].ods,
+    source: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].name}`,
+    sink: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].ods}`,
+  })),
+  dwd: [
+    {
+      table: USER_TABLE.dwd,
+      source: `SELECT u.user_id::bigint AS k, ${rowText(typed('power_user', 'u'))} AS r FROM ${validRows('power_user')} u`,
+      sink: `SELECT user_id AS k, ${rowText(columns('power_user'))} AS r FROM ${USER_TABLE.dwd}`,
+    },
+    {
+      table: CONSUMPTION_TABLE.dwd,
+      source: `SELECT c.consumption_id::bigint AS k,
+        ${rowText([...typed('power_consumption', 'c'), ...ENRICHMENT_TYPED('u')])} AS r
+        FROM ${validRows('power_consumption')} c LEFT JOIN ${validRows('power_user')} u ON u.user_id = c.user_id`,
+      sink: `SELECT consumption_id AS k, ${rowText(DETAIL_COLUMNS)} AS r FROM ${CONSUMPTION_TABLE.dwd}`,
+    },
+  ],
+};
+
+export type ChunkSum = { chunk: string; rows: number; sum: string };
+
+/** Row count and an order-independent checksum (sum of 60-bit row hashes) per chunk of `chunkKeys` keys. */
+export async function chunkChecksums(
+  db: pg.ClientBase,
+  rows: string,
+  chunkKeys: number,
+): Promise<ChunkSum[]> {
+  const { rows: sums } = await db.query<ChunkSum>(
+    `SELECT (k / $1)::text AS chunk, count(*)::int AS rows,
+       sum(('x' || substr(md5(r), 1, 15))::bit(60)::bigint)::text AS sum
+     FROM (${rows}) x GROUP BY 1`,
+    [chunkKeys],
+  );
+  return sums;
+}
+
+/** Each row's key and hash in the given chunks: the drill-down of chunks whose checksums differ. */
+export async function rowHashes(
+  db: pg.ClientBase,
+  rows: string,
+  chunkKeys: number,
+  chunks: string[],
+): Promise<Map<string, string>> {
+  const { rows: hashed } = await db.query<{ k: string; h: string }>(
+    `SELECT k::text AS k, md5(r) AS h FROM (${rows}) x WHERE (k / $1) = ANY($2::bigint[])`,
+    [chunkKeys, chunks],
+  );
+  return new Map(hashed.map((h) => [h.k, h.h]));
+}
+
+/**
+ * DWS partitions whose rows differ from the semantics recomputed from DWD: region stats by (day, region) with
+ * exact sums, distinct users and max; the ranking by day and region, ties by user_id. `days` limits the check.
+ */
+export async function differingDwsPartitions(
+  db: pg.ClientBase,
+  days: string[] | null,
+): Promise<{ table: string; stat_date: string; region_id: number; rows: number }[]> {
+  const dayFilter = days ? 'AND consumption_date::date = ANY($1::date[])' : '';
+  const dwsDayFilter = days ? 'WHERE stat_date = ANY($1::date[])' : '';
+  const detail = `SELECT * FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NOT NULL ${dayFilter}`;
+  const { rows } = await db.query(
+    `WITH stats_expected AS (
+       SELECT region_id, region_name, consumption_date::date AS stat_date, sum(consumption_amount) AS total_consumption,
+         sum(consumption_cost) AS total_cost, count(DISTINCT user_id) AS user_count,
+         max(consumption_amount) AS max_consumption
+       FROM (${detail}) d GROUP BY 1, 2, 3),
+     stats_actual AS (
+       SELECT region_id, region_name, stat_date, total_consumption, total_cost, user_count, max_consumption
+       FROM dws_region_daily_stats ${dwsDayFilter}),
+     ranking_expected AS (
+       SELECT consumption_date::date AS stat_date, user_id, user_name, region_id, region_name,
+         sum(consumption_amount) AS total_consumption, sum(consumption_cost) AS total_cost,
+         row_number() OVER (PARTITION BY consumption_date::date, region_id
+           ORDER BY sum(consumption_amount) DESC, user_id) AS ranking
+       FROM (${detail}) d GROUP BY 1, 2, 3, 4, 5),
+     ranking_actual AS (
+       SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost, ranking
+       FROM dws_user_ranking ${dwsDayFilter}),
+     differing AS (
+       SELECT 'dws_region_daily_stats' AS t, stat_date, region_id FROM (
+         (SELECT * FROM stats_expected EXCEPT ALL SELECT * FROM stats_actual)
+         UNION ALL (SELECT * FROM stats_actual EXCEPT ALL SELECT * FROM stats_expected)) s
+       UNION ALL
+       SELECT 'dws_user_ranking', stat_date, region_id FROM (
+         (SELECT * FROM ranking_expected EXCEPT ALL SELECT * FROM ranking_actual)
+         UNION ALL (SELECT * FROM ranking_actual EXCEPT ALL SELECT * FROM ranking_expected)) r)
+     SELECT t AS table, stat_date::text, region_id, count(*)::int AS rows FROM differing GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+    days ? [days] : [],
+  );
+  return rows;
+}
