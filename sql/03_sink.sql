@@ -149,3 +149,14 @@ CREATE TABLE IF NOT EXISTS dws_revision (
 
 -- Upgrades of sink schemas created by earlier versions.
 ALTER TABLE stategrid_checkpoint ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+
+-- One row per `verify` run (command or scheduled workflow): what differed, so status shows the last result.
+CREATE TABLE IF NOT EXISTS stategrid_verify_run (
+  id          BIGSERIAL PRIMARY KEY,
+  pipeline_id TEXT NOT NULL,
+  finished_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  equal       BOOLEAN NOT NULL,
+  mismatched  JSONB NOT NULL,
+  seconds     NUMERIC(10, 3) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stategrid_verify_run_pipeline_idx ON stategrid_verify_run (pipeline_id, id);

@@ -4,6 +4,7 @@ import type { ActivityDeps } from './deps';
 import { setupActivities } from './setup';
 import { slotActivities } from './slot';
 import { snapshotActivities } from './snapshot';
+import { verifyActivities } from './verify';
 import { windowActivities } from './windows';
 
 export type { ActivityDeps } from './deps';
@@ -16,6 +17,7 @@ export function createActivities(deps: ActivityDeps): PipelineActivities {
     ...captureActivities(deps),
     ...windowActivities(deps),
     ...slotActivities(deps),
+    ...verifyActivities(deps),
   };
 }
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AppConfig } from '../config';
-import type { PipelineConfig, RecomputeInput } from '../workflows/contract';
+import type { PipelineConfig, RecomputeInput, VerifyInput } from '../workflows/contract';
 
 /** zod schemas for workflow inputs; activities validate them so workflows stay free of non-SDK imports. */
 const safeName = z.string().regex(/^[a-z0-9_]{1,48}$/, 'must match [a-z0-9_]{1,48}');
@@ -52,6 +52,13 @@ export const recomputeInputSchema = z
   })
   .strict();
 
+export const verifyInputSchema = z
+  .object({
+    pipelineId: safeName.default('default'),
+    layer: z.enum(['ods', 'dwd', 'dws', 'all']).default('all'),
+  })
+  .strict();
+
 export function formatZodError(what: string, err: z.ZodError): string {
   return `invalid ${what}: ${err.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; ')}`;
 }
@@ -67,5 +74,11 @@ export function parseRecomputeInput(
 ): Required<Pick<RecomputeInput, 'pipelineId'>> & RecomputeInput {
   const parsed = recomputeInputSchema.safeParse(input ?? {});
   if (!parsed.success) throw new Error(formatZodError('recompute input', parsed.error));
+  return parsed.data;
+}
+
+export function parseVerifyInput(input: unknown): Required<VerifyInput> {
+  const parsed = verifyInputSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new Error(formatZodError('verify input', parsed.error));
   return parsed.data;
 }

@@ -12,7 +12,7 @@ import { registerStack } from './stack';
 import { registerVerify } from './verify';
 import { registerWait } from './wait';
 
-export { SCHEDULE_ID } from './schedule';
+export { SCHEDULE_ID, VERIFY_SCHEDULE_ID } from './schedule';
 
 /** The `stategrid` command (docs/cli.md): one module per command group. */
 export function buildProgram(): Command {

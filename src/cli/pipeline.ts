@@ -39,6 +39,13 @@ function printStatus(s: PipelineStatus): void {
     `  dead letters: ${s.sink.deadLetters}, orphans: ${s.sink.orphans}, late events: ${s.sink.lateEvents}, revisions: ${s.sink.revisions}, closed days: ${s.sink.closedDays}`,
   );
   if (st) say(`  open days: ${st.openDays.join(', ') || '-'}`);
+  const v = s.sink.lastVerify;
+  if (v) {
+    const differing = Object.entries(v.mismatched).filter(([, n]) => n > 0);
+    say(
+      `  last verify: ${v.finished_at}, ${v.equal ? 'equal to the source' : `differs (${differing.map(([t, n]) => `${t} ${n}`).join(', ')})`}`,
+    );
+  }
   for (const [t, n] of Object.entries(s.sink.rows)) say(`  ${t.padEnd(30)} ${n}`);
 }
 

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { verifyWarehouse, type VerifyLayer, type VerifyReport } from '../control/verify';
+import { verifyWarehouse, type VerifyLayer, type VerifyReport } from '../verify/warehouse';
 import { formatTable, printJson, say } from './output';
 import { config } from './shared';
 

@@ -5,15 +5,7 @@ import {
   WorkflowNotFoundError,
 } from '@temporalio/client';
 import { parsePipelineInput } from '../activities/inputs';
-import { parseLsn } from '../cdc/changes';
-import {
-  dropSlot,
-  emitWaitMarker,
-  slotFigures,
-  sourceRowCount,
-  truncateSource,
-  type SlotFigures,
-} from '../cdc/source-admin';
+import { dropSlot, slotFigures, sourceRowCount, truncateSource, type SlotFigures } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
 import { ensureSearchAttributes } from '../temporal/search-attributes';
@@ -33,6 +25,7 @@ import {
 } from '../workflows/contract';
 
 export type { SinkFigures, SlotFigures };
+export { waitCaughtUp } from '../verify/caught-up';
 
 /** Client-side control of pipelines: what the CLI and the tests use. */
 export const pipelineWorkflowId = (pipelineId: string) => `stategrid-pipeline-${pipelineId}`;
@@ -136,30 +129,6 @@ export async function pipelineStatus(
   const sink = await withClient(cfg.sinkUrl, (db) => sinkFigures(db, pipelineId));
   const slotName = sink.checkpoint?.slot_name ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
   return { workflowId, workflowStatus, state, sink, slot: await slotFigures(cfg.sourceUrl, slotName) };
-}
-
-/**
- * `stategrid wait`: writes a marker into the source WAL, then waits until the pipeline has applied everything
- * before it to ODS/DWD (confirmed) and refreshed DWS after that (dws_lsn).
- */
-export async function waitCaughtUp(cfg: AppConfig, pipelineId: string, timeoutMs: number): Promise<boolean> {
-  const marker = parseLsn(await emitWaitMarker(cfg.sourceUrl));
-  return withClient(cfg.sinkUrl, async (sink) => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const cp = await readCheckpoint(sink, pipelineId);
-      if (
-        cp &&
-        cp.phase === 'streaming' &&
-        parseLsn(cp.confirmed_lsn) >= marker &&
-        parseLsn(cp.dws_lsn) >= marker
-      ) {
-        return true;
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    return false;
-  });
 }
 
 /** Terminates a pipeline's workflow if it runs (tests and benchmarks start from a clean slate). */

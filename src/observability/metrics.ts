@@ -35,6 +35,20 @@ export const slotLagBytes = new Gauge({
   labelNames: ['pipeline'] as const,
   registers: [registry],
 });
+export const verifyMismatched = new Gauge({
+  name: 'stategrid_verify_mismatched_rows',
+  help: 'Keys (ODS, DWD) or partitions (DWS) that differed from the source in the last verify',
+  labelNames: ['pipeline', 'layer'],
+  registers: [registry],
+});
+
+export const verifyLastRun = new Gauge({
+  name: 'stategrid_verify_last_run_timestamp_seconds',
+  help: 'When the last verify of the pipeline finished (Unix time)',
+  labelNames: ['pipeline'],
+  registers: [registry],
+});
+
 export const batchSeconds = new Histogram({
   name: 'stategrid_batch_seconds',
   help: 'Time to write one batch (ODS, change log, DWD, checkpoint) in one sink transaction',

@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import { CONSUMPTION_TABLE, LAYER_TABLES } from '../schema/tables';
 import { readCheckpoint, type CheckpointRow } from './checkpoint';
+import { lastVerifyRun, type VerifyRun } from './verify-sql';
 
 export type SinkHealth = { orphans: number; deadLetters: number };
 
@@ -22,6 +23,8 @@ export type SinkFigures = {
   lateEvents: number;
   revisions: number;
   closedDays: number;
+  /** The last `verify` of this pipeline, if any. */
+  lastVerify: VerifyRun | null;
 };
 
 const COUNTED_TABLES = [...LAYER_TABLES, 'ods_change_log'];
@@ -46,6 +49,7 @@ export async function sinkFigures(db: pg.ClientBase, pipelineId: string): Promis
     lateEvents: Number(e.late_events),
     revisions: Number(e.revisions),
     closedDays: Number(e.closed_days),
+    lastVerify: await lastVerifyRun(db, pipelineId),
   };
 }
 
@@ -58,6 +62,7 @@ export async function truncateSink(db: pg.ClientBase): Promise<void> {
     'stategrid_dws_dirty',
     'stategrid_window',
     'dws_revision',
+    'stategrid_verify_run',
   ];
   await db.query(`TRUNCATE ${tables.join(', ')}`);
 }

@@ -127,3 +127,31 @@ export async function differingDwsPartitions(
   );
   return rows;
 }
+
+export type VerifyRun = {
+  finished_at: string;
+  equal: boolean;
+  /** Differing keys or partitions per sink table. */
+  mismatched: Record<string, number>;
+  seconds: string;
+};
+
+export async function recordVerifyRun(
+  db: pg.ClientBase,
+  pipelineId: string,
+  run: { equal: boolean; mismatched: Record<string, number>; seconds: number },
+): Promise<void> {
+  await db.query(
+    `INSERT INTO stategrid_verify_run (pipeline_id, equal, mismatched, seconds) VALUES ($1, $2, $3, $4)`,
+    [pipelineId, run.equal, JSON.stringify(run.mismatched), run.seconds],
+  );
+}
+
+export async function lastVerifyRun(db: pg.ClientBase, pipelineId: string): Promise<VerifyRun | null> {
+  const { rows } = await db.query<VerifyRun>(
+    `SELECT finished_at::text, equal, mismatched, seconds::text FROM stategrid_verify_run
+     WHERE pipeline_id = $1 ORDER BY id DESC LIMIT 1`,
+    [pipelineId],
+  );
+  return rows[0] ?? null;
+}

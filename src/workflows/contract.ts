@@ -9,6 +9,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 export const WorkflowType = {
   pipeline: 'cdcPipelineWorkflow',
   recompute: 'dailyRecomputeWorkflow',
+  verify: 'verifyWorkflow',
 } as const;
 
 /**
@@ -91,6 +92,18 @@ export type RecomputeResult = {
 
 export type StopRequest = { dropSlot?: boolean };
 
+export type VerifyLayerChoice = 'ods' | 'dwd' | 'dws' | 'all';
+export type VerifyInput = { pipelineId?: string; layer?: VerifyLayerChoice };
+
+/** What a verify found: equal, or the number of differing keys (ODS, DWD) or partitions (DWS) per table. */
+export type VerifySummary = {
+  pipelineId: string;
+  equal: boolean;
+  seconds: number;
+  rechecks: number;
+  mismatched: Record<string, number>;
+};
+
 /** What the initial snapshot loaded, and where streaming starts. */
 export type SnapshotSummary = {
   consistentLsn: string;
@@ -147,6 +160,8 @@ export interface PipelineActivities {
   }): Promise<DayWindowResult>;
   recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult>;
   dropPipelineSlot(config: PipelineConfig): Promise<{ slotDropped: boolean; publicationDropped: boolean }>;
+  validateVerifyInput(input: unknown): Promise<Required<VerifyInput>>;
+  verifyWarehouseActivity(input: Required<VerifyInput>): Promise<VerifySummary>;
 }
 
 export const statusQuery = defineQuery<PipelineState>('status');

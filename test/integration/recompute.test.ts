@@ -4,9 +4,9 @@ import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
-import { buildProgram, SCHEDULE_ID } from '../../src/cli';
-import { pipelineWorkflowId } from '../../src/control/pipeline';
-import type { RecomputeResult } from '../../src/workflows/contract';
+import { buildProgram, SCHEDULE_ID, VERIFY_SCHEDULE_ID } from '../../src/cli';
+import { pipelineStatus, pipelineWorkflowId } from '../../src/control/pipeline';
+import type { RecomputeResult, VerifySummary } from '../../src/workflows/contract';
 import { previousLocalDay } from '../../src/workflows/window-time';
 import { PIPELINE_ID, TestContext } from './helpers/pipeline';
 import { REPO_ROOT } from './setup/env';
@@ -31,10 +31,11 @@ describe('daily recomputation and schedule', function () {
     await t.caughtUp();
   });
   after(async () => {
-    await t.client.schedule
-      .getHandle(SCHEDULE_ID)
-      .delete()
-      .catch(() => undefined);
+    for (const id of [SCHEDULE_ID, VERIFY_SCHEDULE_ID])
+      await t.client.schedule
+        .getHandle(id)
+        .delete()
+        .catch(() => undefined);
     await t.terminatePipeline();
     await t.close();
   });
@@ -95,6 +96,21 @@ describe('daily recomputation and schedule', function () {
     const result = (await t.client.workflow.getHandle(workflowId!).result()) as RecomputeResult;
     assert.equal(result.date, yesterday);
     assert.equal(result.drift, 0);
+
+    // Beside it, a daily verify of the whole warehouse (02:00 local), recorded for `pipeline status`.
+    const verify = t.client.schedule.getHandle(VERIFY_SCHEDULE_ID);
+    assert.equal(local.format((await verify.describe()).info.nextActionTimes[0]), '02:00');
+    await verify.trigger();
+    let verifyRun: string | undefined;
+    await t.waitFor('the triggered verify', async () => {
+      verifyRun = (await verify.describe()).info.recentActions[0]?.action.workflow.workflowId;
+      return !!verifyRun;
+    });
+    const summary = (await t.client.workflow.getHandle(verifyRun!).result()) as VerifySummary;
+    assert.equal(summary.equal, true, JSON.stringify(summary));
+    assert.equal(summary.mismatched.dwd_power_consumption_detail, 0);
+    const status = await pipelineStatus(t.cfg, t.client, PIPELINE_ID);
+    assert.equal(status.sink.lastVerify?.equal, true);
   });
 
   it('replays the live pipeline history deterministically', async () => {

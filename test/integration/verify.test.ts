@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import type { VerifyReport } from '../../src/control/verify';
+import type { VerifyReport } from '../../src/verify/warehouse';
 import { REPO_ROOT } from './setup/env';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 

@@ -3,12 +3,13 @@ import { withClient } from '../db/client';
 import {
   chunkChecksums,
   differingDwsPartitions,
+  recordVerifyRun,
   rowHashes,
   VERIFIED_TABLES,
   type ChunkSum,
   type VerifiedTable,
 } from '../sink/verify-sql';
-import { waitCaughtUp } from './pipeline';
+import { waitCaughtUp } from './caught-up';
 
 export type VerifyLayer = 'ods' | 'dwd' | 'dws';
 
@@ -66,7 +67,22 @@ export async function verifyWarehouse(
   if (layers.includes('dws'))
     tables.push(...(await verifyDws(cfg, pipelineId, progress, () => (rechecks += 1))));
   const equal = tables.every((t) => !t.counts.missing && !t.counts.extra && !t.counts.different);
-  return { equal, seconds: (Date.now() - started) / 1000, rechecks, tables };
+  const report = { equal, seconds: (Date.now() - started) / 1000, rechecks, tables };
+  await withClient(cfg.sinkUrl, (db) =>
+    recordVerifyRun(db, pipelineId, {
+      equal,
+      mismatched: mismatchedPerTable(report),
+      seconds: report.seconds,
+    }),
+  );
+  return report;
+}
+
+/** Differing keys or partitions per table, in all (not only the ones listed). */
+export function mismatchedPerTable(r: VerifyReport): Record<string, number> {
+  return Object.fromEntries(
+    r.tables.map((t) => [t.table, t.counts.missing + t.counts.extra + t.counts.different]),
+  );
 }
 
 const chunkOf = (key: string) => (BigInt(key) / BigInt(CHUNK_KEYS)).toString();
