@@ -36,6 +36,18 @@ describe('stategrid verify', function () {
     await t.q(`UPDATE power_user SET user_name = '' WHERE user_id = 7`); // invalid: leaves DWD, details orphaned
     await t.caughtUp();
 
+    // Both days are closed (by watermark or by their close instant, long past) before anything is tampered with:
+    // a close recomputes its day from DWD, which would mend a tampered DWS row or absorb a tampered DWD one.
+    await t.waitFor(
+      'both days closed',
+      async () =>
+        (
+          await t.q<{ n: number }>(
+            `SELECT count(*)::int AS n FROM stategrid_window WHERE is_final AND stat_date IN ('2026-11-20', '2026-11-21')`,
+          )
+        )[0].n === 2,
+      60000,
+    );
     const equal = verify();
     assert.equal(equal.code, 0, equal.err);
     assert.ok(equal.report!.equal);
