@@ -48,7 +48,21 @@ class SinkProxy {
       }
       client.pipe(upstream).pipe(client);
     });
-    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
+    // The port lies in the kernel's ephemeral range: an outgoing connection of another process may hold it for a
+    // while (seen once in CI), so wait for it instead of failing the suite.
+    const server = this.server;
+    for (let attempt = 1; ; attempt++) {
+      const error = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+        server.once('error', resolve);
+        server.listen(this.port, '127.0.0.1', () => {
+          server.removeListener('error', resolve);
+          resolve(null);
+        });
+      });
+      if (!error) return;
+      if (error.code !== 'EADDRINUSE' || attempt >= 120) throw error;
+      await sleep(500);
+    }
   }
 
   async refuse(ms: number): Promise<void> {
