@@ -1,18 +1,8 @@
-import {
-  proxyActivities,
-  proxyLocalActivities,
-  upsertSearchAttributes,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { ErrorType, type PipelineActivities, type RecomputeInput, type RecomputeResult } from './contract';
-import { validated } from './validation';
+import { inputValidators, validated } from './validation';
 import { previousLocalDay } from './window-time';
 
-// Input validation is pure CPU: a local activity saves a task-queue round trip on every run.
-const local = proxyLocalActivities<PipelineActivities>({
-  startToCloseTimeout: '10 seconds',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: [ErrorType.InvalidInput] },
-});
 const acts = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '30 minutes',
   retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
@@ -27,7 +17,7 @@ const DEFAULT_TIME_ZONE = 'Asia/Shanghai';
  * day it was meant for.
  */
 export async function dailyRecomputeWorkflow(input?: RecomputeInput): Promise<RecomputeResult> {
-  const valid = await validated(() => local.validateRecomputeInput(input ?? {}));
+  const valid = await validated(() => inputValidators.validateRecomputeInput(input ?? {}));
   const scheduled = workflowInfo().searchAttributes?.TemporalScheduledStartTime?.[0];
   const nominal = scheduled ? new Date(scheduled as string | Date).getTime() : Date.now();
   const date = valid.date ?? previousLocalDay(nominal, valid.timeZone ?? DEFAULT_TIME_ZONE);

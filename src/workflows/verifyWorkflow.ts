@@ -1,16 +1,7 @@
-import {
-  proxyActivities,
-  proxyLocalActivities,
-  setCurrentDetails,
-  upsertSearchAttributes,
-} from '@temporalio/workflow';
-import { ErrorType, type PipelineActivities, type VerifySummary } from './contract';
-import { validated } from './validation';
+import { proxyActivities, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import type { PipelineActivities, VerifySummary } from './contract';
+import { inputValidators, validated } from './validation';
 
-const local = proxyLocalActivities<PipelineActivities>({
-  startToCloseTimeout: '10 seconds',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: [ErrorType.InvalidInput] },
-});
 const acts = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '30 minutes',
   // The comparison heartbeats after each table; a lost worker is noticed within a minute.
@@ -24,7 +15,7 @@ const acts = proxyActivities<PipelineActivities>({
  * difference does not fail the run, it is what the run reports.
  */
 export async function verifyWorkflow(input?: unknown): Promise<VerifySummary> {
-  const valid = await validated(() => local.validateVerifyInput(input ?? {}));
+  const valid = await validated(() => inputValidators.validateVerifyInput(input ?? {}));
   upsertSearchAttributes({ StategridPipelineId: [valid.pipelineId] });
   const summary = await acts.verifyWarehouseActivity.executeWithOptions(
     { summary: `verify ${valid.layer} layers of pipeline ${valid.pipelineId}` },
