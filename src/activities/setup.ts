@@ -8,30 +8,33 @@ import {
 } from '../cdc/source-admin';
 import { withClient } from '../db/client';
 import { ensureCheckpoint } from '../sink/checkpoint';
-import { ErrorType, type PipelineConfig, type RecomputeInput } from '../workflows/contract';
+import { ErrorType, type PipelineConfig, type RecomputeInput, type VerifyInput } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
-import { parsePipelineInput, parseRecomputeInput } from './inputs';
+import { parsePipelineInput, parseRecomputeInput, parseVerifyInput } from './inputs';
 
-const invalid = (err: unknown) =>
-  ApplicationFailure.nonRetryable(err instanceof Error ? err.message : String(err), ErrorType.InvalidInput);
+/** The parsed input, or a non-retryable InvalidInput failure with the parser's message (the run fails with it). */
+function validInput<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw ApplicationFailure.nonRetryable(message, ErrorType.InvalidInput);
+  }
+}
 
-/** Input validation and the pipeline's registration: checkpoint row and publication. */
+/** Input validation of every workflow, and the pipeline's registration: checkpoint row and publication. */
 export function setupActivities({ cfg, sink }: ActivityDeps) {
   return {
     async validatePipelineInput(input: unknown): Promise<PipelineConfig> {
-      try {
-        return parsePipelineInput(cfg, input);
-      } catch (err) {
-        throw invalid(err);
-      }
+      return validInput(() => parsePipelineInput(cfg, input));
     },
 
     async validateRecomputeInput(input: unknown): Promise<RecomputeInput & { pipelineId: string }> {
-      try {
-        return parseRecomputeInput(input);
-      } catch (err) {
-        throw invalid(err);
-      }
+      return validInput(() => parseRecomputeInput(input));
+    },
+
+    async validateVerifyInput(input: unknown): Promise<Required<VerifyInput>> {
+      return validInput(() => parseVerifyInput(input));
     },
 
     /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */

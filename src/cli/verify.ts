@@ -1,14 +1,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { verifyWarehouse, type VerifyLayer, type VerifyReport } from '../verify/warehouse';
+import { LAYERS_OF, verifyWarehouse, type VerifyReport } from '../verify/warehouse';
+import type { VerifyLayerChoice } from '../workflows/contract';
 import { formatTable, printJson, say } from './output';
 import { config } from './shared';
-
-const LAYERS: Record<string, VerifyLayer[]> = {
-  ods: ['ods'],
-  dwd: ['dwd'],
-  dws: ['dws'],
-  all: ['ods', 'dwd', 'dws'],
-};
 
 function printReport(r: VerifyReport): void {
   say(
@@ -46,7 +40,7 @@ export function registerVerify(program: Command): void {
       '--layer <layer>',
       'ods, dwd, dws or all',
       (v) => {
-        if (!LAYERS[v]) throw new InvalidArgumentError('must be ods, dwd, dws or all');
+        if (!(v in LAYERS_OF)) throw new InvalidArgumentError('must be ods, dwd, dws or all');
         return v;
       },
       'all',
@@ -54,7 +48,9 @@ export function registerVerify(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (o: { id: string; layer: string; json?: boolean }) => {
       try {
-        const report = await verifyWarehouse(config(), o.id, LAYERS[o.layer], (m) => console.error(m));
+        const report = await verifyWarehouse(config(), o.id, LAYERS_OF[o.layer as VerifyLayerChoice], (m) =>
+          console.error(m),
+        );
         if (o.json) printJson(report);
         else printReport(report);
         process.exitCode = report.equal ? 0 : 1;

@@ -1,4 +1,5 @@
 import type { AppConfig } from '../config';
+import type { VerifyLayerChoice } from '../workflows/contract';
 import { withClient } from '../db/client';
 import {
   chunkChecksums,
@@ -12,6 +13,14 @@ import {
 import { waitCaughtUp } from './caught-up';
 
 export type VerifyLayer = 'ods' | 'dwd' | 'dws';
+
+/** The layers each `--layer` / workflow input choice compares. */
+export const LAYERS_OF: Record<VerifyLayerChoice, VerifyLayer[]> = {
+  ods: ['ods'],
+  dwd: ['dwd'],
+  dws: ['dws'],
+  all: ['ods', 'dwd', 'dws'],
+};
 
 export type TableVerdict = {
   layer: VerifyLayer;

@@ -4,7 +4,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { WORKFLOW_BUNDLE } from '../../src/build/bundle-workflows';
 import type { ActivityDeps } from '../../src/activities/deps';
-import { verifyActivities } from '../../src/activities/verify';
+import { setupActivities } from '../../src/activities/setup';
 import { WorkflowType, type VerifyInput, type VerifySummary } from '../../src/workflows/contract';
 import { startTestServer } from './harness';
 
@@ -27,7 +27,7 @@ describe('verifyWorkflow (time-skipping, scripted activities)', function () {
       workflowBundle: { codePath: WORKFLOW_BUNDLE },
       activities: {
         // The real input check (it needs no dependencies): a bad input fails without retries.
-        validateVerifyInput: verifyActivities({} as ActivityDeps).validateVerifyInput,
+        validateVerifyInput: setupActivities({} as ActivityDeps).validateVerifyInput,
         verifyWarehouseActivity: async (i: Required<VerifyInput>): Promise<VerifySummary> => {
           compared.push(i);
           const equal = Object.values(mismatched).every((n) => n === 0);
