@@ -6,12 +6,13 @@ import { lastVerifyRun, type VerifyRun } from './verify-sql';
 
 export type SinkHealth = { orphans: number; deadLetters: number };
 
-/** Orphans (DWD details without a known region; a partial index keeps this off a scan) and dead letters. */
+// Orphans: DWD details without a known region (a partial index keeps this off a table scan).
+const ORPHANS = `(SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::int AS orphans`;
+const DEAD_LETTERS = `(SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`;
+
+/** Orphans and dead letters, read after every capture segment. */
 export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealth> {
-  const { rows } = await db.query(
-    `SELECT (SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::int AS orphans,
-       (SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`,
-  );
+  const { rows } = await db.query(`SELECT ${ORPHANS}, ${DEAD_LETTERS}`);
   return { orphans: rows[0].orphans, deadLetters: rows[0].dead_letters };
 }
 
@@ -34,9 +35,7 @@ export async function sinkFigures(db: pg.ClientBase, pipelineId: string): Promis
   const counts = await db.query(
     COUNTED_TABLES.map((t) => `SELECT '${t}' AS t, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL '),
   );
-  const extra = await db.query(`SELECT
-    (SELECT count(*) FROM stategrid_dead_letter)::bigint AS dead_letters,
-    (SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::bigint AS orphans,
+  const extra = await db.query(`SELECT ${DEAD_LETTERS}, ${ORPHANS},
     (SELECT COALESCE(sum(late_events), 0) FROM stategrid_window)::bigint AS late_events,
     (SELECT count(*) FROM dws_revision)::bigint AS revisions,
     (SELECT count(*) FROM stategrid_window WHERE is_final)::bigint AS closed_days`);

@@ -4,7 +4,14 @@
  * DWS, the semantics recomputed from DWD beside the DWS rows, differing (day, region) partitions counted.
  */
 import type pg from 'pg';
-import { CONSUMPTION_TABLE, TABLE, USER_ENRICHMENT, USER_TABLE, type SourceTable } from '../schema/tables';
+import {
+  CONSUMPTION_TABLE,
+  SOURCE_TABLES,
+  TABLE,
+  USER_ENRICHMENT,
+  USER_TABLE,
+  type SourceTable,
+} from '../schema/tables';
 import { invalidReasonSql } from './snapshot-load';
 
 export type VerifiedTable = {
@@ -33,7 +40,7 @@ const ENRICHMENT_TYPED = (alias: string) =>
   USER_ENRICHMENT.map((c) => `${alias}.${c}::${USER_TABLE.columns.find((u) => u.name === c)!.type}`);
 
 export const VERIFIED_TABLES: Record<'ods' | 'dwd', VerifiedTable[]> = {
-  ods: (['power_user', 'power_consumption'] as const).map((t) => ({
+  ods: SOURCE_TABLES.map((t) => ({
     table: TABLE[t].ods,
     source: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].name}`,
     sink: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].ods}`,
