@@ -11,6 +11,7 @@ import { Command } from 'commander';
 import { keepValuesAsText } from '../src/db/client';
 import { loadConfig, type AppConfig } from '../src/config';
 import {
+  recomputeDayWorkflow,
   resetEverything,
   startPipeline,
   temporalClient,
@@ -27,7 +28,6 @@ import { stackDown, stackUp } from '../src/stack';
 import { pgBinDir } from '../src/stack/postgres';
 import { readPid } from '../src/stack/proc';
 import { verifyWarehouse } from '../src/verify/warehouse';
-import type { RecomputeResult } from '../src/workflows/contract';
 
 const REPO = path.resolve(__dirname, '../..');
 const PIPELINE = 'bench';
@@ -451,11 +451,7 @@ async function main(): Promise<void> {
     );
     const groupByS = seconds(t0);
     t0 = process.hrtime.bigint();
-    const rec = (await client.workflow.execute('dailyRecomputeWorkflow', {
-      taskQueue: cfg.taskQueue,
-      workflowId: `bench-recompute-${Date.now()}`,
-      args: [{ date: day, pipelineId: PIPELINE }],
-    })) as RecomputeResult;
+    const rec = await recomputeDayWorkflow(cfg, client, { date: day, pipelineId: PIPELINE });
     const recomputeS = seconds(t0);
     figures.push({
       name: `recompute one day (${dayRows} rows, drift ${rec.drift})`,
