@@ -63,7 +63,6 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
         );
         // Pausing or stopping: no segment follows soon, so leave DWS current now.
         await refresher.stop(cancelled);
-        if (refresher.broken) await refresher.failedOnce;
       } catch (err) {
         await refresher.stop(false).catch(() => undefined);
         for (const [type, name] of NON_RETRYABLE) {

@@ -43,9 +43,11 @@ export class DwsRefresher {
   async stop(final: boolean): Promise<void> {
     this.active = false;
     await this.loop;
-    if (!final) return;
-    await this.running;
-    await this.refresh(true);
+    if (final) {
+      await this.running;
+      await this.refresh(true);
+    }
+    // A refresh that failed fails the segment it ran beside.
     if (this.failure) throw this.failure;
   }
 
