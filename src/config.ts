@@ -1,6 +1,11 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { loadTemporalSettings, TemporalSettingError, type TemporalSettings } from './temporal/settings';
+import {
+  loadTemporalSettings,
+  stackClientProfile,
+  TemporalSettingError,
+  type TemporalSettings,
+} from './temporal/settings';
 
 /** Environment settings of docs/cli.md#settings, validated once; a bad value names its variable. */
 const urlSetting = z
@@ -41,6 +46,8 @@ const envSchema = z.object({
     .default('Asia/Shanghai'),
   STATEGRID_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
+  STATEGRID_TEMPORAL_PERSISTENCE_URL: urlSetting.optional(),
   TEMPORAL_CLI: z.string().optional(),
 });
 
@@ -56,6 +63,12 @@ export type AppConfig = {
   /** Connection to Temporal from profiles and TEMPORAL_* variables (see src/temporal/settings.ts). */
   temporal: TemporalSettings;
   temporalUiPort: number;
+  /** Which Temporal `stack up` runs locally: the dev server, or the production server with mTLS. */
+  temporalServer: 'dev' | 'server';
+  /** The connection comes from the profile `stack up --temporal server` wrote (no TEMPORAL_* setting given). */
+  temporalFromStack: boolean;
+  /** Admin URL of the PostgreSQL server that holds the local production server's databases. */
+  temporalPersistenceUrl?: string;
   taskQueue: string;
   decodingPlugin: 'pgoutput' | 'wal2json';
   timeZone: string;
@@ -79,9 +92,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     throw new ConfigError(`invalid configuration: ${issues.join('; ')}`);
   }
   const e = parsed.data;
+  const home = path.resolve(e.STATEGRID_HOME);
+  const stack = stackClientProfile(home, env);
+  const temporalServer = e.STATEGRID_TEMPORAL_SERVER ?? (stack.exists ? 'server' : 'dev');
+  const fromStack = temporalServer === 'server' && !!stack.env;
   let temporal: TemporalSettings;
   try {
-    temporal = loadTemporalSettings(env);
+    temporal = loadTemporalSettings(fromStack ? { ...env, ...stack.env } : env);
   } catch (err) {
     if (err instanceof TemporalSettingError) throw new ConfigError(err.message);
     throw err;
@@ -89,7 +106,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const sourceUrl =
     e.STATEGRID_SOURCE_URL ?? `postgres://postgres:postgres@127.0.0.1:${e.STATEGRID_PG_PORT}/stategrid_db`;
   return {
-    home: path.resolve(e.STATEGRID_HOME),
+    home,
     pgPort: e.STATEGRID_PG_PORT,
     sourceUrl,
     sinkUrl: e.STATEGRID_SINK_URL ?? sourceUrl,
@@ -98,6 +115,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     temporalNamespace: temporal.namespace,
     temporal,
     temporalUiPort: e.STATEGRID_TEMPORAL_UI_PORT,
+    temporalServer,
+    temporalFromStack: fromStack,
+    temporalPersistenceUrl: e.STATEGRID_TEMPORAL_PERSISTENCE_URL,
     taskQueue: e.STATEGRID_TASK_QUEUE,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
     timeZone: e.STATEGRID_TIME_ZONE,

@@ -1,10 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { maskUrl, type AppConfig } from '../config';
+import { loadConfig, maskUrl, type AppConfig } from '../config';
 import { isAlive, portOpen, readPid, spawnDetached, stopPid, waitFor } from './proc';
 import { postgresPid, startPostgres, stopPostgres, usesEmbeddedPort } from './postgres';
 import { resolveTemporalCli, temporalServerArgs } from './temporal';
+import { STACK_PROFILE } from '../temporal/settings';
+import { ensureNamespace, prepareTemporalServer, serverHome } from './temporal-server';
 
 /** `stategrid stack up|down|status`: PostgreSQL, the Temporal dev server and a background worker. */
 type Log = (m: string) => void;
@@ -27,7 +29,10 @@ function ownedPid(cfg: AppConfig, name: string, marker: string): number | undefi
 }
 
 export async function workerPollers(cfg: AppConfig): Promise<number> {
-  const connection = await Connection.connect({ ...cfg.temporal.connection, connectTimeout: 2000 });
+  const connection = await Connection.connect({
+    ...clientConfig(cfg).temporal.connection,
+    connectTimeout: 2000,
+  });
   try {
     const res = await connection.workflowService.describeTaskQueue({
       namespace: cfg.temporalNamespace,
@@ -40,9 +45,17 @@ export async function workerPollers(cfg: AppConfig): Promise<number> {
   }
 }
 
-/** The embedded dev server is ours to start only on this machine and without TLS or an API key. */
+/**
+ * Temporal is ours to start only on this machine, and then either the plain-text dev server or the production
+ * server whose mTLS profile the stack wrote; TLS or an API key chosen by the user means their own cluster.
+ */
 export const temporalIsLocal = (cfg: AppConfig) =>
-  ['127.0.0.1', 'localhost'].includes(temporalHost(cfg)) && !cfg.temporal.secured;
+  ['127.0.0.1', 'localhost'].includes(temporalHost(cfg)) && (!cfg.temporal.secured || cfg.temporalFromStack);
+
+/** What our temporal pid file's process has in its command line, per kind. */
+const TEMPORAL_MARKER = { dev: 'start-dev', server: 'temporal-server' } as const;
+const ownedTemporal = (cfg: AppConfig) =>
+  ownedPid(cfg, 'temporal', TEMPORAL_MARKER.dev) ?? ownedPid(cfg, 'temporal', TEMPORAL_MARKER.server);
 
 async function startTemporal(cfg: AppConfig, log: Log): Promise<'running' | 'started' | 'external'> {
   if (!temporalIsLocal(cfg)) {
@@ -51,12 +64,24 @@ async function startTemporal(cfg: AppConfig, log: Log): Promise<'running' | 'sta
     return 'external';
   }
   const port = temporalPort(cfg);
-  if (ownedPid(cfg, 'temporal', 'start-dev') && (await portOpen(port, temporalHost(cfg)))) return 'running';
+  const other = cfg.temporalServer === 'server' ? 'dev' : 'server';
+  if (ownedPid(cfg, 'temporal', TEMPORAL_MARKER[other]))
+    throw new Error(
+      `this stack runs the Temporal ${other === 'dev' ? 'dev server' : 'production server'}; run stategrid stack down before switching`,
+    );
+  if (
+    ownedPid(cfg, 'temporal', TEMPORAL_MARKER[cfg.temporalServer]) &&
+    (await portOpen(port, temporalHost(cfg)))
+  )
+    return 'running';
   if (await portOpen(port, temporalHost(cfg))) {
     // Someone else's server (e.g. `temporal server start-dev` by hand or CI's): use it, never stop it.
     log(`Temporal already answers on ${cfg.temporalAddress}; using it`);
     return 'running';
   }
+  if (cfg.temporalServer === 'server') return startProductionServer(cfg, log);
+  // The home runs the dev server again: its clients must no longer pick up the production server's profile.
+  fs.rmSync(serverHome(cfg).clientProfile, { force: true });
   const bin = await resolveTemporalCli(cfg, log);
   fs.mkdirSync(path.join(cfg.home, 'temporal'), { recursive: true });
   const pid = spawnDetached(bin, temporalServerArgs(cfg), { logFile: logFile(cfg, 'temporal') });
@@ -64,6 +89,51 @@ async function startTemporal(cfg: AppConfig, log: Log): Promise<'running' | 'sta
   await waitFor(`Temporal on ${cfg.temporalAddress}`, () => portOpen(port, temporalHost(cfg)), 60000);
   await waitFor(`Temporal Web UI on ${cfg.temporalUiPort}`, () => portOpen(cfg.temporalUiPort), 60000);
   return 'started';
+}
+
+async function startProductionServer(cfg: AppConfig, log: Log): Promise<'started'> {
+  const server = await prepareTemporalServer(cfg, log);
+  const pid = spawnDetached(server.bin, server.args, { logFile: logFile(cfg, 'temporal') });
+  fs.writeFileSync(runFile(cfg, 'temporal'), `${pid}\n`);
+  await waitFor(
+    `the Temporal server on ${cfg.temporalAddress} (see ${logFile(cfg, 'temporal')})`,
+    async () => {
+      if (!isAlive(pid))
+        throw new Error(`the Temporal server exited at start; see ${logFile(cfg, 'temporal')}`);
+      return portOpen(temporalPort(cfg), temporalHost(cfg));
+    },
+    120000,
+  );
+  const connection = await Connection.connect({
+    ...clientConfig(cfg).temporal.connection,
+    connectTimeout: 10000,
+  });
+  try {
+    await ensureNamespace(connection, cfg.temporalNamespace);
+  } finally {
+    await connection.close();
+  }
+  log(`temporal: production server ${server.version} with PostgreSQL persistence and mTLS; clients use:`);
+  log(
+    `  export TEMPORAL_CONFIG_FILE=${server.clientEnv.TEMPORAL_CONFIG_FILE} TEMPORAL_PROFILE=${server.clientEnv.TEMPORAL_PROFILE}`,
+  );
+  return 'started';
+}
+
+/** With the local production server, its clients (our worker too) use its mTLS profile whatever else is set. */
+function clientEnv(cfg: AppConfig): Record<string, string> {
+  if (cfg.temporalServer !== 'server' || !temporalIsLocal(cfg)) return {};
+  return {
+    STATEGRID_TEMPORAL_SERVER: 'server',
+    TEMPORAL_CONFIG_FILE: serverHome(cfg).clientProfile,
+    TEMPORAL_PROFILE: STACK_PROFILE,
+  };
+}
+
+function clientConfig(cfg: AppConfig): AppConfig {
+  const extra = clientEnv(cfg);
+  if (!Object.keys(extra).length || cfg.temporalFromStack) return cfg;
+  return loadConfig({ ...process.env, STATEGRID_HOME: cfg.home, ...extra });
 }
 
 export function workerEntry(): string {
@@ -82,7 +152,7 @@ async function startWorker(cfg: AppConfig, log: Log): Promise<'running' | 'start
     ['--max-semi-space-size=4', '--max-old-space-size=256', workerEntry()],
     {
       logFile: logFile(cfg, 'worker'),
-      env: { ...process.env, STATEGRID_HOME: cfg.home },
+      env: { ...process.env, STATEGRID_HOME: cfg.home, ...clientEnv(cfg) },
     },
   );
   fs.writeFileSync(runFile(cfg, 'worker'), `${pid}\n`);
@@ -115,9 +185,9 @@ export async function stackUp(
       : `postgres: ${result.postgres} on 127.0.0.1:${cfg.pgPort}`,
   );
   result.temporal = await startTemporal(cfg, log);
-  log(
-    `temporal: ${result.temporal} on ${cfg.temporalAddress} (Web UI http://127.0.0.1:${cfg.temporalUiPort})`,
-  );
+  const ui =
+    cfg.temporalServer === 'dev' ? `Web UI http://127.0.0.1:${cfg.temporalUiPort}` : 'mTLS, no Web UI';
+  log(`temporal: ${result.temporal} on ${cfg.temporalAddress} (${ui})`);
   if (opts.restartWorker) await stopWorker(cfg, log);
   result.worker = await startWorker(cfg, log);
   log(`worker: ${result.worker} on task queue ${cfg.taskQueue}`);
@@ -135,7 +205,7 @@ async function stopWorker(cfg: AppConfig, log: Log): Promise<void> {
 
 export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
   await stopWorker(cfg, log);
-  const temporal = ownedPid(cfg, 'temporal', 'start-dev');
+  const temporal = ownedTemporal(cfg);
   if (temporal) {
     await stopPid(temporal, 20000);
     log(`temporal stopped (pid ${temporal})`);
@@ -146,13 +216,20 @@ export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
 
 export type StackStatus = {
   postgres: { pid?: number; port: number; up: boolean; external: boolean };
-  temporal: { pid?: number; address: string; up: boolean; ui: boolean; external: boolean };
+  temporal: {
+    pid?: number;
+    address: string;
+    up: boolean;
+    ui: boolean;
+    external: boolean;
+    server: AppConfig['temporalServer'];
+  };
   worker: { pid?: number; up: boolean; pollers: number };
 };
 
 export async function stackStatus(cfg: AppConfig): Promise<StackStatus> {
   const pgPid = postgresPid(cfg);
-  const tPid = ownedPid(cfg, 'temporal', 'start-dev');
+  const tPid = ownedTemporal(cfg);
   const wPid = ownedPid(cfg, 'worker', 'worker.js');
   const temporalUp = await portOpen(temporalPort(cfg), temporalHost(cfg));
   const pgExternal = !pgPid && (!usesEmbeddedPort(cfg) || cfg.databasesChosen);
@@ -170,6 +247,7 @@ export async function stackStatus(cfg: AppConfig): Promise<StackStatus> {
       pid: tPid,
       address: cfg.temporalAddress,
       external: !tPid,
+      server: cfg.temporalServer,
       up: temporalUp,
       ui: await portOpen(cfg.temporalUiPort),
     },

@@ -152,9 +152,19 @@ export async function spawnWorker(env: NodeJS.ProcessEnv): Promise<{ pid: number
 
 /** The `stategrid` CLI as an operator runs it, in the test's environment. */
 export function runStategrid(args: string[], timeoutMs = 120000): SpawnSyncReturns<string> {
+  return runStategridIn(process.env, args, timeoutMs);
+}
+
+/** The same in another environment (another home, another Temporal). */
+export function runStategridIn(
+  env: NodeJS.ProcessEnv,
+  args: string[],
+  timeoutMs = 120000,
+): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), ...args], {
     encoding: 'utf8',
     timeout: timeoutMs,
+    env,
   });
 }
 
