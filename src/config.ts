@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import {
@@ -47,6 +48,15 @@ const envSchema = z.object({
   STATEGRID_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
+  STATEGRID_WORKER_ID: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be letters, digits, dot, dash or underscore')
+    .max(100)
+    .optional(),
+  STATEGRID_WORKER_NAME: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be letters, digits, dot, dash or underscore')
+    .default('worker'),
   STATEGRID_TEMPORAL_PERSISTENCE_URL: urlSetting.optional(),
   TEMPORAL_CLI: z.string().optional(),
 });
@@ -70,6 +80,11 @@ export type AppConfig = {
   /** Admin URL of the PostgreSQL server that holds the local production server's databases. */
   temporalPersistenceUrl?: string;
   taskQueue: string;
+  /** This worker process: unique identity (Web UI, status) and the task queue only it polls (capture affinity). */
+  workerId: string;
+  workerQueue: string;
+  /** Name of this worker's pid/ready files under STATEGRID_HOME/run (`stack up --workers N`). */
+  workerName: string;
   decodingPlugin: 'pgoutput' | 'wal2json';
   timeZone: string;
   metricsPort: number;
@@ -103,6 +118,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     if (err instanceof TemporalSettingError) throw new ConfigError(err.message);
     throw err;
   }
+  // Host and process: unique across hosts and restarts, so a restarted worker never inherits a dead one's queue.
+  const workerId = e.STATEGRID_WORKER_ID ?? `${os.hostname().replace(/[^\w.-]/g, '-')}-${process.pid}`;
   const sourceUrl =
     e.STATEGRID_SOURCE_URL ?? `postgres://postgres:postgres@127.0.0.1:${e.STATEGRID_PG_PORT}/stategrid_db`;
   return {
@@ -119,6 +136,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     temporalFromStack: fromStack,
     temporalPersistenceUrl: e.STATEGRID_TEMPORAL_PERSISTENCE_URL,
     taskQueue: e.STATEGRID_TASK_QUEUE,
+    workerId,
+    workerQueue: `${e.STATEGRID_TASK_QUEUE}@${workerId}`,
+    workerName: e.STATEGRID_WORKER_NAME,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
     timeZone: e.STATEGRID_TIME_ZONE,
     metricsPort: e.STATEGRID_METRICS_PORT,

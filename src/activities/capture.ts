@@ -21,7 +21,7 @@ const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
  * source (this worker's replication stream of the slot), the batch sink at the checkpoint's epoch, and the DWS
  * refresher that follows the sink beside the segment.
  */
-export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDeps) {
+export function captureActivities({ cfg, sink, streams, refreshers, worker }: ActivityDeps) {
   return {
     async captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult> {
       const ctx = Context.current();
@@ -38,6 +38,10 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
       let cancelled = false;
       const segmentEnds = Promise.race([ctx.cancelled, refresher.failedOnce]);
       ctx.cancelled.catch(() => (cancelled = true));
+      // A heartbeat every second whatever the loop does (a slow write included): the short heartbeat timeout
+      // is how a lost worker is noticed, so that capture moves to another one within seconds.
+      let latest: CaptureProgress | undefined;
+      const beat = setInterval(() => ctx.heartbeat(latest), 1000);
       try {
         progress = await captureSegment(
           { park: streams, sink: new PgBatchSink(sink, config.pipelineId, cp.epoch) },
@@ -55,7 +59,7 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
             maxBatchDelayMs: config.batchDelayMs,
           },
           {
-            heartbeat: (p) => ctx.heartbeat(p),
+            heartbeat: (p) => (latest = p),
             cancelled: segmentEnds,
             log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
             debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
@@ -69,6 +73,8 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
           if (err instanceof type) throw ApplicationFailure.nonRetryable(err.message, name);
         }
         throw err;
+      } finally {
+        clearInterval(beat);
       }
       const slot = await slotFigures(cfg.sourceUrl, config.slotName);
       if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
@@ -79,6 +85,7 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
         slotLagBytes: slot.lagBytes,
         orphans: health.orphans,
         deadLettersTotal: health.deadLetters,
+        worker,
       };
     },
   };

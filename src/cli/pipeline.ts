@@ -32,9 +32,12 @@ function printStatus(s: PipelineStatus): void {
   );
   if (st?.lastSegment) {
     say(
-      `  last segment: ${st.lastSegment.applied} changes in ${st.lastSegment.seconds}s (${st.lastSegment.rowsPerSecond}/s)`,
+      `  last segment: ${st.lastSegment.applied} changes in ${st.lastSegment.seconds}s (${st.lastSegment.rowsPerSecond}/s)` +
+        (st.lastSegment.worker ? ` on ${st.lastSegment.worker}` : ''),
     );
   }
+  if (st?.captureQueue) say(`  capture stays on: ${st.captureQueue}`);
+  say(`  workers: ${s.workers.map((w) => w.identity).join(', ') || 'none polling'}`);
   say(
     `  dead letters: ${s.sink.deadLetters}, orphans: ${s.sink.orphans}, late events: ${s.sink.lateEvents}, revisions: ${s.sink.revisions}, closed days: ${s.sink.closedDays}`,
   );

@@ -1,9 +1,9 @@
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { stackDown, stackStatus, stackUp, type StackStatus } from '../stack';
 import { resolveTemporalCli, temporalVersion } from '../stack/temporal';
 import { resolveServerKit, TEMPORAL_SERVER_VERSION } from '../stack/temporal-server';
 import { printJson, say } from './output';
-import { config } from './shared';
+import { config, int } from './shared';
 
 function printStackStatus(s: StackStatus): void {
   say(
@@ -12,7 +12,10 @@ function printStackStatus(s: StackStatus): void {
   say(
     `temporal: ${s.temporal.up ? 'up' : 'DOWN'} (${s.temporal.external ? 'external' : `${s.temporal.server === 'server' ? 'production' : 'dev'} server, pid ${s.temporal.pid}`}, ${s.temporal.address}, ui ${s.temporal.ui ? 'up' : 'down'})`,
   );
-  say(`worker:   ${s.worker.up ? 'up' : 'DOWN'} (pid ${s.worker.pid ?? '-'}, pollers ${s.worker.pollers})`);
+  for (const w of s.workers.processes)
+    say(`${`${w.name}:`.padEnd(9)} ${w.up ? 'up' : 'DOWN'} (pid ${w.pid ?? '-'})`);
+  if (!s.workers.processes.length) say('worker:   none started here');
+  say(`pollers:  ${s.workers.pollers.length} (${s.workers.pollers.join(', ') || 'none'})`);
 }
 
 const temporalKindOption = () =>
@@ -20,6 +23,12 @@ const temporalKindOption = () =>
     '--temporal <kind>',
     'dev: the Temporal dev server; server: the production server with PostgreSQL persistence and mTLS (remembered by the home)',
   ).choices(['dev', 'server']);
+
+const positive = (name: string) => (v: string) => {
+  const n = int(name)(v);
+  if (n < 1 || n > 16) throw new InvalidArgumentError(`${name} must be between 1 and 16`);
+  return n;
+};
 
 /** The flag wins over STATEGRID_TEMPORAL_SERVER; config() reads it from there like every setting. */
 function chooseTemporal(kind: 'dev' | 'server' | undefined): void {
@@ -35,9 +44,10 @@ export function registerStack(program: Command): void {
     .command('up')
     .description('start what is not running (idempotent)')
     .addOption(temporalKindOption())
-    .action(async (opts: { temporal?: 'dev' | 'server' }) => {
+    .option('--workers <n>', 'worker processes to run here (remembered; default 1)', positive('--workers'))
+    .action(async (opts: { temporal?: 'dev' | 'server'; workers?: number }) => {
       chooseTemporal(opts.temporal);
-      await stackUp(config(), say);
+      await stackUp(config(), say, { workers: opts.workers });
     });
   stack
     .command('provision')

@@ -108,7 +108,26 @@ export type PipelineStatus = {
   state: PipelineState | null;
   sink: SinkFigures;
   slot: SlotFigures;
+  /** Workers polling the pipeline's activities (any host), most recent first. */
+  workers: { identity: string; lastSeen: string | null }[];
 };
+
+/** Who polls the activity task queue: the workers that can run snapshot chunks, segments and day closes. */
+async function activityPollers(cfg: AppConfig, client: Client): Promise<PipelineStatus['workers']> {
+  const res = await client.workflowService.describeTaskQueue({
+    namespace: cfg.temporalNamespace,
+    taskQueue: { name: cfg.taskQueue },
+    taskQueueType: 2, // activity task queue
+  });
+  return (res.pollers ?? [])
+    .map((p) => ({
+      identity: p.identity ?? '?',
+      lastSeen: p.lastAccessTime?.seconds
+        ? new Date(Number(p.lastAccessTime.seconds) * 1000).toISOString()
+        : null,
+    }))
+    .sort((a, b) => (b.lastSeen ?? '').localeCompare(a.lastSeen ?? ''));
+}
 
 export async function pipelineStatus(
   cfg: AppConfig,
@@ -128,7 +147,8 @@ export async function pipelineStatus(
   }
   const sink = await withClient(cfg.sinkUrl, (db) => sinkFigures(db, pipelineId));
   const slotName = sink.checkpoint?.slot_name ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
-  return { workflowId, workflowStatus, state, sink, slot: await slotFigures(cfg.sourceUrl, slotName) };
+  const slot = await slotFigures(cfg.sourceUrl, slotName);
+  return { workflowId, workflowStatus, state, sink, slot, workers: await activityPollers(cfg, client) };
 }
 
 /** Terminates a pipeline's workflow if it runs (tests and benchmarks start from a clean slate). */

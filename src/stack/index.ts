@@ -2,33 +2,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { loadConfig, maskUrl, type AppConfig } from '../config';
-import { isAlive, portOpen, readPid, spawnDetached, stopPid, waitFor } from './proc';
+import { logFile, ownedPid, runFile, type Log } from './home-files';
+import { isAlive, portOpen, spawnDetached, stopPid, waitFor } from './proc';
 import { postgresPid, startPostgres, stopPostgres, usesEmbeddedPort } from './postgres';
 import { resolveTemporalCli, temporalServerArgs } from './temporal';
 import { STACK_PROFILE } from '../temporal/settings';
 import { ensureNamespace, prepareTemporalServer, serverHome } from './temporal-server';
+import { startWorkers, stopWorkers, workerCount, workerProcesses, type WorkerProcess } from './workers';
 
-/** `stategrid stack up|down|status`: PostgreSQL, the Temporal dev server and a background worker. */
-type Log = (m: string) => void;
+export { workerEntry } from './workers';
 
-const runFile = (cfg: AppConfig, name: string) => path.join(cfg.home, 'run', `${name}.pid`);
-const logFile = (cfg: AppConfig, name: string) => path.join(cfg.home, 'logs', `${name}.log`);
+/** `stategrid stack up|down|status`: PostgreSQL, Temporal (dev or production server) and background workers. */
 const temporalPort = (cfg: AppConfig) => Number(cfg.temporalAddress.split(':')[1]);
 const temporalHost = (cfg: AppConfig) => cfg.temporalAddress.split(':')[0];
 
-/** A pid from our pid file that is alive and still runs the program we started (pids get recycled). */
-function ownedPid(cfg: AppConfig, name: string, marker: string): number | undefined {
-  const pid = readPid(runFile(cfg, name));
-  if (!isAlive(pid)) return undefined;
-  try {
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes(marker) ? pid : undefined;
-  } catch {
-    return pid;
-  }
-}
-
-export async function workerPollers(cfg: AppConfig): Promise<number> {
+/** Identities of the workers polling the pipeline's workflow task queue. */
+export async function workerPollers(cfg: AppConfig): Promise<string[]> {
   const connection = await Connection.connect({
     ...clientConfig(cfg).temporal.connection,
     connectTimeout: 2000,
@@ -39,7 +28,7 @@ export async function workerPollers(cfg: AppConfig): Promise<number> {
       taskQueue: { name: cfg.taskQueue },
       taskQueueType: 1, // workflow task queue
     });
-    return res.pollers?.length ?? 0;
+    return (res.pollers ?? []).map((p) => p.identity ?? '?');
   } finally {
     await connection.close();
   }
@@ -136,44 +125,10 @@ function clientConfig(cfg: AppConfig): AppConfig {
   return loadConfig({ ...process.env, STATEGRID_HOME: cfg.home, ...extra });
 }
 
-export function workerEntry(): string {
-  return path.resolve(__dirname, '..', 'worker.js');
-}
-
-async function startWorker(cfg: AppConfig, log: Log): Promise<'running' | 'started'> {
-  if (ownedPid(cfg, 'worker', 'worker.js')) return 'running';
-  if (!fs.existsSync(workerEntry()))
-    throw new Error(`worker not built (${workerEntry()} missing): run npm run build`);
-  // Memory: a small young generation (the apply loop allocates short-lived batches; V8's default 16 MB
-  // semi-spaces add ~50 MB resident) and an old-space cap that makes V8 collect before it grows; the live set
-  // is two batches (<= 2 x batchRows changes) plus the SDK, far below the cap.
-  const pid = spawnDetached(
-    process.execPath,
-    ['--max-semi-space-size=4', '--max-old-space-size=256', workerEntry()],
-    {
-      logFile: logFile(cfg, 'worker'),
-      env: { ...process.env, STATEGRID_HOME: cfg.home, ...clientEnv(cfg) },
-    },
-  );
-  fs.writeFileSync(runFile(cfg, 'worker'), `${pid}\n`);
-  log(`worker started (pid ${pid}); waiting for it to poll task queue ${cfg.taskQueue}`);
-  // The worker writes its pid to worker.ready once its poll loop starts (stale pollers don't count).
-  const ready = path.join(cfg.home, 'run', 'worker.ready');
-  await waitFor(
-    `the worker to poll ${cfg.taskQueue} (see ${logFile(cfg, 'worker')})`,
-    async () => {
-      if (!isAlive(pid)) throw new Error(`worker exited at start; see ${logFile(cfg, 'worker')}`);
-      return readPid(ready) === pid;
-    },
-    120000,
-  );
-  return 'started';
-}
-
 export async function stackUp(
   cfg: AppConfig,
   log: Log,
-  opts: { restartWorker?: boolean } = {},
+  opts: { restartWorker?: boolean; workers?: number } = {},
 ): Promise<Record<string, string>> {
   fs.mkdirSync(path.join(cfg.home, 'run'), { recursive: true });
   fs.mkdirSync(path.join(cfg.home, 'logs'), { recursive: true });
@@ -188,23 +143,16 @@ export async function stackUp(
   const ui =
     cfg.temporalServer === 'dev' ? `Web UI http://127.0.0.1:${cfg.temporalUiPort}` : 'mTLS, no Web UI';
   log(`temporal: ${result.temporal} on ${cfg.temporalAddress} (${ui})`);
-  if (opts.restartWorker) await stopWorker(cfg, log);
-  result.worker = await startWorker(cfg, log);
-  log(`worker: ${result.worker} on task queue ${cfg.taskQueue}`);
+  if (opts.restartWorker) await stopWorkers(cfg, log);
+  const count = workerCount(cfg, opts.workers);
+  const workers = await startWorkers(cfg, count, { ...process.env, ...clientEnv(cfg) }, log);
+  result.worker = workers[0];
+  log(`workers: ${count} on task queue ${cfg.taskQueue}`);
   return result;
 }
 
-async function stopWorker(cfg: AppConfig, log: Log): Promise<void> {
-  const worker = ownedPid(cfg, 'worker', 'worker.js');
-  if (worker) {
-    await stopPid(worker, 20000);
-    log(`worker stopped (pid ${worker})`);
-  }
-  fs.rmSync(runFile(cfg, 'worker'), { force: true });
-}
-
 export async function stackDown(cfg: AppConfig, log: Log): Promise<void> {
-  await stopWorker(cfg, log);
+  await stopWorkers(cfg, log);
   const temporal = ownedTemporal(cfg);
   if (temporal) {
     await stopPid(temporal, 20000);
@@ -225,16 +173,18 @@ export type StackStatus = {
     server: AppConfig['temporalServer'];
   };
   worker: { pid?: number; up: boolean; pollers: number };
+  /** Every worker process of this home, and the identities polling the task queue (any host). */
+  workers: { processes: WorkerProcess[]; pollers: string[] };
 };
 
 export async function stackStatus(cfg: AppConfig): Promise<StackStatus> {
   const pgPid = postgresPid(cfg);
   const tPid = ownedTemporal(cfg);
-  const wPid = ownedPid(cfg, 'worker', 'worker.js');
+  const processes = workerProcesses(cfg);
   const temporalUp = await portOpen(temporalPort(cfg), temporalHost(cfg));
   const pgExternal = !pgPid && (!usesEmbeddedPort(cfg) || cfg.databasesChosen);
   const source = new URL(cfg.sourceUrl);
-  return {
+  const parts = {
     postgres: {
       pid: pgPid,
       port: cfg.pgPort,
@@ -251,10 +201,12 @@ export async function stackStatus(cfg: AppConfig): Promise<StackStatus> {
       up: temporalUp,
       ui: await portOpen(cfg.temporalUiPort),
     },
-    worker: {
-      pid: wPid,
-      up: !!wPid,
-      pollers: temporalUp ? await workerPollers(cfg).catch(() => 0) : 0,
-    },
+  };
+  const pollers = temporalUp ? await workerPollers(cfg).catch(() => []) : [];
+  const first = processes.find((w) => w.name === 'worker');
+  return {
+    ...parts,
+    worker: { pid: first?.pid, up: !!first?.up, pollers: pollers.length },
+    workers: { processes, pollers },
   };
 }

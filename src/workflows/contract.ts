@@ -51,6 +51,8 @@ export type SegmentSummary = {
   rowsPerSecond: number;
   confirmedLsn: string;
   at: string;
+  /** Identity of the worker that ran it. */
+  worker?: string;
 };
 
 export type PipelinePhase =
@@ -77,6 +79,8 @@ export type PipelineState = {
   closedDays: { date: string; by: string }[];
   error: string | null;
   continuedRuns: number;
+  /** The task queue of the worker holding the replication stream: the next segment goes there (capture affinity). */
+  captureQueue?: string;
 };
 
 export type RecomputeInput = { date?: string; pipelineId?: string; timeZone?: string };
@@ -131,7 +135,12 @@ export type CaptureSegmentResult = {
   slotLagBytes: number | null;
   orphans: number;
   deadLettersTotal: number;
+  /** The worker that ran the segment and keeps its stream parked; absent in histories from before affinity. */
+  worker?: CaptureWorker;
 };
+
+/** A worker's identity and the task queue only it polls. */
+export type CaptureWorker = { identity: string; taskQueue: string };
 
 export type DayWindowResult = {
   date: string;
