@@ -25,13 +25,16 @@ export type VerifiedTable = {
 const columns = (table: SourceTable) => TABLE[table].columns.map((c) => c.name);
 const rowText = (cols: string[]) => `ROW(${cols.join(', ')})::text`;
 
-/** Source rows as text columns (validity is decided on the same text forms as everywhere else). */
-const asText = (table: SourceTable) =>
+/**
+ * Rows of `from` (the source table, or the sink's ODS mirror with a condition) as text columns: validity is
+ * decided on the same text forms as everywhere else.
+ */
+const asText = (table: SourceTable, from: string) =>
   `(SELECT ${columns(table)
     .map((c) => `${c}::text AS ${c}`)
-    .join(', ')} FROM ${TABLE[table].name})`;
-const validRows = (table: SourceTable) =>
-  `(SELECT * FROM ${asText(table)} t WHERE ${invalidReasonSql(table)} IS NULL)`;
+    .join(', ')} FROM ${from})`;
+export const validRows = (table: SourceTable, from: string = TABLE[table].name) =>
+  `(SELECT * FROM ${asText(table, from)} t WHERE ${invalidReasonSql(table)} IS NULL)`;
 const typed = (table: SourceTable, alias: string) =>
   TABLE[table].columns.map((c) => `${alias}.${c.name}::${c.type}`);
 
@@ -143,15 +146,18 @@ export type VerifyRun = {
   seconds: string;
 };
 
+/** Records a verify run; returns its id (repairs refer to the run that found what they repaired). */
 export async function recordVerifyRun(
   db: pg.ClientBase,
   pipelineId: string,
   run: { equal: boolean; mismatched: Record<string, number>; seconds: number },
-): Promise<void> {
-  await db.query(
-    `INSERT INTO stategrid_verify_run (pipeline_id, equal, mismatched, seconds) VALUES ($1, $2, $3, $4)`,
+): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
+    `INSERT INTO stategrid_verify_run (pipeline_id, equal, mismatched, seconds) VALUES ($1, $2, $3, $4)
+     RETURNING id::text`,
     [pipelineId, run.equal, JSON.stringify(run.mismatched), run.seconds],
   );
+  return rows[0].id;
 }
 
 export async function lastVerifyRun(db: pg.ClientBase, pipelineId: string): Promise<VerifyRun | null> {
