@@ -49,6 +49,13 @@ export const verifyLastRun = new Gauge({
   registers: [registry],
 });
 
+export const repairs = new Counter({
+  name: 'stategrid_repairs_total',
+  help: 'Rows written, DWS partitions recomputed and keys left to the stream by verify --repair',
+  labelNames: ['pipeline', 'table', 'action'] as const,
+  registers: [registry],
+});
+
 export const batchSeconds = new Histogram({
   name: 'stategrid_batch_seconds',
   help: 'Time to write one batch (ODS, change log, DWD, checkpoint) in one sink transaction',
