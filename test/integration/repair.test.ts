@@ -8,8 +8,10 @@ import { withClient } from '../../src/db/client';
 import { readCheckpoint } from '../../src/sink/checkpoint';
 import { applyRepairWindow } from '../../src/sink/repair';
 import type { VerifyReport } from '../../src/verify/warehouse';
+import { WorkflowType } from '../../src/workflows/contract';
+import type { verifyWorkflow } from '../../src/workflows/verifyWorkflow';
 import { REPO_ROOT } from './setup/env';
-import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
+import { PIPELINE_ID, pipelineTestContext, runStategrid } from './helpers/pipeline';
 
 const DAY_A = '2026-11-20';
 const DAY_B = '2026-11-21';
@@ -233,5 +235,37 @@ describe('stategrid verify --repair', function () {
     }
     await t.caughtUp();
     await t.assertConverged();
+  });
+
+  it('repairs through verifyWorkflow on the worker, counted in its metrics and shown by pipeline status', async () => {
+    await t.q(`UPDATE ods_power_user SET region_name = 'nowhere' WHERE user_id = 9`);
+    const ranked = (
+      await t.q<{ u: number; r: number }>(`SELECT user_id AS u, region_id AS r FROM dws_user_ranking
+        WHERE stat_date = '${DAY_A}' ORDER BY user_id LIMIT 1`)
+    )[0];
+    await t.q(`DELETE FROM dws_user_ranking WHERE stat_date = '${DAY_A}' AND user_id = ${ranked.u}`);
+    const summary = await t.client.workflow.execute<typeof verifyWorkflow>(WorkflowType.verify, {
+      taskQueue: t.cfg.taskQueue,
+      workflowId: `stategrid-verify-repair-${Date.now()}`,
+      args: [{ pipelineId: PIPELINE_ID, repair: true }],
+    });
+    assert.equal(summary.equal, true, JSON.stringify(summary));
+    const found = Object.entries(summary.repair!.found).filter(([, n]) => n > 0);
+    assert.deepEqual(Object.fromEntries(found), { ods_power_user: 1, dws_user_ranking: 1 });
+    assert.deepEqual(summary.repair!.repaired, {
+      ods_power_user: { updated: 1 },
+      dws_region_daily_stats: { recomputed: 1 },
+      dws_user_ranking: { recomputed: 1 },
+    });
+    await t.assertConverged();
+
+    const metrics = await (await fetch(`http://127.0.0.1:${t.cfg.metricsPort}/metrics`)).text();
+    assert.match(
+      metrics,
+      /stategrid_repairs_total\{[^}]*table="ods_power_user"[^}]*action="updated"[^}]*\} 1\n/,
+    );
+    const status = runStategrid(['pipeline', 'status', '--id', PIPELINE_ID]);
+    assert.match(status.stdout, /last repair: .*ods_power_user updated 1/, status.stderr);
+    assert.match(status.stdout, new RegExp(`last repair: .*dws_user_ranking recomputed 1`));
   });
 });
