@@ -27,7 +27,7 @@ export type SinkFigures = {
   closedDays: number;
   /** The last `verify` of this pipeline, if any. */
   lastVerify: VerifyRun | null;
-  /** The last `verify --repair` that wrote or skipped anything: when, and repairs per table and action. */
+  /** The last `verify --repair` that handled anything: when, and repairs per table and action. */
   lastRepair: Awaited<ReturnType<typeof lastRepair>>;
 };
 
