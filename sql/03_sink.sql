@@ -160,3 +160,17 @@ CREATE TABLE IF NOT EXISTS stategrid_verify_run (
   seconds     NUMERIC(10, 3) NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stategrid_verify_run_pipeline_idx ON stategrid_verify_run (pipeline_id, id);
+
+-- One row per key or partition `verify --repair` wrote, or left to the stream because the stream changed it after
+-- the repair's low watermark (action 'skipped'); verify_run_id is the verify that found the difference.
+CREATE TABLE IF NOT EXISTS stategrid_repair (
+  id            BIGSERIAL PRIMARY KEY,
+  verify_run_id BIGINT NOT NULL,
+  pipeline_id   TEXT NOT NULL,
+  table_name    TEXT NOT NULL,
+  record_key    TEXT NOT NULL,
+  action        TEXT NOT NULL CHECK (action IN ('inserted', 'updated', 'deleted', 'recomputed', 'skipped')),
+  low_lsn       PG_LSN,
+  repaired_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS stategrid_repair_run_idx ON stategrid_repair (pipeline_id, verify_run_id);

@@ -56,6 +56,7 @@ export const verifyInputSchema = z
   .object({
     pipelineId: safeName.default('default'),
     layer: z.enum(['ods', 'dwd', 'dws', 'all']).default('all'),
+    repair: z.boolean().default(false),
   })
   .strict();
 

@@ -143,17 +143,90 @@ export function copyChunkSql(table: SourceTable, lastKey: string | null, rows: n
     LIMIT ${Math.floor(rows)}) TO STDOUT`;
 }
 
+/** A non-transactional logical message with a `stategrid…` prefix: the capture confirms past it. */
+async function emitMarker(source: pg.ClientBase, prefix: string): Promise<string> {
+  const { rows } = await source.query<{ lsn: string }>(
+    `SELECT pg_logical_emit_message(false, $1, '')::text AS lsn`,
+    [prefix],
+  );
+  return rows[0].lsn;
+}
+
 /**
  * Writes a non-transactional marker into the source WAL and returns its position: once the pipeline has confirmed
  * past it, everything committed before the call is applied.
  */
 export async function emitWaitMarker(sourceUrl: string): Promise<string> {
-  return withClient(sourceUrl, async (source) => {
-    const { rows } = await source.query<{ lsn: string }>(
-      `SELECT pg_logical_emit_message(false, 'stategrid.wait', '')::text AS lsn`,
+  return withClient(sourceUrl, (source) => emitMarker(source, 'stategrid.wait'));
+}
+
+/**
+ * Low watermark of a repair read: a marker `lsn` in the WAL, then a transaction id taken after it. Every
+ * transaction whose commit record precedes the marker got its id before it, so once every id up to `xid` has ended
+ * (waitTransactionsEnded) a new snapshot sees all of them. Waiting for the xmax of a snapshot taken after the
+ * marker would not do: a transaction may have written its commit record and not yet left the running set.
+ */
+export async function repairLowWatermark(source: pg.ClientBase): Promise<{ lsn: string; xid: string }> {
+  await source.query('BEGIN');
+  try {
+    const lsn = await emitMarker(source, 'stategrid.repair.low');
+    const { rows } = await source.query<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`);
+    await source.query('COMMIT');
+    return { lsn, xid: rows[0].xid };
+  } catch (err) {
+    await source.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Waits until every source transaction with an id up to `xid` has committed or aborted. */
+export async function waitTransactionsEnded(
+  source: pg.ClientBase,
+  xid: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await source.query<{ ended: boolean }>(
+      `SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8 AS ended`,
+      [xid],
     );
-    return rows[0].lsn;
-  });
+    if (rows[0].ended) return;
+    if (Date.now() > deadline)
+      throw new Error(`source transactions older than ${xid} still running after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export type SourceRows = { rows: string; present: string[] };
+
+/**
+ * The current rows of the given keys of each table, all read in one REPEATABLE READ snapshot: per table a JSON
+ * array of rows with every column in its text form (as the stream delivers them) and the keys found.
+ */
+export async function readRowsInOneSnapshot(
+  source: pg.ClientBase,
+  keys: Record<SourceTable, string[]>,
+): Promise<Record<SourceTable, SourceRows>> {
+  await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    const out = {} as Record<SourceTable, SourceRows>;
+    for (const table of SOURCE_TABLES) {
+      const spec = TABLE[table];
+      const { rows } = await source.query<SourceRows>(
+        `SELECT COALESCE(json_agg(x), '[]')::text AS rows, COALESCE(array_agg(x.${spec.key}), '{}') AS present
+         FROM (SELECT ${spec.columns.map((c) => `${c.name}::text AS ${c.name}`).join(', ')}
+           FROM ${quoteIdent(table)} WHERE ${spec.key} = ANY($1::bigint[])) x`,
+        [keys[table]],
+      );
+      out[table] = rows[0];
+    }
+    await source.query('COMMIT');
+    return out;
+  } catch (err) {
+    await source.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 export async function sourceRowCount(sourceUrl: string): Promise<number> {

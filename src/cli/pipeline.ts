@@ -49,6 +49,16 @@ function printStatus(s: PipelineStatus): void {
       `  last verify: ${v.finished_at}, ${v.equal ? 'equal to the source' : `differs (${differing.map(([t, n]) => `${t} ${n}`).join(', ')})`}`,
     );
   }
+  const r = s.sink.lastRepair;
+  if (r) {
+    const counts = Object.entries(r.counts).map(
+      ([t, actions]) =>
+        `${t} ${Object.entries(actions)
+          .map(([a, n]) => `${a} ${n}`)
+          .join(' ')}`,
+    );
+    say(`  last repair: ${r.at}, ${counts.join(', ')}`);
+  }
   for (const [t, n] of Object.entries(s.sink.rows)) say(`  ${t.padEnd(30)} ${n}`);
 }
 

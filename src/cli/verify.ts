@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { LAYERS_OF, verifyWarehouse, type VerifyReport } from '../verify/warehouse';
+import { LAYERS_OF, verifyWarehouse, type RepairSummary, type VerifyReport } from '../verify/warehouse';
 import type { VerifyLayerChoice } from '../workflows/contract';
 import { formatTable, printJson, say } from './output';
 import { config } from './shared';
@@ -23,6 +23,7 @@ function printReport(r: VerifyReport): void {
         say(`${t.table} ${kind}: ${t[kind].join(', ')}${t.counts[kind] > t[kind].length ? ', …' : ''}`);
     }
   }
+  if (r.repair) printRepair(r.repair);
   say(
     r.equal
       ? `the warehouse equals its source (${r.seconds.toFixed(1)} s)`
@@ -30,7 +31,24 @@ function printReport(r: VerifyReport): void {
   );
 }
 
-/** `stategrid verify`: exit 0 when the sink equals the source, 1 with what differs, 2 on error. */
+function printRepair(repair: RepairSummary): void {
+  const actions = ['inserted', 'updated', 'deleted', 'recomputed', 'skipped'] as const;
+  say(`repaired in ${repair.rounds} round(s); before repairing:`);
+  say(
+    formatTable(
+      Object.entries(repair.found).map(([table, found]) => ({
+        table,
+        found,
+        ...Object.fromEntries(actions.map((a) => [a, repair.repaired[table]?.[a] ?? 0])),
+      })),
+    ),
+  );
+}
+
+/**
+ * `stategrid verify [--repair]`: exit 0 when the sink equals the source (after repairing, with --repair), 1 with
+ * what differs, 2 on error.
+ */
 export function registerVerify(program: Command): void {
   program
     .command('verify')
@@ -45,11 +63,16 @@ export function registerVerify(program: Command): void {
       },
       'all',
     )
+    .option('--repair', 're-read what differs from the source and apply it while the pipeline streams')
     .option('--json', 'machine-readable output')
-    .action(async (o: { id: string; layer: string; json?: boolean }) => {
+    .action(async (o: { id: string; layer: string; repair?: boolean; json?: boolean }) => {
       try {
-        const report = await verifyWarehouse(config(), o.id, LAYERS_OF[o.layer as VerifyLayerChoice], (m) =>
-          console.error(m),
+        const report = await verifyWarehouse(
+          config(),
+          o.id,
+          LAYERS_OF[o.layer as VerifyLayerChoice],
+          (m) => console.error(m),
+          { repair: !!o.repair },
         );
         if (o.json) printJson(report);
         else printReport(report);

@@ -77,6 +77,13 @@ export function countRunning<T extends object>(activities: T): T {
   return counted as T;
 }
 
+export const repairs = new Counter({
+  name: 'stategrid_repairs_total',
+  help: 'Rows written, DWS partitions recomputed and keys left to the stream by verify --repair',
+  labelNames: ['pipeline', 'table', 'action'] as const,
+  registers: [registry],
+});
+
 export const batchSeconds = new Histogram({
   name: 'stategrid_batch_seconds',
   help: 'Time to write one batch (ODS, change log, DWD, checkpoint) in one sink transaction',

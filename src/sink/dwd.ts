@@ -5,21 +5,30 @@
 import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE } from '../schema/tables';
 import { named } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
-import { insertChangeLog, insertOds, recordsetOf, updateFromExcluded } from './ods';
+import { insertChangeLog, insertOds, recordsetOf, unlessUnchanged, updateFromExcluded } from './ods';
 import { insertDeadLetters } from './ops';
 
 const USER_COLUMNS = USER_TABLE.columns.map((c) => c.name);
 const CONSUMPTION_COLUMNS = CONSUMPTION_TABLE.columns.map((c) => c.name);
 const DETAIL_COLUMNS = [...CONSUMPTION_COLUMNS, ...USER_ENRICHMENT, 'etl_time'];
 
-/** Writes valid user rows (`select` gives the source columns from `from`) into DWD. */
-export function insertDwdUsers(from: string, opts: { select?: string; upsert: boolean }): string {
+/**
+ * Writes valid user rows (`select` gives the source columns from `from`) into DWD; `changedOnly` upserts leave
+ * rows that already hold the values alone.
+ */
+export function insertDwdUsers(
+  from: string,
+  opts: { select?: string; upsert: boolean; changedOnly?: boolean; returning?: string },
+): string {
   const cols = [...USER_COLUMNS, 'etl_time'];
+  const unchanged = opts.changedOnly ? unlessUnchanged(USER_TABLE.dwd, USER_COLUMNS) : '';
   const conflict = opts.upsert
-    ? `\nON CONFLICT (${USER_TABLE.key}) DO UPDATE SET ${updateFromExcluded(USER_TABLE.key, cols)}`
+    ? `\nON CONFLICT (${USER_TABLE.key}) DO UPDATE SET ${updateFromExcluded(USER_TABLE.key, cols)}${unchanged}`
     : '';
   return `INSERT INTO ${USER_TABLE.dwd} (${cols.join(', ')})
-SELECT ${opts.select ?? USER_COLUMNS.join(', ')}, now() FROM ${from}${conflict}`;
+SELECT ${opts.select ?? USER_COLUMNS.join(', ')}, now() FROM ${from}${conflict}${
+    opts.returning ? `\nRETURNING ${opts.returning}` : ''
+  }`;
 }
 
 /**
@@ -28,12 +37,22 @@ SELECT ${opts.select ?? USER_COLUMNS.join(', ')}, now() FROM ${from}${conflict}`
  */
 export function insertDwdDetails(
   from: string,
-  opts: { select?: string; userKey?: string; where?: string; upsert: boolean; returning?: string },
+  opts: {
+    select?: string;
+    userKey?: string;
+    where?: string;
+    upsert: boolean;
+    changedOnly?: boolean;
+    returning?: string;
+  },
 ): string {
   const select = opts.select ?? CONSUMPTION_COLUMNS.map((c) => `c.${c}`).join(', ');
   const enrichment = USER_ENRICHMENT.map((c) => `u.${c}`).join(', ');
+  const unchanged = opts.changedOnly
+    ? unlessUnchanged(CONSUMPTION_TABLE.dwd, DETAIL_COLUMNS.slice(0, -1))
+    : '';
   const conflict = opts.upsert
-    ? `\nON CONFLICT (${CONSUMPTION_TABLE.key}) DO UPDATE SET ${updateFromExcluded(CONSUMPTION_TABLE.key, DETAIL_COLUMNS)}`
+    ? `\nON CONFLICT (${CONSUMPTION_TABLE.key}) DO UPDATE SET ${updateFromExcluded(CONSUMPTION_TABLE.key, DETAIL_COLUMNS)}${unchanged}`
     : '';
   return `INSERT INTO ${CONSUMPTION_TABLE.dwd} (${DETAIL_COLUMNS.join(', ')})
 SELECT ${select}, ${enrichment}, now()
@@ -84,13 +103,14 @@ UPDATE ${CONSUMPTION_TABLE.dwd}
 SET ${USER_ENRICHMENT.map((c) => `${c} = NULL`).join(', ')}, etl_time = now()
 WHERE ${ENRICHMENT_TUPLE} IS DISTINCT FROM (${USER_ENRICHMENT.map(() => 'NULL').join(', ')})`;
 
-// The partitions of the given consumptions ($1) and of the given users' rows ($2). Two index lookups: an OR of
+// `cols` of the detail rows of the given consumptions ($1) and of the given users ($2). Two index lookups: an OR of
 // the two conditions would scan the whole table on every batch.
-export const MARK_DIRTY_FOR_KEYS = markDirty(`
-  SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY($1::bigint[])
+export const detailsOfKeys = (cols: string) => `
+  SELECT ${cols} FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY($1::bigint[])
   UNION ALL
-  SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}
-  WHERE user_id = ANY($2::bigint[]) AND consumption_id <> ALL($1::bigint[])`);
+  SELECT ${cols} FROM ${CONSUMPTION_TABLE.dwd}
+  WHERE user_id = ANY($2::bigint[]) AND consumption_id <> ALL($1::bigint[])`;
+export const MARK_DIRTY_FOR_KEYS = markDirty(detailsOfKeys('consumption_date, region_id'));
 
 export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}`);
 

@@ -24,14 +24,22 @@ export function updateFromExcluded(key: string, cols: readonly string[]): string
     .join(', ');
 }
 
+/** `WHERE` of an upsert that leaves a row alone when `cols` of `target` already hold the new values (repair). */
+export function unlessUnchanged(target: string, cols: readonly string[]): string {
+  return ` WHERE (${cols.map((c) => `${target}.${c}`).join(', ')}) IS DISTINCT FROM (${cols
+    .map((c) => `EXCLUDED.${c}`)
+    .join(', ')})`;
+}
+
 /**
  * Writes rows into a table's ODS mirror. `select` gives the source columns (plain names, or casts from staged
- * text), `lsn` and `op` the metadata expressions; `upsert` replaces an existing row of the same key.
+ * text), `lsn` and `op` the metadata expressions; `upsert` replaces an existing row of the same key,
+ * `changedOnly` only when a source column differs.
  */
 export function insertOds(
   table: SourceTable,
   from: string,
-  opts: { select?: string; lsn?: string; op?: string; upsert: boolean },
+  opts: { select?: string; lsn?: string; op?: string; upsert: boolean; changedOnly?: boolean },
 ): string {
   const spec = TABLE[table];
   const cols = [...spec.columns, ...ODS_METADATA];
@@ -39,7 +47,7 @@ export function insertOds(
     ? `\nON CONFLICT (${spec.key}) DO UPDATE SET ${updateFromExcluded(spec.key, [
         ...cols.map((c) => c.name),
         '_synced_at',
-      ])}`
+      ])}${opts.changedOnly ? unlessUnchanged(spec.ods, names(spec.columns).split(', ')) : ''}`
     : '';
   return `INSERT INTO ${spec.ods} (${names(cols)}, _synced_at)
 SELECT ${opts.select ?? names(spec.columns)}, ${opts.lsn ?? '_lsn'}, ${opts.op ?? '_op'}, now() FROM ${from}${conflict}`;

@@ -97,7 +97,8 @@ export type RecomputeResult = {
 export type StopRequest = { dropSlot?: boolean };
 
 export type VerifyLayerChoice = 'ods' | 'dwd' | 'dws' | 'all';
-export type VerifyInput = { pipelineId?: string; layer?: VerifyLayerChoice };
+/** `repair`: re-read what differs from the source and apply it while the pipeline streams, then verify again. */
+export type VerifyInput = { pipelineId?: string; layer?: VerifyLayerChoice; repair?: boolean };
 
 /** What a verify found: equal, or the number of differing keys (ODS, DWD) or partitions (DWS) per table. */
 export type VerifySummary = {
@@ -106,6 +107,15 @@ export type VerifySummary = {
   seconds: number;
   rechecks: number;
   mismatched: Record<string, number>;
+  /**
+   * With `repair` and a difference: what the first comparison found per table, and the repairs per table and
+   * action (inserted, updated, deleted, recomputed, skipped). `equal` and `mismatched` are then after repairing.
+   */
+  repair?: {
+    rounds: number;
+    found: Record<string, number>;
+    repaired: Record<string, Record<string, number>>;
+  };
 };
 
 /** What the initial snapshot loaded, and where streaming starts. */

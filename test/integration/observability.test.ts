@@ -20,7 +20,9 @@ describe('worker metrics and logs', function () {
       const wanted = labels.replace(/}$/, '').split(',');
       const line = body
         .split('\n')
-        .find((l) => l.startsWith(`${name}{`) && wanted.every((w) => l.includes(w)) && l.includes('worker="'));
+        .find(
+          (l) => l.startsWith(`${name}{`) && wanted.every((w) => l.includes(w)) && l.includes('worker="'),
+        );
       return line ? Number(line.split(' ')[1]) : 0;
     };
     const applied = 'stategrid_rows_applied_total{pipeline="test",table="power_consumption"}';

@@ -68,6 +68,23 @@ export class TestContext {
     await waitStreaming(this.cfg, PIPELINE_ID, 60000);
   }
 
+  /**
+   * A fresh pipeline over 200 users (regions 1-4) and 30,000 consumptions on `days[0]` from its snapshot, then 5,000
+   * consumptions (ids 30001-35000) on `days[1]` streamed. Consumptions of users 201-220 have no user (orphans).
+   */
+  async twoDaysOfConsumptions(days: [string, string]): Promise<void> {
+    await this.freshPipeline({}, async () => {
+      await this
+        .q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 4, 'r' || (1 + g % 4), now()
+        FROM generate_series(1, 200) g`);
+      await this
+        .q(`INSERT INTO power_consumption SELECT g, 1 + g % 220, (g % 500) / 100.0, 0.5, '${days[0]} 08:00:00'
+        FROM generate_series(1, 30000) g`);
+    });
+    await this.q(`INSERT INTO power_consumption SELECT g, 1 + g % 220, 1.25, 0.5, '${days[1]} 09:00:00'
+      FROM generate_series(30001, 35000) g`);
+  }
+
   terminatePipeline(): Promise<void> {
     return terminatePipeline(this.client, PIPELINE_ID, 'test reset');
   }
@@ -123,6 +140,25 @@ export class TestContext {
           `${l.name} differs from source`,
         );
     });
+  }
+
+  /**
+   * The change log against the source's consumptions with ids from `fromId` (the streamed ones): how many there
+   * are, how many have no insert logged, how many have more than one, and how many inserts are logged in all.
+   */
+  async insertsInChangeLog(
+    fromId: number,
+  ): Promise<{ streamed: number; lost: number; duplicated: number; logged: number }> {
+    const rows = await this.q<{ streamed: number; lost: number; duplicated: number; logged: number }>(
+      `WITH src AS (SELECT consumption_id AS id FROM power_consumption WHERE consumption_id >= $1),
+         log AS (SELECT (row_data->>'consumption_id')::bigint AS id, count(*) AS n FROM ods_change_log
+           WHERE table_name = 'power_consumption' AND op = 'I' GROUP BY 1)
+       SELECT (SELECT count(*) FROM src)::int AS streamed,
+         (SELECT count(*) FROM src WHERE NOT EXISTS (SELECT 1 FROM log WHERE log.id = src.id))::int AS lost,
+         (SELECT count(*) FROM log WHERE n > 1)::int AS duplicated, (SELECT count(*) FROM log)::int AS logged`,
+      [fromId],
+    );
+    return rows[0];
   }
 
   /** Every layer equals what the semantics of docs/data-semantics.md compute directly on the source tables. */
