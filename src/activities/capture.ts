@@ -40,7 +40,12 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
       ctx.cancelled.catch(() => (cancelled = true));
       try {
         progress = await captureSegment(
-          { park: streams, sink: new PgBatchSink(sink, config.pipelineId, cp.epoch) },
+          {
+            park: streams,
+            sink: new PgBatchSink(sink, config.pipelineId, cp.epoch, (level, message, fields) =>
+              log[level](message, { pipelineId: config.pipelineId, ...fields }),
+            ),
+          },
           {
             pipelineId: config.pipelineId,
             slotName: config.slotName,

@@ -46,6 +46,12 @@ function printStatus(s: PipelineStatus): void {
       `  last verify: ${v.finished_at}, ${v.equal ? 'equal to the source' : `differs (${differing.map(([t, n]) => `${t} ${n}`).join(', ')})`}`,
     );
   }
+  for (const c of s.sink.odsColumns) {
+    const state = { mirrored: 'mirrored', dropped: 'DROPPED at the source, kept', skipped: 'NOT mirrored' }[
+      c.state
+    ];
+    say(`  column ${c.table}.${c.name} (${c.type ?? '?'}): ${state}${c.detail ? ` (${c.detail})` : ''}`);
+  }
   for (const [t, n] of Object.entries(s.sink.rows)) say(`  ${t.padEnd(30)} ${n}`);
 }
 
