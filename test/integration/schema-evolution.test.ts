@@ -17,7 +17,9 @@ describe('schema evolution', function () {
   /** The shared source and sink as the other tests expect them: no column beyond the spec. */
   async function resetColumns(c: TestContext): Promise<void> {
     await c.terminatePipeline();
-    await c.q('ALTER TABLE power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS _op');
+    await c.q(`ALTER TABLE power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS _op,
+      DROP COLUMN IF EXISTS mood`);
+    await c.q('DROP SCHEMA IF EXISTS stategrid_test_types CASCADE');
     await c.q('ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id');
     await c.q('DELETE FROM stategrid_ods_column');
   }
@@ -77,6 +79,13 @@ describe('schema evolution', function () {
         `UPDATE power_consumption SET meter_id = 'M-old-' || consumption_id WHERE consumption_id <= 10`,
       );
       await t.q(`INSERT INTO power_consumption VALUES (1601, 1, 1.00, 0.50, '2026-11-20 11:00:00', NULL)`);
+      // A type of another schema is not written into ODS DDL: skipped, its value kept in the change log.
+      await t.q(`CREATE SCHEMA stategrid_test_types;
+        CREATE TYPE stategrid_test_types.mood AS ENUM ('calm', 'busy');
+        ALTER TABLE power_consumption ADD COLUMN mood stategrid_test_types.mood`);
+      await t.q(
+        `INSERT INTO power_consumption VALUES (1603, 3, 1.00, 0.50, '2026-11-20 11:00:00', 'M-mood', 'busy')`,
+      );
       // A user change in the same transaction takes the general (multi-table) batch path.
       await t.q(`BEGIN; UPDATE power_user SET user_name = 'renamed' WHERE user_id = 2;
         INSERT INTO power_consumption VALUES (1602, 2, 1.00, 0.50, '2026-11-20 11:00:00', 'M-with-user'); COMMIT`);
@@ -87,15 +96,20 @@ describe('schema evolution', function () {
       const meters = await t.q<{ n: number }>(
         `SELECT count(meter_id)::int AS n FROM ods_power_consumption WHERE meter_id LIKE 'M-%'`,
       );
-      assert.equal(meters[0].n, 1000 + 10 + 1);
-      await t.assertConverged(); // DWD and DWS are untouched by the new column
+      assert.equal(meters[0].n, 1000 + 10 + 1 + 1);
+      await t.assertConverged(); // DWD and DWS are untouched by the new columns
+      assert.equal(await odsColumn('mood'), undefined);
+      const mood = await t.q<{ mood: string }>(
+        `SELECT row_data->>'mood' AS mood FROM ods_change_log WHERE row_data->>'consumption_id' = '1603'`,
+      );
+      assert.deepEqual(mood, [{ mood: 'busy' }]);
 
       const before = await t.q<{ consumption_id: string; meter_id: string }>(
         `SELECT consumption_id, meter_id FROM ods_power_consumption WHERE consumption_id IN (700, 701) ORDER BY 1`,
       );
       await t.q('ALTER TABLE power_consumption DROP COLUMN meter_id');
       await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 4.00, 2.00, '2026-11-20 12:00:00'
-        FROM generate_series(1603, 1700) g`);
+        FROM generate_series(1604, 1700) g`);
       await t.q(`UPDATE power_consumption SET consumption_amount = 9.99 WHERE consumption_id = 701`);
       await t.caughtUp();
 
@@ -111,15 +125,20 @@ describe('schema evolution', function () {
       ]);
       await t.assertConverged(); // streaming went on
 
-      const reported = status().sink.odsColumns.find((c) => c.name === 'meter_id');
+      const columns = status().sink.odsColumns;
+      const reported = columns.find((c) => c.name === 'meter_id');
       assert.equal(reported?.state, 'dropped');
       assert.equal(reported?.table, 'power_consumption');
+      const skipped = columns.find((c) => c.name === 'mood');
+      assert.equal(skipped?.state, 'skipped');
+      assert.equal(skipped?.detail, 'type stategrid_test_types.mood cannot be mirrored');
       const log = loggedSince(logStart);
       assert.match(log, /power_consumption\.meter_id \(text\) added to ods_power_consumption/);
       assert.match(
         log,
         /power_consumption\.meter_id was dropped at the source: kept in ods_power_consumption/,
       );
+      assert.match(log, /power_consumption\.mood \(stategrid_test_types\.mood\) is not mirrored/);
     });
   }
 
