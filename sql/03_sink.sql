@@ -174,3 +174,16 @@ CREATE TABLE IF NOT EXISTS stategrid_repair (
   repaired_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS stategrid_repair_run_idx ON stategrid_repair (pipeline_id, verify_run_id);
+
+-- Source columns beyond the fixed table spec, found while streaming or snapshotting (schema evolution): mirrored
+-- (a column of the ODS table, written by every row), dropped (gone at the source, kept in ODS, nullable) or
+-- skipped (not mirrored; `detail` says why, the values are in ods_change_log). The writers read it.
+CREATE TABLE IF NOT EXISTS stategrid_ods_column (
+  table_name  TEXT NOT NULL,
+  column_name TEXT NOT NULL,
+  column_type TEXT,
+  state       TEXT NOT NULL CHECK (state IN ('mirrored', 'dropped', 'skipped')),
+  detail      TEXT,
+  changed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, column_name)
+);

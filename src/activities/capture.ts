@@ -44,7 +44,12 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
       const beat = setInterval(() => ctx.heartbeat(latest), 1000);
       try {
         progress = await captureSegment(
-          { park: streams, sink: new PgBatchSink(sink, config.pipelineId, cp.epoch) },
+          {
+            park: streams,
+            sink: new PgBatchSink(sink, config.pipelineId, cp.epoch, (level, message, fields) =>
+              log[level](message, { pipelineId: config.pipelineId, ...fields }),
+            ),
+          },
           {
             pipelineId: config.pipelineId,
             slotName: config.slotName,

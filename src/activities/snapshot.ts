@@ -12,7 +12,9 @@ export function snapshotActivities({ cfg, sink, streams }: ActivityDeps) {
       await streams.close(config.slotName); // the slot is re-created with the snapshot
       const ctx = Context.current();
       const result = await runSnapshot(
-        new PgSnapshotSink(sink, config.pipelineId),
+        new PgSnapshotSink(sink, config.pipelineId, (level, message, fields) =>
+          log[level](message, { pipelineId: config.pipelineId, ...fields }),
+        ),
         {
           slotName: config.slotName,
           plugin: config.plugin,

@@ -131,7 +131,7 @@ class CaptureSegment {
     }
     // Detach first, so the handler takes no new message; then apply what is decoded and committed up to here.
     this.stream.detach();
-    this.enqueue(this.stream.cut());
+    this.enqueue(await this.stream.cut());
     await this.writing;
     if (this.writeFailure) throw this.writeFailure;
     this.stream.throwIfBroken();

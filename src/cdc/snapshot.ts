@@ -9,6 +9,7 @@ import {
   dropSlot,
   endSnapshotRead,
   slotExists,
+  sourceColumns,
 } from './source-admin';
 
 /**
@@ -55,7 +56,9 @@ export async function runSnapshot(
     await beginInSnapshot(reader, slot.snapshotName);
     const totals = new SnapshotTotals(onProgress);
     for (const table of SOURCE_TABLES) {
-      await copyTable(sink, reader, table, slot.consistentPoint, opts.chunkRows, totals);
+      // The table's columns in the snapshot, beyond the spec too: the ODS mirror takes every one it can.
+      const columns = await sink.prepareTable(table, await sourceColumns(reader, table, null));
+      await copyTable(sink, reader, { table, columns }, slot.consistentPoint, opts.chunkRows, totals);
     }
     await endSnapshotRead(reader);
     await sink.finish(slot.consistentPoint, totals.total, totals.maxEventTime);
@@ -97,7 +100,7 @@ class SnapshotTotals {
 async function copyTable(
   sink: SnapshotSink,
   reader: pg.Client,
-  table: SourceTable,
+  { table, columns }: { table: SourceTable; columns: string[] },
   snapshotLsn: string,
   chunkRows: number,
   totals: SnapshotTotals,
@@ -110,7 +113,7 @@ async function copyTable(
     let staged!: (chunk: StagedChunk) => void;
     const stagedChunk = new Promise<StagedChunk>((resolve) => (staged = resolve));
     const from = lastKey;
-    const copyOut = () => reader.query(copyTo(copyChunkSql(table, from, chunkRows)));
+    const copyOut = () => reader.query(copyTo(copyChunkSql(table, from, chunkRows, columns)));
     const loading = sink.loadChunk(table, snapshotLsn, copyOut, staged).then(
       (chunk) => {
         if (chunk) totals.add(table, chunk);

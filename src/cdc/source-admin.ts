@@ -5,7 +5,9 @@
 import pg from 'pg';
 import { quoteIdent } from '../db/sql';
 import { withClient } from '../db/client';
+import type { SourceColumn } from '../schema/evolution';
 import { SOURCE_TABLES, TABLE, type SourceTable } from '../schema/tables';
+import type { ColumnRef } from './changes';
 
 export class SlotMissingError extends Error {
   constructor(slot: string, detail: string) {
@@ -133,12 +135,59 @@ export async function endSnapshotRead(reader: pg.ClientBase): Promise<void> {
   await reader.query('COMMIT');
 }
 
-/** COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves). */
-export function copyChunkSql(table: SourceTable, lastKey: string | null, rows: number): string {
+// The reported list with types: from the plugin's type OID and modifier where it sent them, else from the catalog
+// (null for a column the catalog no longer has); with $5, also the catalog's columns the list lacks.
+const SOURCE_COLUMNS = `
+WITH reported AS (
+  SELECT * FROM unnest($2::text[], $3::oid[], $4::int[]) WITH ORDINALITY AS r(name, type_oid, typmod, pos)),
+catalog AS (
+  SELECT attname::text AS name, format_type(atttypid, atttypmod) AS type, attnum
+  FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped)
+SELECT name, type FROM (
+  SELECT r.name, coalesce(format_type(r.type_oid, r.typmod), c.type) AS type, r.pos
+  FROM reported r LEFT JOIN catalog c ON c.name = r.name
+  UNION ALL
+  SELECT c.name, c.type, 1000000 + c.attnum FROM catalog c
+  WHERE $5 AND NOT EXISTS (SELECT 1 FROM reported r WHERE r.name = c.name)) x
+ORDER BY pos`;
+
+/**
+ * A source table's columns with their types as format_type prints them. `reported`: the list a change carried;
+ * with type OIDs (pgoutput's Relation message) exactly that list, with names only (wal2json) those names plus the
+ * catalog's other columns (an update leaves out unchanged TOASTed values, so a missing name proves nothing).
+ * null: the catalog's list, as the snapshot copies it.
+ */
+export async function sourceColumns(
+  source: pg.ClientBase,
+  table: SourceTable,
+  reported: ColumnRef[] | null,
+): Promise<SourceColumn[]> {
+  const refs = reported ?? [];
+  const namesOnly = refs.every((r) => r.typeOid === null);
+  const { rows } = await source.query<SourceColumn>(SOURCE_COLUMNS, [
+    `public.${quoteIdent(table)}`,
+    refs.map((r) => r.name),
+    refs.map((r) => r.typeOid),
+    refs.map((r) => r.typmod),
+    namesOnly,
+  ]);
+  return rows;
+}
+
+/**
+ * COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves).
+ * `columnNames`: what to copy, by default the spec's columns.
+ */
+export function copyChunkSql(
+  table: SourceTable,
+  lastKey: string | null,
+  rows: number,
+  columnNames?: readonly string[],
+): string {
   if (lastKey !== null && !/^-?\d+$/.test(lastKey)) throw new Error(`bad snapshot key ${lastKey}`);
   const spec = TABLE[table];
   const where = lastKey === null ? '' : ` WHERE ${spec.key} > ${lastKey}`;
-  const columns = spec.columns.map((c) => c.name).join(', ');
+  const columns = (columnNames ?? spec.columns.map((c) => c.name)).map(quoteIdent).join(', ');
   return `COPY (SELECT ${columns} FROM ${quoteIdent(table)}${where} ORDER BY ${spec.key}
     LIMIT ${Math.floor(rows)}) TO STDOUT`;
 }
@@ -198,7 +247,8 @@ export async function waitTransactionsEnded(
   }
 }
 
-export type SourceRows = { rows: string; present: string[] };
+/** JSON array of rows (text values), the keys found, and the columns read. */
+export type SourceRows = { rows: string; present: string[]; columns: string[] };
 
 /**
  * The current rows of the given keys of each table, all read in one REPEATABLE READ snapshot: per table a JSON
@@ -207,19 +257,26 @@ export type SourceRows = { rows: string; present: string[] };
 export async function readRowsInOneSnapshot(
   source: pg.ClientBase,
   keys: Record<SourceTable, string[]>,
+  extraColumns: Record<SourceTable, readonly string[]> = { power_user: [], power_consumption: [] },
 ): Promise<Record<SourceTable, SourceRows>> {
   await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const out = {} as Record<SourceTable, SourceRows>;
     for (const table of SOURCE_TABLES) {
       const spec = TABLE[table];
+      // Extra columns the ODS mirror has and the source still has (a column dropped since is not read).
+      const present = new Set((await sourceColumns(source, table, null)).map((c) => c.name));
+      const names = [
+        ...spec.columns.map((c) => c.name),
+        ...extraColumns[table].filter((n) => present.has(n)),
+      ];
+      const select = names.map((n) => `${quoteIdent(n)}::text AS ${quoteIdent(n)}`).join(', ');
       const { rows } = await source.query<SourceRows>(
         `SELECT COALESCE(json_agg(x), '[]')::text AS rows, COALESCE(array_agg(x.${spec.key}), '{}') AS present
-         FROM (SELECT ${spec.columns.map((c) => `${c.name}::text AS ${c.name}`).join(', ')}
-           FROM ${quoteIdent(table)} WHERE ${spec.key} = ANY($1::bigint[])) x`,
+         FROM (SELECT ${select} FROM ${quoteIdent(table)} WHERE ${spec.key} = ANY($1::bigint[])) x`,
         [keys[table]],
       );
-      out[table] = rows[0];
+      out[table] = { ...rows[0], columns: names };
     }
     await source.query('COMMIT');
     return out;

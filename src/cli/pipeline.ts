@@ -59,6 +59,12 @@ function printStatus(s: PipelineStatus): void {
     );
     say(`  last repair: ${r.at}, ${counts.join(', ')}`);
   }
+  for (const c of s.sink.odsColumns) {
+    const state = { mirrored: 'mirrored', dropped: 'DROPPED at the source, kept', skipped: 'NOT mirrored' }[
+      c.state
+    ];
+    say(`  column ${c.table}.${c.name} (${c.type ?? '?'}): ${state}${c.detail ? ` (${c.detail})` : ''}`);
+  }
   for (const [t, n] of Object.entries(s.sink.rows)) say(`  ${t.padEnd(30)} ${n}`);
 }
 

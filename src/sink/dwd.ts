@@ -2,8 +2,8 @@
  * DWD layer SQL, built from the table spec: valid users, and valid consumptions LEFT JOINed to the current valid
  * user row; plus the DWS dirty marks that DWD changes leave, and the one-statement streaming batch.
  */
-import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE } from '../schema/tables';
-import { named } from '../db/sql';
+import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../schema/tables';
+import { named, type Statement } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
 import { insertChangeLog, insertOds, recordsetOf, unlessUnchanged, updateFromExcluded } from './ods';
 import { insertDeadLetters } from './ops';
@@ -122,9 +122,10 @@ export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM
  *
  * `atCheckpoint`: the statement is the whole transaction. It locks the checkpoint row and writes only if the
  * epoch matches and the batch's first change (first_lsn, first_seq) follows the checkpoint, then advances it to
- * the last change (see ADVANCE_CHECKPOINT_SQL for its parameters); `ok` says whether it wrote.
+ * the last change (see ADVANCE_CHECKPOINT_SQL for its parameters); `ok` says whether it wrote. `extra`: source
+ * columns beyond the spec that ODS mirrors (DWD takes only its own columns and never sees them).
  */
-function applyConsumptionsSql(atCheckpoint: boolean): string {
+function applyConsumptionsSql(atCheckpoint: boolean, extra: readonly Column[]): string {
   const gate = atCheckpoint ? ' AND (SELECT ok FROM gate)' : '';
   const where = atCheckpoint ? ' WHERE (SELECT ok FROM gate)' : '';
   const checkpoint = atCheckpoint
@@ -133,16 +134,17 @@ gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
 advanced AS (${ADVANCE_CHECKPOINT_SQL}${gate}),
 `
     : '';
-  const rows = `jsonb_to_recordset(:rows::jsonb) AS ${recordsetOf('power_consumption', 'r', [
+  const meta = [
     { name: '_lsn', type: 'pg_lsn' },
     { name: '_op', type: 'char(1)' },
     { name: '_valid', type: 'boolean' },
-  ])}`;
+  ];
+  const rows = `jsonb_to_recordset(:rows::jsonb) AS ${recordsetOf('power_consumption', 'r', meta, extra)}`;
   return `
 WITH ${checkpoint}logged AS (${insertChangeLog(':change_log')}${where} RETURNING 1),
 dead AS (${insertDeadLetters(':dead_letters')}${where} RETURNING 1),
 c AS MATERIALIZED (SELECT * FROM ${rows}${where}),
-ods_up AS (${insertOds('power_consumption', 'c', { upsert: true })} RETURNING 1),
+ods_up AS (${insertOds('power_consumption', 'c', { upsert: true, extra })} RETURNING 1),
 ods_del AS (DELETE FROM ${CONSUMPTION_TABLE.ods} WHERE consumption_id = ANY(:deleted::bigint[])${gate} RETURNING 1),
 old_parts AS (
   SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}
@@ -159,7 +161,34 @@ SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FR
 type BatchParam = 'change_log' | 'rows' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
 export type ConsumptionBatchParams = Record<BatchParam, unknown>;
 
-export const APPLY_CONSUMPTIONS = named<BatchParam>(applyConsumptionsSql(false));
-export const APPLY_CONSUMPTIONS_AT_CHECKPOINT = named<
-  BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'first_seq'
->(applyConsumptionsSql(true));
+type CheckpointParam = BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'first_seq';
+
+export const APPLY_CONSUMPTIONS = named<BatchParam>(applyConsumptionsSql(false, []));
+export const APPLY_CONSUMPTIONS_AT_CHECKPOINT = named<CheckpointParam>(applyConsumptionsSql(true, []));
+
+/** The one-statement batch in both forms, for one list of extra ODS columns. */
+export type ConsumptionStatements = {
+  plain: Statement<BatchParam>;
+  atCheckpoint: Statement<CheckpointParam>;
+};
+
+const WITHOUT_EXTRA_COLUMNS: ConsumptionStatements = {
+  plain: APPLY_CONSUMPTIONS,
+  atCheckpoint: APPLY_CONSUMPTIONS_AT_CHECKPOINT,
+};
+const withExtraColumns = new Map<string, ConsumptionStatements>();
+
+/** The statements for the current ODS columns, compiled once per column list; no extra column: the constants. */
+export function consumptionStatements(extra: readonly Column[]): ConsumptionStatements {
+  if (!extra.length) return WITHOUT_EXTRA_COLUMNS;
+  const key = JSON.stringify(extra);
+  let stmts = withExtraColumns.get(key);
+  if (!stmts) {
+    stmts = {
+      plain: named(applyConsumptionsSql(false, extra)),
+      atCheckpoint: named(applyConsumptionsSql(true, extra)),
+    };
+    withExtraColumns.set(key, stmts);
+  }
+  return stmts;
+}

@@ -12,11 +12,13 @@ import {
   TABLE,
   USER_ENRICHMENT,
   USER_TABLE,
+  type Column,
   type SourceTable,
 } from '../schema/tables';
 import { lockCheckpoint } from './checkpoint';
 import { detailsOfKeys, insertDwdDetails, insertDwdUsers, REENRICH_DETAILS_OF_USERS } from './dwd';
 import { castColumns, insertOds, recordsetOf } from './ods';
+import type { OdsExtras } from './ods-columns';
 import { validRows } from './verify-sql';
 
 export type RepairAction = 'inserted' | 'updated' | 'deleted' | 'recomputed' | 'skipped';
@@ -32,7 +34,9 @@ export type RepairWindow = {
   lowLsn: string;
   keys: Record<SourceTable, string[]>;
   /** Per table: JSON array of the source rows (text values), and the keys the source has. */
-  source: Record<SourceTable, { rows: string; present: string[] }>;
+  source: Record<SourceTable, { rows: string; present: string[]; columns: string[] }>;
+  /** ODS columns beyond the spec; those the source rows carry are written, the others keep their values. */
+  extras: OdsExtras;
 };
 
 /** Keys of `table` (among $2) that a change at or after the low watermark $1 touched, by key or old key. */
@@ -49,12 +53,12 @@ SELECT EXISTS (SELECT 1 FROM ods_change_log WHERE commit_lsn >= $1::pg_lsn AND o
  * $1: JSON source rows, $2: keys the stream changed since the low watermark ($3), which keep the stream's state.
  * Rows already equal are left alone; written rows carry _lsn = the low watermark and _op = 'R' (read, not streamed).
  */
-const upsertOdsRows = (table: SourceTable) =>
+const upsertOdsRows = (table: SourceTable, extra: readonly Column[]) =>
   `${insertOds(
     table,
-    `(SELECT * FROM jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r')}
+    `(SELECT * FROM jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', [], extra)}
       WHERE ${TABLE[table].key} <> ALL($2::bigint[])) r`,
-    { lsn: '$3::pg_lsn', op: `'R'`, upsert: true, changedOnly: true },
+    { lsn: '$3::pg_lsn', op: `'R'`, upsert: true, changedOnly: true, extra },
   )}
 RETURNING ${TABLE[table].key}::text AS k, (xmax = 0) AS inserted`;
 
@@ -144,7 +148,10 @@ async function repairOds(
     ? keys
     : (await client.query<{ k: string }>(streamedKeys(table), [w.lowLsn, keys])).rows.map((r) => r.k);
   const ods = TABLE[table].ods;
-  const upserted = await client.query<{ k: string; inserted: boolean }>(upsertOdsRows(table), [
+  // Only extra columns the source still has were read; a column dropped there keeps its ODS values.
+  const read = w.source[table].columns;
+  const extra = w.extras[table].filter((c) => read.includes(c.name));
+  const upserted = await client.query<{ k: string; inserted: boolean }>(upsertOdsRows(table, extra), [
     w.source[table].rows,
     streamed,
     w.lowLsn,

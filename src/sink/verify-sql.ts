@@ -4,12 +4,14 @@
  * DWS, the semantics recomputed from DWD beside the DWS rows, differing (day, region) partitions counted.
  */
 import type pg from 'pg';
+import { quoteIdent } from '../db/sql';
 import {
   CONSUMPTION_TABLE,
   SOURCE_TABLES,
   TABLE,
   USER_ENRICHMENT,
   USER_TABLE,
+  type Column,
   type SourceTable,
 } from '../schema/tables';
 import { invalidReasonSql } from './snapshot-load';
@@ -42,12 +44,23 @@ const DETAIL_COLUMNS = [...CONSUMPTION_TABLE.columns.map((c) => c.name), ...USER
 const ENRICHMENT_TYPED = (alias: string) =>
   USER_ENRICHMENT.map((c) => `${alias}.${c}::${USER_TABLE.columns.find((u) => u.name === c)!.type}`);
 
+/**
+ * The ODS tables compared column by column: the spec's, then `extra` per table (source columns beyond the spec
+ * that the ODS mirror has with the same type; the caller lists them in the same order for both sides).
+ */
+export function verifiedOdsTables(extra: Record<SourceTable, readonly Column[]>): VerifiedTable[] {
+  return SOURCE_TABLES.map((t) => {
+    const cols = [...columns(t), ...extra[t].map((c) => quoteIdent(c.name))];
+    return {
+      table: TABLE[t].ods,
+      source: `SELECT ${TABLE[t].key} AS k, ${rowText(cols)} AS r FROM ${TABLE[t].name}`,
+      sink: `SELECT ${TABLE[t].key} AS k, ${rowText(cols)} AS r FROM ${TABLE[t].ods}`,
+    };
+  });
+}
+
 export const VERIFIED_TABLES: Record<'ods' | 'dwd', VerifiedTable[]> = {
-  ods: SOURCE_TABLES.map((t) => ({
-    table: TABLE[t].ods,
-    source: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].name}`,
-    sink: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].ods}`,
-  })),
+  ods: verifiedOdsTables({ power_user: [], power_consumption: [] }),
   dwd: [
     {
       table: USER_TABLE.dwd,

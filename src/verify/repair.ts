@@ -2,6 +2,7 @@ import pg from 'pg';
 import { readRowsInOneSnapshot, repairLowWatermark, waitTransactionsEnded } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
+import { readOdsExtras } from '../sink/ods-columns';
 import { SOURCE_TABLES, TABLE, type SourceTable } from '../schema/tables';
 import { recomputePartitions } from '../sink/aggregates';
 import { readCheckpoint } from '../sink/checkpoint';
@@ -53,6 +54,8 @@ export async function repairDifferences(
   try {
     const records: RepairRecord[] = [];
     const partitions = new Map(plan.partitions.map((p) => [`${p.stat_date}/${p.region_id}`, p]));
+    // Source columns beyond the spec that ODS mirrors (schema evolution): a repair fills them too.
+    const extras = await readOdsExtras(sink);
     await withClient(cfg.sourceUrl, async (source) => {
       for (const keys of windows(plan.keys)) {
         const cp = await readCheckpoint(sink, pipelineId);
@@ -62,7 +65,10 @@ export async function repairDifferences(
           );
         const low = await repairLowWatermark(source);
         await waitTransactionsEnded(source, low.xid, WAIT_MS);
-        const rows = await readRowsInOneSnapshot(source, keys);
+        const rows = await readRowsInOneSnapshot(source, keys, {
+          power_user: extras.power_user.map((c) => c.name),
+          power_consumption: extras.power_consumption.map((c) => c.name),
+        });
         // High watermark: a marker after the read. Once the pipeline is past it, every change the read saw is in
         // the sink, and the change log names every key changed since the low watermark.
         if (!(await waitCaughtUp(cfg, pipelineId, WAIT_MS)))
@@ -76,6 +82,7 @@ export async function repairDifferences(
           lowLsn: low.lsn,
           keys,
           source: rows,
+          extras,
         });
         records.push(...applied.records);
         for (const p of applied.partitions) partitions.set(`${p.stat_date}/${p.region_id}`, p);

@@ -220,6 +220,7 @@ describe('stategrid verify --repair', function () {
         lowLsn: low.lsn,
         keys: { power_user: [], power_consumption: [changed, deleted, corrupted] },
         source: rows,
+        extras: { power_user: [], power_consumption: [] },
       });
       assert.deepEqual(
         applied.records.map((x) => `${x.table} ${x.key} ${x.action}`).sort(),
