@@ -1,5 +1,12 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { LAYERS_OF, verifyWarehouse, type RepairSummary, type VerifyReport } from '../verify/warehouse';
+import { Presets, SingleBar } from 'cli-progress';
+import {
+  LAYERS_OF,
+  verifyWarehouse,
+  type RepairSummary,
+  type VerifyProgress,
+  type VerifyReport,
+} from '../verify/warehouse';
 import type { VerifyLayerChoice } from '../workflows/contract';
 import { formatTable, printJson, say } from './output';
 import { config } from './shared';
@@ -45,6 +52,29 @@ function printRepair(repair: RepairSummary): void {
   );
 }
 
+const TABLES_PER_LAYER = { ods: 2, dwd: 2, dws: 1 } as const;
+
+/**
+ * Progress on stderr: a bar of compared tables in a terminal (a repair's second comparison extends it), lines
+ * otherwise.
+ */
+function verifyProgress(tables: number): { report: VerifyProgress; stop: () => void } {
+  if (!process.stderr.isTTY) return { report: (m) => console.error(m), stop: () => undefined };
+  const bar = new SingleBar(
+    { format: 'verify {bar} {value}/{total} tables | {message}', stream: process.stderr },
+    Presets.shades_classic,
+  );
+  bar.start(tables, 0, { message: 'comparing' });
+  return {
+    report: (message, step) => {
+      if (step !== 'compared') return bar.update({ message });
+      if (bar.getProgress() >= 1) bar.setTotal(bar.getTotal() + tables);
+      bar.increment({ message });
+    },
+    stop: () => bar.stop(),
+  };
+}
+
 /**
  * `stategrid verify [--repair]`: exit 0 when the sink equals the source (after repairing, with --repair), 1 with
  * what differs, 2 on error.
@@ -67,13 +97,11 @@ export function registerVerify(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (o: { id: string; layer: string; repair?: boolean; json?: boolean }) => {
       try {
-        const report = await verifyWarehouse(
-          config(),
-          o.id,
-          LAYERS_OF[o.layer as VerifyLayerChoice],
-          (m) => console.error(m),
-          { repair: !!o.repair },
-        );
+        const layers = LAYERS_OF[o.layer as VerifyLayerChoice];
+        const progress = verifyProgress(layers.map((l) => TABLES_PER_LAYER[l]).reduce((a, b) => a + b, 0));
+        const report = await verifyWarehouse(config(), o.id, layers, progress.report, {
+          repair: !!o.repair,
+        }).finally(progress.stop);
         if (o.json) printJson(report);
         else printReport(report);
         process.exitCode = report.equal ? 0 : 1;

@@ -21,6 +21,8 @@ import { repairDifferences } from './repair';
 
 export type VerifyLayer = 'ods' | 'dwd' | 'dws';
 
+/** What verify reports as it goes: a line, and `compared` when a table's first comparison is done. */
+export type VerifyProgress = (message: string, step?: 'compared') => void;
 /** The layers each `--layer` / workflow input choice compares. */
 export const LAYERS_OF: Record<VerifyLayerChoice, VerifyLayer[]> = {
   ods: ['ods'],
@@ -77,7 +79,7 @@ export async function verifyWarehouse(
   cfg: AppConfig,
   pipelineId: string,
   layers: VerifyLayer[],
-  progress: (m: string) => void = () => undefined,
+  progress: VerifyProgress = () => undefined,
   opts: { repair?: boolean } = {},
 ): Promise<VerifyReport> {
   const started = Date.now();
@@ -110,7 +112,7 @@ async function compareRecorded(
   cfg: AppConfig,
   pipelineId: string,
   layers: VerifyLayer[],
-  progress: (m: string) => void,
+  progress: VerifyProgress,
 ): Promise<{ report: VerifyReport; runId: string }> {
   const started = Date.now();
   const tables: TableVerdict[] = [];
@@ -119,7 +121,7 @@ async function compareRecorded(
     const specs = layer === 'ods' ? verifiedOdsTables(await extraOdsColumns(cfg)) : VERIFIED_TABLES[layer];
     for (const spec of specs) {
       const first = await compareChunks(cfg, spec);
-      progress(`${spec.table}: ${first.checked} rows, ${first.chunks.length} chunks differ`);
+      progress(`${spec.table}: ${first.checked} rows, ${first.chunks.length} chunks differ`, 'compared');
       let chunks = first.chunks;
       let verdict = verdictOf(layer, spec.table, first.checked, { missing: [], extra: [], different: [] });
       for (let round = 0; chunks.length && round < RECHECKS; round++) {
@@ -209,11 +211,11 @@ async function compareKeys(cfg: AppConfig, spec: VerifiedTable, chunks: string[]
 async function verifyDws(
   cfg: AppConfig,
   pipelineId: string,
-  progress: (m: string) => void,
+  progress: VerifyProgress,
   recheck: () => void,
 ): Promise<TableVerdict[]> {
   let differing = await withClient(cfg.sinkUrl, (db) => differingDwsPartitions(db, null));
-  progress(`dws: ${differing.length} partitions differ from DWD`);
+  progress(`dws: ${differing.length} partitions differ from DWD`, 'compared');
   for (let round = 0; differing.length && round < RECHECKS; round++) {
     recheck();
     const caughtUp = await waitCaughtUp(cfg, pipelineId, 30000);
