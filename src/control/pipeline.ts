@@ -14,13 +14,18 @@ import { readCheckpoint } from '../sink/checkpoint';
 import { sinkFigures, truncateSink, type SinkFigures } from '../sink/status';
 import type { cdcPipelineWorkflow } from '../workflows/cdcPipelineWorkflow';
 import type { dailyRecomputeWorkflow } from '../workflows/dailyRecomputeWorkflow';
+import type { recomputeRangeWorkflow } from '../workflows/recomputeRangeWorkflow';
 import {
   pauseUpdate,
+  rangeProgressQuery,
   resumeUpdate,
   statusQuery,
   stopUpdate,
   WorkflowType,
   type PipelineState,
+  type RangeProgress,
+  type RecomputeRangeInput,
+  type RecomputeRangeResult,
   type RecomputeResult,
 } from '../workflows/contract';
 
@@ -100,6 +105,32 @@ export function recomputeDayWorkflow(
     workflowId: `stategrid-recompute-${input.pipelineId}-${input.date}-${Date.now()}`,
     args: [input],
   });
+}
+
+/**
+ * A range of days as one `recomputeRangeWorkflow` (days in parallel, bounded, over every worker); `onProgress`
+ * sees the days done about once a second until it ends.
+ */
+export async function recomputeRangeWorkflowRun(
+  cfg: AppConfig,
+  client: Client,
+  input: Required<Pick<RecomputeRangeInput, 'from' | 'to' | 'pipelineId'>> & { concurrency?: number },
+  onProgress: (p: RangeProgress) => void,
+  idPrefix = 'stategrid-recompute-range',
+): Promise<RecomputeRangeResult> {
+  const handle = await client.workflow.start<typeof recomputeRangeWorkflow>(WorkflowType.recomputeRange, {
+    taskQueue: cfg.taskQueue,
+    workflowId: `${idPrefix}-${input.pipelineId}-${input.from}-${input.to}-${Date.now()}`,
+    args: [{ concurrency: cfg.recomputeConcurrency, ...input }],
+  });
+  let finished = false;
+  const result = handle.result().finally(() => (finished = true));
+  while (!finished) {
+    const p = await handle.query(rangeProgressQuery).catch(() => undefined);
+    if (p) onProgress(p);
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+  }
+  return result;
 }
 
 export type PipelineStatus = {

@@ -9,6 +9,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 export const WorkflowType = {
   pipeline: 'cdcPipelineWorkflow',
   recompute: 'dailyRecomputeWorkflow',
+  recomputeRange: 'recomputeRangeWorkflow',
   verify: 'verifyWorkflow',
 } as const;
 
@@ -84,6 +85,11 @@ export type PipelineState = {
 };
 
 export type RecomputeInput = { date?: string; pipelineId?: string; timeZone?: string };
+
+/** Days `from`..`to` (inclusive), at most `concurrency` at a time, each day an activity any worker may take. */
+export type RecomputeRangeInput = { from: string; to: string; pipelineId?: string; concurrency?: number };
+export type RecomputeRangeResult = { days: RecomputeResult[]; drift: number };
+export type RangeProgress = { done: number; total: number; running: string[] };
 
 export type RecomputeResult = {
   date: string;
@@ -180,10 +186,13 @@ export interface PipelineActivities {
   recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult>;
   dropPipelineSlot(config: PipelineConfig): Promise<{ slotDropped: boolean; publicationDropped: boolean }>;
   validateVerifyInput(input: unknown): Promise<Required<VerifyInput>>;
+  validateRecomputeRangeInput(input: unknown): Promise<Required<RecomputeRangeInput>>;
   verifyWarehouseActivity(input: Required<VerifyInput>): Promise<VerifySummary>;
 }
 
 export const statusQuery = defineQuery<PipelineState>('status');
+/** recomputeRangeWorkflow: days done, of how many, and the days running now. */
+export const rangeProgressQuery = defineQuery<RangeProgress>('progress');
 
 /**
  * Pause, resume and stop exist twice under the same names: as Updates, which return the state once the change
