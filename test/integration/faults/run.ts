@@ -153,6 +153,8 @@ type Outcome = {
   duplicated: number;
   layersEqual: boolean;
   seconds: number;
+  /** "replication slot … is active" (55006) errors logged by any worker: two streams raced for the slot. */
+  slotConflicts?: number;
   note?: string;
 };
 
@@ -255,6 +257,68 @@ async function streamingKills(scenario: string, targets: ('worker' | 'temporal')
   }
   await waitGrowth(3000);
   await check(scenario, targets.flat().length, started);
+}
+
+/** Bytes of each worker log now, to read only what a scenario added. */
+function workerLogSizes(): Map<string, number> {
+  const dir = path.join(t.cfg.home, 'logs');
+  const sizes = new Map<string, number>();
+  for (const f of fs.readdirSync(dir).filter((f) => /^worker(-\d+)?\.log$/.test(f)))
+    sizes.set(f, fs.statSync(path.join(dir, f)).size);
+  return sizes;
+}
+
+function slotConflictsSince(sizes: Map<string, number>): number {
+  const dir = path.join(t.cfg.home, 'logs');
+  let n = 0;
+  for (const f of fs.readdirSync(dir).filter((f) => /^worker(-\d+)?\.log$/.test(f))) {
+    const text = fs
+      .readFileSync(path.join(dir, f))
+      .subarray(sizes.get(f) ?? 0)
+      .toString('utf8');
+    n += (text.match(/55006|replication slot "[^"]+" is active/g) ?? []).length;
+  }
+  return n;
+}
+
+/**
+ * Three workers under the load: the one holding the capture (its own task queue in the pipeline state) is killed;
+ * another must take the stream over within seconds, and no two streams may race for the slot.
+ */
+async function captureHolderKills(kills: number): Promise<void> {
+  const started = Date.now();
+  await stackUp(t.cfg, () => undefined, { workers: 3 });
+  const logs = workerLogSizes();
+  await begin();
+  const takeovers: string[] = [];
+  try {
+    for (let i = 0; i < kills; i++) {
+      await waitGrowth(3000);
+      let queue: string | undefined;
+      await t.waitFor(
+        'a segment on a worker of its own',
+        async () => !!(queue = (await status()).captureQueue),
+      );
+      process.kill(Number(queue!.split('-').pop()), 'SIGKILL');
+      const killedAt = Date.now();
+      const before = await odsRows();
+      await t.waitFor('capture on another worker', async () => (await odsRows()) > before + 200, 60000);
+      takeovers.push(((Date.now() - killedAt) / 1000).toFixed(1));
+      await stackUp(t.cfg, () => undefined, { workers: 3 });
+    }
+    await waitGrowth(3000);
+  } finally {
+    await load.stop();
+  }
+  await check(
+    `3 workers: kill -9 the capture holder x${kills}`,
+    kills,
+    started,
+    STREAM_BASE,
+    `takeover ${takeovers.join(', ')} s`,
+  );
+  results[results.length - 1].slotConflicts = slotConflictsSince(logs);
+  await stackUp(t.cfg, () => undefined, { workers: 1 });
 }
 
 /** The test pipeline's checkpoint: phase, snapshot epoch and committed snapshot rows. */
@@ -428,6 +492,7 @@ async function main(): Promise<void> {
   try {
     await streamingKills('kill -9 worker x2 during streaming', [['worker'], ['worker']]);
     await singleRowBurst(QUICK ? 20000 : 100000);
+    await captureHolderKills(QUICK ? 1 : 3);
     if (!QUICK) {
       await snapshotKills('kill -9 worker x3 during snapshot', [['worker'], ['worker'], ['worker']]);
       await snapshotKills('kill -9 Temporal during snapshot', [['temporal']]);
@@ -484,11 +549,13 @@ async function main(): Promise<void> {
         lost: r.lost,
         duplicated: r.duplicated,
         'layers = oracle': r.layersEqual ? 'yes' : 'NO',
+        'slot races': r.slotConflicts ?? '-',
         s: r.seconds,
+        note: r.note ?? '',
       })),
     ),
   );
-  const bad = results.filter((r) => r.lost || r.duplicated || !r.layersEqual);
+  const bad = results.filter((r) => r.lost || r.duplicated || !r.layersEqual || r.slotConflicts);
   fs.mkdirSync(path.join(REPO_ROOT, 'test-output'), { recursive: true });
   fs.writeFileSync(
     path.join(REPO_ROOT, 'test-output', 'faults.json'),
