@@ -1,17 +1,7 @@
-import { proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
-import {
-  ErrorType,
-  rangeProgressQuery,
-  type PipelineActivities,
-  type RecomputeRangeResult,
-  type RecomputeResult,
-} from './contract';
+import { setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { rangeProgressQuery, type RecomputeRangeResult, type RecomputeResult } from './contract';
+import { recomputeActivities as acts } from './recompute-activity';
 import { inputValidators, validated } from './validation';
-
-const acts = proxyActivities<PipelineActivities>({
-  startToCloseTimeout: '30 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
-});
 
 /**
  * Recomputes a range of days (`recompute --from --to`, `schedule backfill`): each day is one recompute activity,
