@@ -11,20 +11,10 @@ import { chunkTotals, readPlan, startChunk, writePlan, type SnapshotPlan } from 
 import { PgSnapshotSink } from '../sink/snapshot-load';
 import { ErrorType, type PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
+import { beating } from './heartbeat';
 import { columnLog, snapshotOptions } from './snapshot';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Heartbeats every second while `work` runs: a lost worker is noticed by the heartbeat timeout, not the work. */
-async function beating<T>(work: () => Promise<T>): Promise<T> {
-  const ctx = Context.current();
-  const beat = setInterval(() => ctx.heartbeat(), 1000);
-  try {
-    return await work();
-  } finally {
-    clearInterval(beat);
-  }
-}
 
 /**
  * The initial snapshot fanned out: one holder of the exported snapshot, chunk loads on any worker, then the

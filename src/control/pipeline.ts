@@ -8,6 +8,7 @@ import { parsePipelineInput } from '../activities/inputs';
 import { dropSlot, slotFigures, sourceRowCount, truncateSource, type SlotFigures } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
+import { taskQueuePollers, type Poller } from '../temporal/pollers';
 import { ensureSearchAttributes } from '../temporal/search-attributes';
 import { initDatabases } from '../db/init';
 import { readCheckpoint } from '../sink/checkpoint';
@@ -139,26 +140,9 @@ export type PipelineStatus = {
   state: PipelineState | null;
   sink: SinkFigures;
   slot: SlotFigures;
-  /** Workers polling the pipeline's activities (any host), most recent first. */
-  workers: { identity: string; lastSeen: string | null }[];
+  /** Workers polling the pipeline's activities (any host): snapshot chunks, segments, day closes. */
+  workers: Poller[];
 };
-
-/** Who polls the activity task queue: the workers that can run snapshot chunks, segments and day closes. */
-async function activityPollers(cfg: AppConfig, client: Client): Promise<PipelineStatus['workers']> {
-  const res = await client.workflowService.describeTaskQueue({
-    namespace: cfg.temporalNamespace,
-    taskQueue: { name: cfg.taskQueue },
-    taskQueueType: 2, // activity task queue
-  });
-  return (res.pollers ?? [])
-    .map((p) => ({
-      identity: p.identity ?? '?',
-      lastSeen: p.lastAccessTime?.seconds
-        ? new Date(Number(p.lastAccessTime.seconds) * 1000).toISOString()
-        : null,
-    }))
-    .sort((a, b) => (b.lastSeen ?? '').localeCompare(a.lastSeen ?? ''));
-}
 
 export async function pipelineStatus(
   cfg: AppConfig,
@@ -179,7 +163,14 @@ export async function pipelineStatus(
   const sink = await withClient(cfg.sinkUrl, (db) => sinkFigures(db, pipelineId));
   const slotName = sink.checkpoint?.slot_name ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
   const slot = await slotFigures(cfg.sourceUrl, slotName);
-  return { workflowId, workflowStatus, state, sink, slot, workers: await activityPollers(cfg, client) };
+  return {
+    workflowId,
+    workflowStatus,
+    state,
+    sink,
+    slot,
+    workers: await taskQueuePollers(client.workflowService, cfg.temporalNamespace, cfg.taskQueue, 'activity'),
+  };
 }
 
 /** Terminates a pipeline's workflow if it runs (tests and benchmarks start from a clean slate). */

@@ -81,25 +81,22 @@ export async function readPlan(
   };
 }
 
-/** Counts a start of the chunk by this worker (committed at once); returns its result if it is already done. */
+/** Counts a start of the chunk by this worker (committed at once); true when an earlier attempt already loaded it. */
 export async function startChunk(
   db: pg.Pool,
   plan: Pick<SnapshotPlan, 'pipelineId' | 'snapshotId'>,
   chunkNo: number,
   worker: string,
-): Promise<LoadedChunk | null> {
+): Promise<boolean> {
   const { rows } = await db.query(
     `UPDATE stategrid_snapshot_chunk SET attempts = attempts + CASE WHEN done_at IS NULL THEN 1 ELSE 0 END,
        loaded_by = CASE WHEN done_at IS NULL THEN $4 ELSE loaded_by END
      WHERE pipeline_id = $1 AND snapshot_id = $2 AND chunk_no = $3
-     RETURNING done_at IS NOT NULL AS done, rows::int, dead_letters::int, days, max_event_time`,
+     RETURNING done_at IS NOT NULL AS done`,
     [plan.pipelineId, plan.snapshotId, chunkNo, worker],
   );
   if (!rows.length) throw new Error(`snapshot ${plan.snapshotId} has no chunk ${chunkNo}`);
-  const r = rows[0];
-  return r.done
-    ? { rows: r.rows, deadLetters: r.dead_letters, days: r.days ?? [], maxEventTime: r.max_event_time }
-    : null;
+  return rows[0].done as boolean;
 }
 
 /**
