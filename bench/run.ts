@@ -28,12 +28,32 @@ import { stackDown, stackUp } from '../src/stack';
 import { pgBinDir } from '../src/stack/postgres';
 import { readPid } from '../src/stack/proc';
 import { verifyWarehouse } from '../src/verify/warehouse';
+import {
+  commitToDwdLatency,
+  mustEqualSource,
+  offerSteadyLoad,
+  processCpuSeconds,
+  seconds,
+  sinkSql,
+  sql,
+  type Figure,
+} from './common';
+import { scaleOutFigures } from './scale-out';
 
 const REPO = path.resolve(__dirname, '../..');
 const PIPELINE = 'bench';
 
-type Sizes = { users: number; snapshotRows: number; streamRows: number; txRows: number; bigTxRows: number };
+type Sizes = {
+  users: number;
+  snapshotRows: number;
+  streamRows: number;
+  txRows: number;
+  bigTxRows: number;
+  /** Length of the steady 5,000 rows/s load of the scale-out phase. */
+  steadySeconds: number;
+};
 const QUICK: Sizes = {
+  steadySeconds: 10,
   users: 2000,
   snapshotRows: 200_000,
   streamRows: 100_000,
@@ -41,6 +61,7 @@ const QUICK: Sizes = {
   bigTxRows: 200_000,
 };
 const FULL: Sizes = {
+  steadySeconds: 60,
   users: 20000,
   snapshotRows: 1_000_000,
   streamRows: 500_000,
@@ -48,38 +69,6 @@ const FULL: Sizes = {
   bigTxRows: 1_000_000,
 };
 
-type Figure = {
-  name: string;
-  ours: number;
-  unit: string;
-  limit?: number;
-  limitName?: string;
-  target?: string;
-};
-
-const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
-
-async function rowsAt<T>(url: string, query: string, params: unknown[]): Promise<T[]> {
-  return withClient(url, async (c) => (await c.query(query, params)).rows as T[]);
-}
-
-/** Rows of a query on the source. */
-const sql = <T = Record<string, unknown>>(cfg: AppConfig, query: string, params: unknown[] = []) =>
-  rowsAt<T>(cfg.sourceUrl, query, params);
-
-/** Same, on the sink (the source database unless `--sink-db`). */
-const sinkSql = <T = Record<string, unknown>>(cfg: AppConfig, query: string, params: unknown[] = []) =>
-  rowsAt<T>(cfg.sinkUrl, query, params);
-
-/** Linear-interpolated percentile, as PostgreSQL's percentile_cont. */
-function percentile(values: number[], q: number): number {
-  const v = [...values].sort((x, y) => x - y);
-  const pos = (v.length - 1) * q;
-  const lo = Math.floor(pos);
-  return v[lo] + (v[Math.min(lo + 1, v.length - 1)] - v[lo]) * (pos - lo);
-}
-
-/** Inserts consumptions [from, to] in transactions of `perTx` rows; values depend only on the id. */
 async function insertConsumptions(cfg: AppConfig, from: number, to: number, perTx: number, users: number) {
   await withClient(cfg.sourceUrl, async (c) => {
     for (let start = from; start <= to; start += perTx) {
@@ -197,19 +186,6 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
   return Number(elapsed) / 1e9;
 }
 
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-
-/** CPU seconds (user + system) a process has used so far, or null once it is gone. */
-function processCpuSeconds(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return null;
-  }
-}
-
 type CpuSample = Record<string, Map<number, number>>;
 
 /** CPU used so far by the pipeline's processes: the worker, its walsender and its sink connections. */
@@ -314,7 +290,7 @@ async function main(): Promise<void> {
       target: '>= 100,000 rows/s',
     });
     say(`snapshot: ${((sizes.users + sizes.snapshotRows) / snapshotS) | 0} rows/s`);
-    if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after snapshot');
+    await mustEqualSource(cfg, PIPELINE, 'snapshot');
 
     // 2. Streaming: small transactions, measured from the first source commit to the sink caught up.
     await sql(cfg, `SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
@@ -331,6 +307,7 @@ async function main(): Promise<void> {
     const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
     if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after streaming');
     const dwsS = seconds(t0);
+    await mustEqualSource(cfg, PIPELINE, 'streaming');
     const recvS = await recvlogicalSeconds(cfg, 'bench_recv', endLsn);
     await sql(cfg, `SELECT pg_drop_replication_slot('bench_recv')`);
     figures.push({
@@ -367,48 +344,24 @@ async function main(): Promise<void> {
     // 3. Latency at a steady offered rate: 50-row transactions every 10 ms (5,000 rows/s) for 10 s.
     const latFirst = last + 1;
     const latRows = 50_000;
-    await withClient(cfg.sourceUrl, async (c) => {
-      const start = Date.now();
-      for (let i = 0; i < latRows / 50; i++) {
-        const due = start + i * 10;
-        const wait = due - Date.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        const a = latFirst + i * 50;
-        await c.query(
-          `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, 1.00, 0.50, '2026-11-23 10:00:00'
-           FROM generate_series($1::bigint, $2::bigint) g`,
-          [a, a + 49, sizes.users],
-        );
-      }
+    await offerSteadyLoad(cfg, {
+      firstId: latFirst,
+      rows: latRows,
+      users: sizes.users,
+      perTx: 50,
+      everyMs: 10,
+      at: '2026-11-23 10:00:00',
     });
     if (!(await waitCaughtUp(cfg, PIPELINE, 300_000))) throw new Error('not caught up after latency run');
-    // Source commit times and sink apply times are read separately: the sink may be another database.
-    const committed = await sql<{ id: string; t: string }>(
-      cfg,
-      `SELECT consumption_id::text AS id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::text AS t
-       FROM power_consumption WHERE consumption_id >= $1`,
-      [latFirst],
-    );
-    const applied = new Map(
-      (
-        await sinkSql<{ id: string; t: string }>(
-          cfg,
-          `SELECT consumption_id::text AS id, extract(epoch FROM etl_time)::text AS t
-           FROM dwd_power_consumption_detail WHERE consumption_id >= $1`,
-          [latFirst],
-        )
-      ).map((r) => [r.id, Number(r.t)]),
-    );
-    const delays = committed.map((c) => (applied.get(c.id) ?? NaN) - Number(c.t));
-    if (delays.some(Number.isNaN)) throw new Error('latency rows missing from DWD after catching up');
-    const lat = {
-      p50: percentile(delays, 0.5),
-      p95: percentile(delays, 0.95),
-      p99: percentile(delays, 0.99),
-    };
-    figures.push({ name: 'latency commit -> DWD p50 @5k rows/s', ours: lat.p50, unit: 's' });
-    figures.push({ name: 'latency commit -> DWD p95 @5k rows/s', ours: lat.p95, unit: 's' });
-    figures.push({ name: 'latency commit -> DWD p99 @5k rows/s', ours: lat.p99, unit: 's', target: '< 1 s' });
+    const lat = await commitToDwdLatency(cfg, latFirst);
+    figures.push({ name: 'latency commit -> DWD commit p50 @5k rows/s', ours: lat.p50, unit: 's' });
+    figures.push({ name: 'latency commit -> DWD commit p95 @5k rows/s', ours: lat.p95, unit: 's' });
+    figures.push({
+      name: 'latency commit -> DWD commit p99 @5k rows/s',
+      ours: lat.p99,
+      unit: 's',
+      target: '< 1 s',
+    });
 
     // 4. A single large source transaction.
     const bigFirst = latFirst + latRows;
@@ -469,8 +422,9 @@ async function main(): Promise<void> {
     );
     t0 = process.hrtime.bigint();
     const verified = await verifyWarehouse(cfg, PIPELINE, ['ods', 'dwd', 'dws']);
+    if (!verified.equal) throw new Error('verify: the warehouse differs from its source after the run');
     figures.push({
-      name: `verify of the warehouse (${consumptions} consumptions, ${verified.equal ? 'equal' : 'DIFFERS'})`,
+      name: `verify of the warehouse (${consumptions} consumptions, equal)`,
       ours: seconds(t0),
       unit: 's',
       target: '< 15 s for 1,000,000 consumptions',
@@ -483,6 +437,10 @@ async function main(): Promise<void> {
       unit: 'MB',
       target: '< 300 MB',
     });
+
+    // 7. The same work with more worker processes (restarts the workers; last, after the RSS of the one worker).
+    say('scale-out: 1, 2 and 3 workers');
+    figures.push(...(await scaleOutFigures(cfg, client, PIPELINE, sizes, say)));
   } finally {
     await close();
     if (!opts.keepStack) await stackDown(cfg, () => undefined);
