@@ -56,12 +56,7 @@ CREATE TABLE IF NOT EXISTS dwd_power_consumption_detail (
   usage_type         VARCHAR(20),
   etl_time           TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS dwd_detail_user_idx ON dwd_power_consumption_detail (user_id);
-CREATE INDEX IF NOT EXISTS dwd_detail_day_region_idx
-  ON dwd_power_consumption_detail ((consumption_date::date), region_id);
--- Orphans (no known region) are counted after every capture segment: this keeps that count off a table scan.
-CREATE INDEX IF NOT EXISTS dwd_detail_orphan_idx ON dwd_power_consumption_detail (consumption_id)
-  WHERE region_id IS NULL;
+-- Its secondary indexes are in 05_dwd_indexes.sql (an initial snapshot builds them after its bulk load).
 
 CREATE TABLE IF NOT EXISTS dws_region_daily_stats (
   region_id         INT NOT NULL,

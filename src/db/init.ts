@@ -15,6 +15,7 @@ export async function initDatabases(cfg: AppConfig, cdcPassword: string): Promis
   });
   await withClient(cfg.sinkUrl, async (sink) => {
     await sink.query(readSqlFile('03_sink.sql'));
+    await sink.query(readSqlFile('05_dwd_indexes.sql'));
     await sink.query(readSqlFile('04_sink_role.sql'));
     await setRolePassword(sink, 'stategrid_sink', process.env.STATEGRID_SINK_PASSWORD ?? 'stategrid_sink');
   });

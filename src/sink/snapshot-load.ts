@@ -13,6 +13,7 @@ import { withTransaction } from '../db/client';
 import { quoteIdent } from '../db/sql';
 import type { SourceColumn } from '../schema/evolution';
 import { TABLE, type Column, type SourceTable } from '../schema/tables';
+import { buildMissingIndexes, dropIndexesForBulkLoad } from './bulk-load-indexes';
 import { addSnapshotProgress, finishSnapshot, lockCheckpoint, resetCheckpoint } from './checkpoint';
 import { insertDwdDetails, insertDwdUsers, markDirty } from './dwd';
 import { castColumns, insertOds } from './ods';
@@ -134,6 +135,7 @@ export class PgSnapshotSink implements SnapshotSink {
   async begin(): Promise<string> {
     this.epoch = await withTransaction(this.pool, async (client) => {
       await lockCheckpoint(client, this.pipelineId);
+      await dropIndexesForBulkLoad(client);
       for (const sql of CLEAR_FOR_SNAPSHOT) await client.query(sql);
       return resetCheckpoint(client, this.pipelineId, 'snapshot');
     });
@@ -201,6 +203,7 @@ export class PgSnapshotSink implements SnapshotSink {
   async finish(consistentLsn: string, rows: number, maxEventTime: string | null): Promise<void> {
     await withTransaction(this.pool, async (client) => {
       await lockCheckpoint(client, this.pipelineId);
+      await buildMissingIndexes(client);
       this.guard(
         await finishSnapshot(client, this.pipelineId, this.epoch, { lsn: consistentLsn, rows, maxEventTime }),
       );
