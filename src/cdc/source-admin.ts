@@ -193,8 +193,10 @@ export function copyChunkSql(
 }
 
 /**
- * Upper keys of consecutive ranges of about `rows` keys each, read in the caller's snapshot (the last range is
- * open-ended): the chunks a fanned-out snapshot hands to its workers.
+ * Upper keys of consecutive ranges of about `rows` rows each, read in the caller's snapshot (the last range is
+ * open-ended): the chunks a fanned-out snapshot hands to its workers. Keys that fill their span closely (serial
+ * ids, the usual case) are cut into equal spans of key values from min, max and count, which reads the table once
+ * without sorting it; sparse or clustered keys are cut by row number, exact but a sort of every key.
  */
 export async function chunkBoundaries(
   reader: pg.ClientBase,
@@ -202,11 +204,26 @@ export async function chunkBoundaries(
   rows: number,
 ): Promise<string[]> {
   const key = TABLE[table].key;
+  const perChunk = Math.max(1, Math.floor(rows));
+  const { rows: span } = await reader.query<{ lo: string | null; hi: string | null; n: string }>(
+    `SELECT min(${key})::text AS lo, max(${key})::text AS hi, count(*)::text AS n FROM ${quoteIdent(table)}`,
+  );
+  const n = BigInt(span[0].n);
+  if (n <= BigInt(perChunk)) return [];
+  const lo = BigInt(span[0].lo!);
+  const width = BigInt(span[0].hi!) - lo + 1n;
+  // Up to twice as many key values as rows: chunks stay within 2x of `rows` however the gaps fall.
+  if (width <= 2n * n) {
+    const step = (BigInt(perChunk) * width + n - 1n) / n;
+    const bounds: string[] = [];
+    for (let upper = lo + step - 1n; upper < lo + width - 1n; upper += step) bounds.push(upper.toString());
+    return bounds;
+  }
   // Ordered by the bigint key, not its text (an alias named like the key would sort "10000" before "5000").
   const { rows: found } = await reader.query<{ upper: string }>(
     `SELECT k::text AS upper FROM (SELECT ${key} AS k, row_number() OVER (ORDER BY ${key}) AS n
        FROM ${quoteIdent(table)}) x WHERE n % $1 = 0 ORDER BY x.k`,
-    [Math.max(1, Math.floor(rows))],
+    [perChunk],
   );
   return found.map((r) => r.upper);
 }

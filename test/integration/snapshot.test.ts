@@ -54,4 +54,31 @@ describe('initial snapshot in chunks', function () {
     assert.equal(orphans.n, 0);
     await t.assertConverged();
   });
+
+  it('cuts sparse keys by row number and dense ones by key span, each chunk near the size asked', async () => {
+    await t.freshPipeline({ snapshotChunkRows: 500 }, async () => {
+      await t.q(`INSERT INTO power_user SELECT g, 'user' || g, '居民用电', 1 + g % 4, 'region' || (1 + g % 4), now()
+                 FROM generate_series(1, 200) g`);
+      // 3,000 consumptions with squared ids: 9,000,000 key values for 3,000 rows.
+      await t.q(`INSERT INTO power_consumption SELECT g * g, 1 + g % 200, 1.00, 0.50, '2026-11-20 08:00'
+                 FROM generate_series(1, 3000) g`);
+    });
+    const sizes = await t.q<{ table_name: string; rows: number }>(
+      `SELECT table_name, rows::int FROM stategrid_snapshot_chunk WHERE pipeline_id = $1 AND rows > 0
+       ORDER BY table_name, chunk_no`,
+      [PIPELINE_ID],
+    );
+    const consumptions = sizes.filter((c) => c.table_name === 'power_consumption').map((c) => c.rows);
+    assert.deepEqual(consumptions, [500, 500, 500, 500, 500, 500]);
+    const users = sizes.filter((c) => c.table_name === 'power_user').map((c) => c.rows);
+    assert.equal(
+      users.reduce((a, b) => a + b, 0),
+      200,
+    );
+    assert.ok(
+      users.every((r) => r <= 1000),
+      `dense user keys in chunks of at most 2 x 500: ${users}`,
+    );
+    await t.assertConverged();
+  });
 });
