@@ -37,6 +37,11 @@ function printStatus(s: PipelineStatus): void {
     );
   }
   if (st?.captureQueue) say(`  capture stays on: ${st.captureQueue}`);
+  const perWorker = Object.entries(st?.totals.perWorker ?? {});
+  if (perWorker.length)
+    say(
+      `  changes applied per worker: ${perWorker.map(([id, w]) => `${id} ${w.applied} (${w.segments} segments)`).join(', ')}`,
+    );
   say(`  workers: ${s.workers.map((w) => w.identity).join(', ') || 'none polling'}`);
   say(
     `  dead letters: ${s.sink.deadLetters}, orphans: ${s.sink.orphans}, late events: ${s.sink.lateEvents}, revisions: ${s.sink.revisions}, closed days: ${s.sink.closedDays}`,

@@ -379,6 +379,7 @@ function recordSegment(state: PipelineState, p: CaptureSegmentResult) {
   state.totals.perTable.power_consumption += p.perTable.power_consumption;
   if (p.maxEventTime && (!state.maxEventTime || p.maxEventTime > state.maxEventTime))
     state.maxEventTime = p.maxEventTime;
+  if (p.worker) countForWorker(state, p.worker.identity, p.applied);
   state.lastSegment = {
     applied: p.applied,
     seconds: p.seconds,
@@ -394,6 +395,22 @@ function recordSegment(state: PipelineState, p: CaptureSegmentResult) {
     at: state.lastSegment.at,
   };
   addOpenDays(state, p.days);
+}
+
+/** Workers remembered in the per-worker totals: restarts bring new identities, so the oldest ones drop out. */
+const WORKERS_REMEMBERED = 16;
+
+function countForWorker(state: PipelineState, identity: string, applied: number) {
+  const perWorker = (state.totals.perWorker ??= {});
+  const now = new Date(Date.now()).toISOString();
+  const w = (perWorker[identity] ??= { applied: 0, segments: 0, lastAt: now });
+  w.applied += applied;
+  w.segments += 1;
+  w.lastAt = now;
+  const stale = Object.entries(perWorker)
+    .sort(([, a], [, b]) => b.lastAt.localeCompare(a.lastAt))
+    .slice(WORKERS_REMEMBERED);
+  for (const [id] of stale) delete perWorker[id];
 }
 
 function nextTimerClose(

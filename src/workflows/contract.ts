@@ -75,6 +75,10 @@ export type PipelineState = {
     segments: number;
     revisions: number;
     perTable: { power_user: number; power_consumption: number };
+    /**
+     * Changes applied by each worker's segments (the most recent workers only); absent in states recorded before.
+     */
+    perWorker?: Record<string, WorkerTotals>;
   };
   lastSegment: SegmentSummary | null;
   /** Read at the end of each segment, so the status query alone answers "is it healthy?". */
@@ -160,6 +164,8 @@ export type CaptureSegmentResult = {
   /** The worker that ran the segment and keeps its stream parked; absent in histories from before affinity. */
   worker?: CaptureWorker;
 };
+
+export type WorkerTotals = { applied: number; segments: number; lastAt: string };
 
 /** A worker's identity and the task queue only it polls. */
 export type CaptureWorker = { identity: string; taskQueue: string };

@@ -136,6 +136,8 @@ export class FakePipelineActivities {
       slotLagBytes: 0,
       orphans: 0,
       deadLettersTotal: 0,
+      // Two workers taking turns; the queue is the one this worker polls, so affinity finds it.
+      worker: { identity: `fake-${'ab'[this.capturesCompleted % 2]}`, taskQueue: ctx.info.taskQueue },
     };
   }
 }

@@ -233,6 +233,17 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
           'every segment of every run counted once',
         );
         assert.equal(state.totals.applied, 2 * fakes.capturesCompleted);
+        const perWorker = state.totals.perWorker ?? {};
+        assert.deepEqual(Object.keys(perWorker).sort(), ['fake-a', 'fake-b']);
+        assert.equal(
+          Object.values(perWorker).reduce((n, w) => n + w.applied, 0),
+          state.totals.applied,
+          'per-worker totals add up across runs',
+        );
+        assert.equal(
+          Object.values(perWorker).reduce((n, w) => n + w.segments, 0),
+          state.totals.segments,
+        );
         const { events } = await handle.fetchHistory();
         const inThisRun = countEvents(events, (e) => e.activityTaskCompletedEventAttributes);
         assert.ok(inThisRun < state.totals.segments, 'totals include segments of earlier runs');
