@@ -312,8 +312,8 @@ async function applyRowSegment(
     if (rows.deletes.length) await client.query(ods.deleteOds(table), [rows.deletes]);
   }
 
-  // DWS partitions the old DWD rows belonged to, before DWD changes.
-  await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
+  // DWS deltas: the touched detail rows leave as they were before DWD changes...
+  await client.query(dwd.DELTAS_LEAVING_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 
   // DWD: valid rows in, invalid or deleted rows out.
   if (users.valid.length) await client.query(dwd.UPSERT_DWD_USERS, [jsonArray(users.valid)]);
@@ -326,8 +326,8 @@ async function applyRowSegment(
     await client.query(dwd.REENRICH_DETAILS_OF_USERS, [touchedUsers]);
   }
 
-  // DWS partitions the new DWD rows belong to.
-  await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
+  // ...and enter as they are now.
+  await client.query(dwd.DELTAS_ENTERING_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 }
 
 /**
