@@ -46,6 +46,8 @@ async function rebuildTotals(
   changes: ChangesByDay,
 ): Promise<number> {
   if (!parts.dates.length) return 0;
+  // The per-user grouping of a large day fits in memory with this, instead of spilling to disk.
+  await client.query(dws.ENOUGH_WORK_MEM);
   const { rows } = await client.query<{ drift: number; changes_by_day: object }>(dws.REBUILD_TOTALS, [
     parts.dates,
     parts.regions,

@@ -141,10 +141,19 @@ fresh AS (
   SELECT region_id, region_name, stat_date, sum(total_consumption) AS total_consumption,
     sum(total_cost) AS total_cost, count(DISTINCT user_id) AS user_count, max(max_consumption) AS max_consumption
   FROM per_user GROUP BY region_id, region_name, stat_date),
-ranked AS (
+ranked AS MATERIALIZED (
   SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost,
     row_number() OVER (PARTITION BY stat_date, region_id ORDER BY total_consumption DESC, user_id ASC) AS ranking
   FROM per_user),
+-- Only ranks that differ go to the upsert: ON CONFLICT locks (writes) every row it meets, even one it leaves.
+changed_ranks AS (
+  SELECT f.* FROM ranked f
+  LEFT JOIN dws_user_ranking r ON r.stat_date = f.stat_date AND r.user_id = f.user_id
+  LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  WHERE r.user_id IS NULL
+    OR (r.user_name, r.region_id, r.region_name, r.total_consumption, r.total_cost, r.ranking, r.is_final)
+      IS DISTINCT FROM (f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost, f.ranking,
+        COALESCE(w.is_final, false))),
 old AS (
   SELECT s.region_id, s.region_name, s.stat_date, s.total_consumption, s.total_cost, s.user_count, s.max_consumption
   FROM dws_region_daily_stats s JOIN p ON s.stat_date = p.stat_date AND s.region_id = p.region_id),
@@ -188,7 +197,7 @@ upserted_ranks AS (
     total_cost, ranking, is_final, updated_at)
   SELECT f.stat_date, f.user_id, f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost,
     f.ranking, COALESCE(w.is_final, false), now()
-  FROM ranked f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  FROM changed_ranks f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
   ON CONFLICT (stat_date, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, region_id = EXCLUDED.region_id,
     region_name = EXCLUDED.region_name, total_consumption = EXCLUDED.total_consumption,
     total_cost = EXCLUDED.total_cost, ranking = EXCLUDED.ranking, is_final = EXCLUDED.is_final, updated_at = now()
