@@ -217,3 +217,28 @@ CREATE TABLE IF NOT EXISTS stategrid_ods_column (
   changed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (table_name, column_name)
 );
+
+-- The chunks of a fanned-out initial snapshot (one row per key range of a source table): planned by the activity
+-- that holds the exported snapshot, loaded by any worker; done_at is set in the transaction that loads the chunk,
+-- so a chunk lost with its worker is loaded again elsewhere and a finished one never twice. attempts counts starts.
+CREATE TABLE IF NOT EXISTS stategrid_snapshot_chunk (
+  pipeline_id    TEXT NOT NULL,
+  snapshot_id    TEXT NOT NULL,
+  chunk_no       INT NOT NULL,
+  epoch          BIGINT NOT NULL,
+  table_name     TEXT NOT NULL,
+  after_key      BIGINT,
+  up_to_key      BIGINT,
+  columns        TEXT[] NOT NULL,
+  snapshot_name  TEXT NOT NULL,
+  snapshot_lsn   PG_LSN NOT NULL,
+  attempts       INT NOT NULL DEFAULT 0,
+  loaded_by      TEXT,
+  rows           BIGINT,
+  dead_letters   BIGINT,
+  days           TEXT[],
+  max_event_time TEXT,
+  planned_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+  done_at        TIMESTAMPTZ,
+  PRIMARY KEY (pipeline_id, snapshot_id, chunk_no)
+);

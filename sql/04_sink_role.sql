@@ -10,7 +10,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ods_power_user, ods_power_consumption, o
   dwd_power_user_info, dwd_power_consumption_detail, dws_region_daily_stats, dws_user_ranking,
   stategrid_checkpoint, stategrid_dead_letter, stategrid_dws_dirty, stategrid_dws_delta, dws_user_day_total,
   stategrid_window, dws_revision,
-  stategrid_verify_run, stategrid_repair
+  stategrid_verify_run, stategrid_repair, stategrid_snapshot_chunk
   TO stategrid_sink;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO stategrid_sink;
 -- Schema evolution bookkeeping. Adding columns to the ODS tables takes their ownership, which this role lacks:

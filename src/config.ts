@@ -48,6 +48,7 @@ const envSchema = z.object({
   STATEGRID_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
+  STATEGRID_RECOMPUTE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(4),
   STATEGRID_WORKER_ID: z
     .string()
     .regex(/^[\w.-]+$/, 'must be letters, digits, dot, dash or underscore')
@@ -83,6 +84,8 @@ export type AppConfig = {
   /** This worker process: unique identity (Web UI, status) and the task queue only it polls (capture affinity). */
   workerId: string;
   workerQueue: string;
+  /** Days a range recompute or backfill runs at once. */
+  recomputeConcurrency: number;
   /** Name of this worker's pid/ready files under STATEGRID_HOME/run (`stack up --workers N`). */
   workerName: string;
   decodingPlugin: 'pgoutput' | 'wal2json';
@@ -139,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     workerId,
     workerQueue: `${e.STATEGRID_TASK_QUEUE}@${workerId}`,
     workerName: e.STATEGRID_WORKER_NAME,
+    recomputeConcurrency: e.STATEGRID_RECOMPUTE_CONCURRENCY,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
     timeZone: e.STATEGRID_TIME_ZONE,
     metricsPort: e.STATEGRID_METRICS_PORT,

@@ -8,6 +8,7 @@ import { sinkHealth } from '../sink/status';
 import { PgBatchSink, StaleCaptureError } from '../sink/writer';
 import { ErrorType, type CaptureSegmentResult, type PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
+import { heartbeatEverySecond } from './heartbeat';
 
 /** Errors the workflow must not retry: each needs an operator's decision (see its message). */
 const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
@@ -38,10 +39,8 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
       let cancelled = false;
       const segmentEnds = Promise.race([ctx.cancelled, refresher.failedOnce]);
       ctx.cancelled.catch(() => (cancelled = true));
-      // A heartbeat every second whatever the loop does (a slow write included): the short heartbeat timeout
-      // is how a lost worker is noticed, so that capture moves to another one within seconds.
       let latest: CaptureProgress | undefined;
-      const beat = setInterval(() => ctx.heartbeat(latest), 1000);
+      const stopHeartbeats = heartbeatEverySecond(() => latest);
       try {
         progress = await captureSegment(
           {
@@ -79,7 +78,7 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
         }
         throw err;
       } finally {
-        clearInterval(beat);
+        stopHeartbeats();
       }
       const slot = await slotFigures(cfg.sourceUrl, config.slotName);
       if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);

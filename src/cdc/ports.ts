@@ -35,9 +35,15 @@ export type StagedChunk = { rows: number; lastKey: string | null };
 export type LoadedChunk = { rows: number; deadLetters: number; days: string[]; maxEventTime: string | null };
 
 /** Where the snapshot reader puts the source tables' rows, chunk by chunk. */
+/**
+ * A chunk of a fanned-out snapshot: its load also marks it done, in the same transaction, and loads nothing when
+ * another attempt already did (then the recorded result is returned).
+ */
+export type PlannedChunkRef = { snapshotId: string; chunkNo: number };
+
 export interface SnapshotSink {
-  /** Empties the layers and starts a new checkpoint epoch; older captures and snapshots are fenced off. */
-  begin(): Promise<void>;
+  /** Empties the layers and starts a new checkpoint epoch (returned); older captures and snapshots are fenced off. */
+  begin(): Promise<string>;
   /**
    * Readies the table's ODS mirror for the source's columns (`source`, from its catalog); returns the columns the
    * chunks of this table must carry, in order.
@@ -52,6 +58,7 @@ export interface SnapshotSink {
     snapshotLsn: string,
     copyOut: () => NodeJS.ReadableStream,
     staged: (chunk: StagedChunk) => void,
+    planned?: PlannedChunkRef,
   ): Promise<LoadedChunk | null>;
   /** Commits the end of the snapshot: streaming starts at `consistentLsn`. */
   finish(consistentLsn: string, rows: number, maxEventTime: string | null): Promise<void>;

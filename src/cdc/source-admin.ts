@@ -192,6 +192,43 @@ export function copyChunkSql(
     LIMIT ${Math.floor(rows)}) TO STDOUT`;
 }
 
+/**
+ * Upper keys of consecutive ranges of about `rows` keys each, read in the caller's snapshot (the last range is
+ * open-ended): the chunks a fanned-out snapshot hands to its workers.
+ */
+export async function chunkBoundaries(
+  reader: pg.ClientBase,
+  table: SourceTable,
+  rows: number,
+): Promise<string[]> {
+  const key = TABLE[table].key;
+  // Ordered by the bigint key, not its text (an alias named like the key would sort "10000" before "5000").
+  const { rows: found } = await reader.query<{ upper: string }>(
+    `SELECT k::text AS upper FROM (SELECT ${key} AS k, row_number() OVER (ORDER BY ${key}) AS n
+       FROM ${quoteIdent(table)}) x WHERE n % $1 = 0 ORDER BY x.k`,
+    [Math.max(1, Math.floor(rows))],
+  );
+  return found.map((r) => r.upper);
+}
+
+/** COPY of the keys in (`after`, `upTo`] of a table (null: unbounded), for one planned chunk. */
+export function copyRangeSql(
+  table: SourceTable,
+  after: string | null,
+  upTo: string | null,
+  columnNames: readonly string[],
+): string {
+  for (const k of [after, upTo])
+    if (k !== null && !/^-?\d+$/.test(k)) throw new Error(`bad snapshot key ${k}`);
+  const key = TABLE[table].key;
+  const where = [after === null ? null : `${key} > ${after}`, upTo === null ? null : `${key} <= ${upTo}`]
+    .filter(Boolean)
+    .join(' AND ');
+  return `COPY (SELECT ${columnNames.map(quoteIdent).join(', ')} FROM ${quoteIdent(table)}${
+    where ? ` WHERE ${where}` : ''
+  }) TO STDOUT`;
+}
+
 /** A non-transactional logical message with a `stategrid…` prefix: the capture confirms past it. */
 async function emitMarker(source: pg.ClientBase, prefix: string): Promise<string> {
   const { rows } = await source.query<{ lsn: string }>(

@@ -8,6 +8,7 @@ import {
   type ScheduleCrons,
 } from '../control/schedules';
 import { say } from './output';
+import { rangeOptions, recomputeRange, type RangeOptions } from './recompute';
 import { config, withTemporal } from './shared';
 
 export { SCHEDULE_ID, VERIFY_SCHEDULE_ID };
@@ -60,6 +61,15 @@ export function registerSchedule(program: Command): void {
     .option('--verify-cron <expr>', 'cron expression of the verify', '0 2 * * *')
     .option('--id <pipelineId>', 'pipeline id', 'default')
     .action(create);
+  rangeOptions(
+    schedule
+      .command('backfill')
+      .description(
+        'recompute the days a schedule missed (--from..--to) in parallel, bounded; `temporal schedule backfill` of the recompute schedule needs --overlap-policy BufferAll or AllowAll',
+      ),
+  ).action(async (o: RangeOptions) => {
+    await recomputeRange(o, `${SCHEDULE_ID}-backfill`);
+  });
   schedule.command('describe').action(describe);
   schedule.command('delete').action(remove);
 }

@@ -8,19 +8,25 @@ import { parsePipelineInput } from '../activities/inputs';
 import { dropSlot, slotFigures, sourceRowCount, truncateSource, type SlotFigures } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
+import { taskQueuePollers, type Poller } from '../temporal/pollers';
 import { ensureSearchAttributes } from '../temporal/search-attributes';
 import { initDatabases } from '../db/init';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkFigures, truncateSink, type SinkFigures } from '../sink/status';
 import type { cdcPipelineWorkflow } from '../workflows/cdcPipelineWorkflow';
 import type { dailyRecomputeWorkflow } from '../workflows/dailyRecomputeWorkflow';
+import type { recomputeRangeWorkflow } from '../workflows/recomputeRangeWorkflow';
 import {
   pauseUpdate,
+  rangeProgressQuery,
   resumeUpdate,
   statusQuery,
   stopUpdate,
   WorkflowType,
   type PipelineState,
+  type RangeProgress,
+  type RecomputeRangeInput,
+  type RecomputeRangeResult,
   type RecomputeResult,
 } from '../workflows/contract';
 
@@ -102,32 +108,41 @@ export function recomputeDayWorkflow(
   });
 }
 
+/**
+ * A range of days as one `recomputeRangeWorkflow` (days in parallel, bounded, over every worker); `onProgress`
+ * sees the days done about once a second until it ends.
+ */
+export async function recomputeRangeWorkflowRun(
+  cfg: AppConfig,
+  client: Client,
+  input: Required<Pick<RecomputeRangeInput, 'from' | 'to' | 'pipelineId'>> & { concurrency?: number },
+  onProgress: (p: RangeProgress) => void,
+  idPrefix = 'stategrid-recompute-range',
+): Promise<RecomputeRangeResult> {
+  const handle = await client.workflow.start<typeof recomputeRangeWorkflow>(WorkflowType.recomputeRange, {
+    taskQueue: cfg.taskQueue,
+    workflowId: `${idPrefix}-${input.pipelineId}-${input.from}-${input.to}-${Date.now()}`,
+    args: [{ concurrency: cfg.recomputeConcurrency, ...input }],
+  });
+  let finished = false;
+  const result = handle.result().finally(() => (finished = true));
+  while (!finished) {
+    const p = await handle.query(rangeProgressQuery).catch(() => undefined);
+    if (p) onProgress(p);
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+  }
+  return result;
+}
+
 export type PipelineStatus = {
   workflowId: string;
   workflowStatus: string;
   state: PipelineState | null;
   sink: SinkFigures;
   slot: SlotFigures;
-  /** Workers polling the pipeline's activities (any host), most recent first. */
-  workers: { identity: string; lastSeen: string | null }[];
+  /** Workers polling the pipeline's activities (any host): snapshot chunks, segments, day closes. */
+  workers: Poller[];
 };
-
-/** Who polls the activity task queue: the workers that can run snapshot chunks, segments and day closes. */
-async function activityPollers(cfg: AppConfig, client: Client): Promise<PipelineStatus['workers']> {
-  const res = await client.workflowService.describeTaskQueue({
-    namespace: cfg.temporalNamespace,
-    taskQueue: { name: cfg.taskQueue },
-    taskQueueType: 2, // activity task queue
-  });
-  return (res.pollers ?? [])
-    .map((p) => ({
-      identity: p.identity ?? '?',
-      lastSeen: p.lastAccessTime?.seconds
-        ? new Date(Number(p.lastAccessTime.seconds) * 1000).toISOString()
-        : null,
-    }))
-    .sort((a, b) => (b.lastSeen ?? '').localeCompare(a.lastSeen ?? ''));
-}
 
 export async function pipelineStatus(
   cfg: AppConfig,
@@ -148,7 +163,14 @@ export async function pipelineStatus(
   const sink = await withClient(cfg.sinkUrl, (db) => sinkFigures(db, pipelineId));
   const slotName = sink.checkpoint?.slot_name ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
   const slot = await slotFigures(cfg.sourceUrl, slotName);
-  return { workflowId, workflowStatus, state, sink, slot, workers: await activityPollers(cfg, client) };
+  return {
+    workflowId,
+    workflowStatus,
+    state,
+    sink,
+    slot,
+    workers: await taskQueuePollers(client.workflowService, cfg.temporalNamespace, cfg.taskQueue, 'activity'),
+  };
 }
 
 /** Terminates a pipeline's workflow if it runs (tests and benchmarks start from a clean slate). */

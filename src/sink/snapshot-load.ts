@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { LoadedChunk, SnapshotSink, StagedChunk } from '../cdc/ports';
+import type { LoadedChunk, PlannedChunkRef, SnapshotSink, StagedChunk } from '../cdc/ports';
 import { withTransaction } from '../db/client';
 import { quoteIdent } from '../db/sql';
 import type { SourceColumn } from '../schema/evolution';
@@ -18,6 +18,7 @@ import { insertDwdDetails, insertDwdUsers, markDirty } from './dwd';
 import { castColumns, insertOds } from './ods';
 import { evolveOdsColumns, noColumnLog, readOdsExtras, type ColumnLog } from './ods-columns';
 import { CLEAR_FOR_SNAPSHOT } from './ops';
+import { chunkLoaded, claimChunk } from './snapshot-chunks';
 
 /** Column lists in source order; staging holds them as text, exactly as the row path sees them. */
 export const SNAPSHOT_COLUMNS: Record<SourceTable, string[]> = {
@@ -116,6 +117,8 @@ SELECT (SELECT count(*) FROM ods)::int AS rows, (SELECT count(*) FROM dead)::int
 const STAGED_RANGE = (table: SourceTable, extra: readonly Column[]) =>
   `SELECT count(*)::int AS rows, max(${TABLE[table].key}::bigint)::text AS last_key FROM ${stagingTable(table, extra)}`;
 
+const EMPTY_CHUNK: LoadedChunk = { rows: 0, deadLetters: 0, days: [], maxEventTime: null };
+
 /** The snapshot side of the sink for one pipeline: each chunk in its own sink session and transaction. */
 export class PgSnapshotSink implements SnapshotSink {
   private epoch = '';
@@ -128,12 +131,24 @@ export class PgSnapshotSink implements SnapshotSink {
     private readonly log: ColumnLog = noColumnLog,
   ) {}
 
-  async begin(): Promise<void> {
+  async begin(): Promise<string> {
     this.epoch = await withTransaction(this.pool, async (client) => {
       await lockCheckpoint(client, this.pipelineId);
       for (const sql of CLEAR_FOR_SNAPSHOT) await client.query(sql);
       return resetCheckpoint(client, this.pipelineId, 'snapshot');
     });
+    return this.epoch;
+  }
+
+  /**
+   * Joins a snapshot another worker began (a fanned-out chunk): its epoch, and the extra columns its plan gives a
+   * table's chunks (the ODS mirror has them already).
+   */
+  async join(epoch: string, columns: Partial<Record<SourceTable, readonly string[]>>): Promise<void> {
+    this.epoch = epoch;
+    const extras = await readOdsExtras(this.pool);
+    for (const table of Object.keys(columns) as SourceTable[])
+      this.extras[table] = extras[table].filter((c) => columns[table]!.includes(c.name));
   }
 
   /**
@@ -152,24 +167,34 @@ export class PgSnapshotSink implements SnapshotSink {
     snapshotLsn: string,
     copyOut: () => NodeJS.ReadableStream,
     staged: (chunk: StagedChunk) => void,
+    planned?: PlannedChunkRef,
   ): Promise<LoadedChunk | null> {
     const extra = this.extras[table];
     return withTransaction(this.pool, async (client) => {
+      if (planned && !(await claimChunk(client, this.pipelineId, planned))) {
+        staged({ rows: 0, lastKey: null });
+        return null; // another attempt loaded it: nothing to do
+      }
       await client.query(CREATE_STAGING(table, extra));
       await pipeline(copyOut(), client.query(copyFrom(COPY_INTO_STAGING(table, extra))));
       const range = (
         await client.query<{ rows: number; last_key: string | null }>(STAGED_RANGE(table, extra))
       ).rows[0];
       staged({ rows: range.rows, lastKey: range.last_key });
-      if (!range.rows) return null;
+      if (!range.rows) {
+        if (planned) await chunkLoaded(client, this.pipelineId, planned, EMPTY_CHUNK);
+        return null;
+      }
       const { rows } = await client.query(LOAD_STAGED[table](extra), [snapshotLsn]);
       this.guard(await addSnapshotProgress(client, this.pipelineId, this.epoch, rows[0].rows));
-      return {
+      const loaded = {
         rows: rows[0].rows,
         deadLetters: rows[0].dead_letters,
         days: rows[0].days ?? [],
         maxEventTime: rows[0].max_event_time,
       };
+      if (planned) await chunkLoaded(client, this.pipelineId, planned, loaded);
+      return loaded;
     });
   }
 

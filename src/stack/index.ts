@@ -6,6 +6,7 @@ import { logFile, ownedPid, runFile, type Log } from './home-files';
 import { isAlive, portOpen, spawnDetached, stopPid, waitFor } from './proc';
 import { postgresPid, startPostgres, stopPostgres, usesEmbeddedPort } from './postgres';
 import { resolveTemporalCli, temporalServerArgs } from './temporal';
+import { taskQueuePollers } from '../temporal/pollers';
 import { STACK_PROFILE } from '../temporal/settings';
 import { ensureNamespace, prepareTemporalServer, serverHome } from './temporal-server';
 import { startWorkers, stopWorkers, workerCount, workerProcesses, type WorkerProcess } from './workers';
@@ -23,12 +24,13 @@ export async function workerPollers(cfg: AppConfig): Promise<string[]> {
     connectTimeout: 2000,
   });
   try {
-    const res = await connection.workflowService.describeTaskQueue({
-      namespace: cfg.temporalNamespace,
-      taskQueue: { name: cfg.taskQueue },
-      taskQueueType: 1, // workflow task queue
-    });
-    return (res.pollers ?? []).map((p) => p.identity ?? '?');
+    const pollers = await taskQueuePollers(
+      connection.workflowService,
+      cfg.temporalNamespace,
+      cfg.taskQueue,
+      'workflow',
+    );
+    return pollers.map((p) => p.identity);
   } finally {
     await connection.close();
   }

@@ -24,6 +24,7 @@ import {
   type PipelineState,
 } from './contract';
 import { PipelineControl } from './pipeline-control';
+import { fannedOutSnapshot } from './snapshot-fan-out';
 import { validated } from './validation';
 import { dayCloseInstant, watermarkPassed } from './window-time';
 
@@ -113,6 +114,8 @@ const CLOSE_BESIDE_CAPTURE = 'close-days-beside-capture';
 // Segments go to the worker whose parked stream holds the slot: any worker on the shared queue raced for it
 // and failed with "replication slot is active" when another one held the stream.
 const CAPTURE_AFFINITY = 'capture-affinity';
+// The initial snapshot as chunk activities spread over the workers (one activity before).
+const SNAPSHOT_FAN_OUT = 'snapshot-fan-out';
 // One durable timer per next day-close instant, kept across segments: a timer around every segment added a
 // TimerStarted/TimerCanceled pair to the history every segmentSeconds.
 const ONE_CLOSE_TIMER = 'one-close-timer-per-instant';
@@ -190,10 +193,15 @@ async function preparePipeline(state: PipelineState, input: unknown): Promise<Pi
   const prep = await setup.preparePipeline(config);
   if (prep.phase !== 'streaming' || config.resync) {
     state.phase = 'snapshot';
-    const snap = await snapshot.snapshotSource.executeWithOptions(
-      { summary: `initial snapshot of power_user, power_consumption (slot ${config.slotName})` },
-      [config],
-    );
+    const snap = patched(SNAPSHOT_FAN_OUT)
+      ? await fannedOutSnapshot(config, (done, total) => {
+          state.snapshotChunks = { done, total };
+          showDetails(state);
+        })
+      : await snapshot.snapshotSource.executeWithOptions(
+          { summary: `initial snapshot of power_user, power_consumption (slot ${config.slotName})` },
+          [config],
+        );
     state.snapshot = { rows: snap.rows, seconds: snap.seconds, consistentLsn: snap.consistentLsn };
     state.confirmedLsn = snap.consistentLsn;
     addOpenDays(state, snap.days);
@@ -348,6 +356,8 @@ function showDetails(state: PipelineState) {
     `open days: ${state.openDays.join(', ') || 'none'}`,
   ];
   if (state.health) lines.push(`slot lag ${state.health.slotLagBytes ?? 'n/a'} bytes at ${state.health.at}`);
+  if (state.snapshotChunks && state.phase === 'snapshot')
+    lines.push(`snapshot chunks loaded: ${state.snapshotChunks.done}/${state.snapshotChunks.total}`);
   if (state.error) lines.push(`error: ${state.error}`);
   setCurrentDetails(lines.join('\n\n'));
 }
