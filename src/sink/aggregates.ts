@@ -88,9 +88,7 @@ async function catchUp(
   client: pg.ClientBase,
   beforeMarksDropped: () => Promise<void> = async () => undefined,
 ): Promise<RefreshResult> {
-  const { rows: marks } = await client.query<{ stat_date: string; region_id: number; changes: string }>(
-    dws.READ_DIRTY_PARTITIONS,
-  );
+  const { rows: marks } = await client.query<DirtyMark>(dws.READ_DIRTY_PARTITIONS);
   const marked = { dates: marks.map((m) => m.stat_date), regions: marks.map((m) => m.region_id) };
   const changes: ChangesByDay = new Map();
   await rebuildTotals(client, marked, changes);
@@ -101,16 +99,29 @@ async function catchUp(
   };
   const refreshed = await refreshPartitions(client, touched, 'late data');
   await beforeMarksDropped();
-  if (marks.length) {
-    // Late events are counted from the marks dropped here; a mark kept for the next refresh counts then.
-    const { rows: dropped } = await client.query<{ stat_date: string; changes: string }>(
-      dws.DROP_TAKEN_MARKS,
-      [marked.dates, marked.regions, marks.map((m) => m.changes)],
-    );
-    addChanges(changes, Object.fromEntries(dropped.map((d) => [d.stat_date, d.changes])));
-  }
+  await dropTakenMarks(client, marks, changes);
   const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
   return { ...refreshed.result, lateEvents };
+}
+
+type DirtyMark = { stat_date: string; region_id: number; changes: string };
+
+/**
+ * Drops the marks a refresh or recompute read and took care of. Late events are counted from the marks dropped
+ * here; a mark a batch raised again meanwhile is kept and counts with the next refresh.
+ */
+async function dropTakenMarks(
+  client: pg.ClientBase,
+  marks: DirtyMark[],
+  changes: ChangesByDay,
+): Promise<void> {
+  if (!marks.length) return;
+  const { rows: dropped } = await client.query<{ stat_date: string; changes: string }>(dws.DROP_TAKEN_MARKS, [
+    marks.map((m) => m.stat_date),
+    marks.map((m) => m.region_id),
+    marks.map((m) => m.changes),
+  ]);
+  addChanges(changes, Object.fromEntries(dropped.map((d) => [d.stat_date, d.changes])));
 }
 
 async function countLateEvents(
@@ -165,9 +176,15 @@ export async function recomputePartitions(
   return withTransaction(pool, async (client) => {
     await client.query(dws.LOCK_DWS);
     const parts = { dates: partitions.map((p) => p.stat_date), regions: partitions.map((p) => p.region_id) };
+    const { rows: marks } = await client.query<DirtyMark>(dws.READ_MARKS_OF_PARTITIONS, [
+      parts.dates,
+      parts.regions,
+    ]);
     const changes: ChangesByDay = new Map();
     await rebuildTotals(client, parts, changes);
     const refreshed = await refreshPartitions(client, parts, reason);
+    // The repair's own rebuild marks (and any other mark of these partitions) are taken care of now.
+    await dropTakenMarks(client, marks, changes);
     const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
     return { ...refreshed.result, lateEvents };
   });

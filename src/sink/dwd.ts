@@ -72,6 +72,16 @@ WHERE region_id IS NOT NULL
 GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes`;
 
+/**
+ * Marks the given partitions for a rebuild from DWD without counting changes (a repair wrote DWD without deltas:
+ * if the repair dies before it recomputes them, the next refresh does). $1 date[], $2 int[].
+ */
+export const MARK_FOR_REBUILD = `
+INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
+SELECT DISTINCT stat_date, region_id, 0 FROM unnest($1::date[], $2::int[]) AS p(stat_date, region_id)
+ORDER BY 1, 2
+ON CONFLICT (stat_date, region_id) DO NOTHING`;
+
 /** Detail columns a DWS delta is made of: the per-user day totals' key and the measures. */
 const DELTA_COLUMNS =
   'consumption_date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost';

@@ -221,6 +221,8 @@ export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
+export const READ_MARKS_OF_PARTITIONS = `SELECT d.stat_date::text, d.region_id, d.changes FROM stategrid_dws_dirty d
+  JOIN unnest($1::date[], $2::int[]) AS p(stat_date, region_id) ON d.stat_date = p.stat_date AND d.region_id = p.region_id`;
 export const READ_DIRTY_OF_DAY = `SELECT region_id, changes FROM stategrid_dws_dirty WHERE stat_date = $1::date`;
 
 /**
