@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import pg from 'pg';
+import { stackUp } from '../../src/stack';
+import { readPid } from '../../src/stack/proc';
 import type { RecomputeResult } from '../../src/workflows/contract';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
@@ -124,6 +127,60 @@ describe('incremental DWS', function () {
     ]);
     assert.deepEqual(final, [{ is_final: true }]);
   });
+
+  it('applies the deltas of a refresh whose worker was killed mid-transaction exactly once', async () => {
+    const before = await lateFigures();
+    // A share lock on the stats table lets a refresh take and apply the deltas, then stops it where it writes
+    // the stats: the refresh transaction is open with the deltas applied and not committed.
+    const blocker = new pg.Client({ connectionString: t.cfg.sinkUrl });
+    await blocker.connect();
+    let blockedPid = 0;
+    try {
+      await blocker.query(`BEGIN; LOCK TABLE dws_region_daily_stats IN SHARE MODE`);
+      await t.q(`INSERT INTO power_consumption SELECT 400 + g, 1 + g % 6, 0.25 * g, 0.10, '${DAY1} 11:00'
+        FROM generate_series(0, 4) g`);
+      await t.q(`BEGIN;
+        UPDATE power_consumption SET consumption_amount = consumption_amount * 2 WHERE consumption_id BETWEEN 101 AND 103;
+        DELETE FROM power_consumption WHERE consumption_id = 109;
+        INSERT INTO power_user VALUES (7, 'u7', '居民用电', 2, 'r2', now());
+        INSERT INTO power_consumption VALUES (410, 7, 3.00, 1.00, '${DAY2} 13:00');
+        COMMIT`);
+      await t.waitFor('a refresh holding applied deltas, waiting to write the stats', async () => {
+        blockedPid = await refreshWaitingWithDeltasApplied(blocker);
+        return blockedPid > 0;
+      });
+      process.kill(readPid(path.join(t.cfg.home, 'run', 'worker.pid'))!, 'SIGKILL');
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+    // The killed worker's transaction rolls back: its deltas are there again for the next refresh.
+    await t.waitFor('the killed refresh rolled back', async () => {
+      const gone = await t.q(`SELECT 1 FROM pg_stat_activity WHERE pid = $1`, [blockedPid]);
+      return gone.length === 0;
+    });
+    const pending = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM stategrid_dws_delta`);
+    assert.ok(pending[0].n > 0, 'the deltas the killed refresh had applied are pending again');
+
+    await stackUp(t.cfg, () => undefined);
+    await assertExact([DAY1, DAY2]);
+    const after = await lateFigures();
+    assert.equal(after.lateEvents - before.lateEvents, 5, 'each late row counted once');
+  });
+
+  /**
+   * The worker backend whose refresh waits for the stats table's lock while holding the delta and totals tables
+   * it wrote (deltas taken and applied), or 0.
+   */
+  async function refreshWaitingWithDeltasApplied(blocker: pg.Client): Promise<number> {
+    const { rows } = await blocker.query<{ pid: number }>(
+      `SELECT a.pid FROM pg_stat_activity a
+       WHERE a.application_name = 'stategrid-worker' AND a.wait_event_type = 'Lock'
+         AND (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid AND l.granted AND l.mode = 'RowExclusiveLock'
+           AND l.relation IN ('stategrid_dws_delta'::regclass, 'dws_user_day_total'::regclass)) = 2`,
+    );
+    return rows[0]?.pid ?? 0;
+  }
 
   async function lateFigures(): Promise<{ revisions: number; lateEvents: number }> {
     const rows = await t.q<{ revisions: number; late: number }>(
