@@ -34,7 +34,8 @@ describe('incremental DWS', function () {
   }
 
   it('stays exact under updates, deletes, region moves, renames, day moves and ties', async () => {
-    await t.freshPipeline({}, async () => {
+    // Small chunks: the fanned-out snapshot loads the consumptions in several chunks, four at a time.
+    await t.freshPipeline({ snapshotChunkRows: 100 }, async () => {
       await t.q(`INSERT INTO power_user VALUES (1, 'u1', '居民用电', 1, 'r1', now()),
         (2, 'u2', '居民用电', 1, 'r1', now()), (3, 'u3', '商业用电', 1, 'r1', now()),
         (4, 'u4', '商业用电', 2, 'r2', now()), (5, 'u5', '工业用电', 2, 'r2', now()),
@@ -44,9 +45,18 @@ describe('incremental DWS', function () {
         FROM generate_series(1, 40) g`,
         [DAY1],
       );
+      await t.q(
+        `INSERT INTO power_consumption SELECT 1000 + g, 1 + g % 6, 0.50 + (g % 11), 0.25, $1::date + g * interval '3 minutes'
+        FROM generate_series(0, 449) g`,
+        [DAY1],
+      );
     });
-    // The snapshot fills the totals from DWD (dirty marks, not deltas).
+    // The snapshot fills the totals from DWD (dirty marks of every chunk, not deltas).
     await assertExact([DAY1, DAY2]);
+    const chunks = await t.q<{ n: number }>(
+      `SELECT count(*)::int AS n FROM stategrid_snapshot_chunk WHERE table_name = 'power_consumption'`,
+    );
+    assert.ok(chunks[0].n > 1, 'the consumptions were loaded in several chunks');
 
     // Inserts, and a tie in region 1 on DAY2: users 1 and 2 both at 12.00, ranked by user_id.
     await t.q(`INSERT INTO power_consumption VALUES (101, 1, 5.00, 1.00, '${DAY2} 01:00'),
