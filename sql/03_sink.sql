@@ -86,6 +86,36 @@ CREATE TABLE IF NOT EXISTS dws_user_ranking (
 );
 CREATE INDEX IF NOT EXISTS dws_user_ranking_region_idx ON dws_user_ranking (stat_date, region_id, ranking);
 
+-- Per-user day totals of DWD, the grouping behind both DWS tables, maintained by the DWS refresher from the deltas
+-- batches leave (docs/data-semantics.md#dws-grouping-and-ranking). A row with detail_rows = 0 is a user who left
+-- the partition; the refresh that empties it deletes it. Names are part of the key: a rename moves the user's rows.
+CREATE TABLE IF NOT EXISTS dws_user_day_total (
+  stat_date         DATE NOT NULL,
+  region_id         INT NOT NULL,
+  user_id           BIGINT NOT NULL,
+  region_name       VARCHAR(50) NOT NULL,
+  user_name         VARCHAR(100) NOT NULL,
+  total_consumption NUMERIC(20, 2) NOT NULL,
+  total_cost        NUMERIC(20, 2) NOT NULL,
+  detail_rows       BIGINT NOT NULL,
+  max_consumption   NUMERIC(12, 2),
+  PRIMARY KEY (stat_date, region_id, user_id, region_name, user_name)
+);
+
+-- DWD row changes not yet in dws_user_day_total: each batch appends, in its own transaction, its detail rows
+-- before the change (rows < 0) and after it (rows > 0); the refresher deletes what it applies in the transaction
+-- that applies it, so every change counts exactly once. No index: it is read whole and emptied by every refresh.
+CREATE TABLE IF NOT EXISTS stategrid_dws_delta (
+  stat_date   DATE NOT NULL,
+  region_id   INT NOT NULL,
+  user_id     BIGINT NOT NULL,
+  region_name VARCHAR(50) NOT NULL,
+  user_name   VARCHAR(100) NOT NULL,
+  amount      NUMERIC(12, 2) NOT NULL,
+  cost        NUMERIC(12, 2) NOT NULL,
+  rows        INT NOT NULL
+);
+
 -- Resume point of each pipeline; written in the same transaction as the data it covers.
 CREATE TABLE IF NOT EXISTS stategrid_checkpoint (
   pipeline_id     TEXT PRIMARY KEY,

@@ -18,7 +18,7 @@ export function windowActivities({ sink }: ActivityDeps) {
         partitions: r.partitions,
         statsChanged: r.statsChanged,
         rankingChanged: r.rankingChanged,
-        drift: r.statsChanged + r.rankingChanged,
+        drift: r.statsChanged + r.rankingChanged + r.totalsDrift,
         revisions: r.revisions,
       };
     },

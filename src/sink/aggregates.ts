@@ -3,7 +3,10 @@ import { withTransaction } from '../db/client';
 import { advanceDwsCursor, lockCheckpoint, readCheckpoint } from './checkpoint';
 import * as dws from './dws';
 
-/** DWS maintenance: refresh of dirty partitions, window close, whole-day recompute. */
+/**
+ * DWS maintenance: per-user day totals follow DWD by deltas, DWS partitions are recomputed from them (refresh);
+ * window close and whole-day recompute check the totals against a from-scratch computation from DWD (drift).
+ */
 
 export type RefreshResult = {
   partitions: number;
@@ -14,30 +17,125 @@ export type RefreshResult = {
   lateEvents?: number;
 };
 
+/** (day, region) partitions as the parallel arrays the statements take. */
+type Partitions = { dates: string[]; regions: number[] };
+
+/** DWD rows changed per day, from the deltas or dirty marks a refresh took (late events when the day is final). */
+type ChangesByDay = Map<string, number>;
+
+const NOTHING: RefreshResult = { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
+
+const distinct = <T>(values: T[]) => [...new Set(values)];
+
+function addChanges(into: ChangesByDay, byDay: Record<string, number | string>): void {
+  for (const [day, n] of Object.entries(byDay)) into.set(day, (into.get(day) ?? 0) + Number(n));
+}
+
+async function applyDeltas(client: pg.ClientBase, changes: ChangesByDay): Promise<Partitions> {
+  const { rows } = await client.query<{ dates: string[]; regions: number[]; changes_by_day: object }>(
+    dws.APPLY_DELTAS,
+  );
+  addChanges(changes, rows[0].changes_by_day as Record<string, string>);
+  return { dates: rows[0].dates, regions: rows[0].regions };
+}
+
+/** Rebuilds the partitions' per-user totals from DWD; returns the totals the incremental state got wrong. */
+async function rebuildTotals(
+  client: pg.ClientBase,
+  parts: Partitions,
+  changes: ChangesByDay,
+): Promise<number> {
+  if (!parts.dates.length) return 0;
+  // The per-user grouping of a large day fits in memory with this, instead of spilling to disk.
+  await client.query(dws.ENOUGH_WORK_MEM);
+  const { rows } = await client.query<{ drift: number; changes_by_day: object }>(dws.REBUILD_TOTALS, [
+    parts.dates,
+    parts.regions,
+    distinct(parts.dates),
+    distinct(parts.regions),
+  ]);
+  addChanges(changes, rows[0].changes_by_day as Record<string, string>);
+  return rows[0].drift;
+}
+
 async function refreshPartitions(
   client: pg.ClientBase,
-  dates: string[],
-  regions: number[],
+  parts: Partitions,
   reason: string,
 ): Promise<{ result: RefreshResult; revisionsByDay: Record<string, number> }> {
+  if (!parts.dates.length) return { result: NOTHING, revisionsByDay: {} };
   // Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only).
   await client.query(dws.ENOUGH_WORK_MEM);
-  const { rows } = await client.query(dws.REFRESH_PARTITIONS, [
-    dates,
-    regions,
-    reason,
-    [...new Set(dates)],
-    [...new Set(regions)],
-  ]);
+  const { rows } = await client.query(dws.REFRESH_PARTITIONS, [parts.dates, parts.regions, reason]);
   return {
     result: {
-      partitions: dates.length,
+      partitions: new Set(parts.dates.map((d, i) => `${d}/${parts.regions[i]}`)).size,
       statsChanged: rows[0].stats_changed,
       rankingChanged: rows[0].ranking_changed,
       revisions: rows[0].revisions,
     },
     revisionsByDay: rows[0].revisions_by_day,
   };
+}
+
+/**
+ * Brings the totals and DWS up to every change committed so far, under the DWS lock: partitions with a dirty mark
+ * (snapshot, truncate) rebuilt from DWD, every pending delta applied, each touched partition refreshed once (so a
+ * closed day gets one revision per partition however many late changes arrived), marks taken dropped and late
+ * events counted. `beforeMarksDropped` runs before any mark row is locked (see refreshDirtyPartitions).
+ */
+async function catchUp(
+  client: pg.ClientBase,
+  beforeMarksDropped: () => Promise<void> = async () => undefined,
+): Promise<RefreshResult> {
+  const { rows: marks } = await client.query<DirtyMark>(dws.READ_DIRTY_PARTITIONS);
+  const marked = { dates: marks.map((m) => m.stat_date), regions: marks.map((m) => m.region_id) };
+  const changes: ChangesByDay = new Map();
+  await rebuildTotals(client, marked, changes);
+  const applied = await applyDeltas(client, changes);
+  const touched = {
+    dates: [...marked.dates, ...applied.dates],
+    regions: [...marked.regions, ...applied.regions],
+  };
+  const refreshed = await refreshPartitions(client, touched, 'late data');
+  await beforeMarksDropped();
+  await dropTakenMarks(client, marks, changes);
+  const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
+  return { ...refreshed.result, lateEvents };
+}
+
+type DirtyMark = { stat_date: string; region_id: number; changes: string };
+
+/**
+ * Drops the marks a refresh or recompute read and took care of. Late events are counted from the marks dropped
+ * here; a mark a batch raised again meanwhile is kept and counts with the next refresh.
+ */
+async function dropTakenMarks(
+  client: pg.ClientBase,
+  marks: DirtyMark[],
+  changes: ChangesByDay,
+): Promise<void> {
+  if (!marks.length) return;
+  const { rows: dropped } = await client.query<{ stat_date: string; changes: string }>(dws.DROP_TAKEN_MARKS, [
+    marks.map((m) => m.stat_date),
+    marks.map((m) => m.region_id),
+    marks.map((m) => m.changes),
+  ]);
+  addChanges(changes, Object.fromEntries(dropped.map((d) => [d.stat_date, d.changes])));
+}
+
+async function countLateEvents(
+  client: pg.ClientBase,
+  changes: ChangesByDay,
+  revisionsByDay: Record<string, number>,
+): Promise<number> {
+  if (!changes.size) return 0;
+  const late = await client.query<{ changes: string }>(dws.COUNT_LATE_EVENTS, [
+    [...changes.keys()],
+    [...changes.values()],
+    JSON.stringify(revisionsByDay),
+  ]);
+  return late.rows.reduce((n, r) => n + Number(r.changes), 0);
 }
 
 /**
@@ -50,80 +148,79 @@ async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null)
 }
 
 /**
- * Recomputes every partition DWD changes marked dirty; late changes to closed days leave revisions. Runs beside
- * batch writes (no checkpoint lock): it reads the confirmed position first, so every batch up to it has its marks
- * committed and seen by the refresh, and records that position as dws_lsn after it commits.
+ * Applies every committed DWD change to DWS; late changes to closed days leave revisions. Runs beside batch
+ * writes: it reads the confirmed position first, so every batch up to it has its deltas committed and taken by
+ * this refresh, and records that position as dws_lsn in the transaction that applies them. The cursor is written
+ * before marks are locked: a batch holds the checkpoint row while it writes marks, so the other order could
+ * deadlock.
  */
 export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-  const result = await withTransaction(pool, async (client) => {
+  return withTransaction(pool, async (client) => {
     await client.query(dws.LOCK_DWS);
-    const { rows } = await client.query<{ stat_date: string; region_id: number; changes: string }>(
-      dws.READ_DIRTY_PARTITIONS,
-    );
-    if (!rows.length) return { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
-    const dates = rows.map((r) => r.stat_date);
-    const regions = rows.map((r) => r.region_id);
-    const counts = rows.map((r) => r.changes);
-    const refreshed = await refreshPartitions(client, dates, regions, 'late data');
-    // Late events are counted from the marks dropped here; a mark kept for the next refresh counts then.
-    const { rows: dropped } = await client.query<{ stat_date: string; changes: string }>(
-      dws.DROP_TAKEN_MARKS,
-      [dates, regions, counts],
-    );
-    const late = await client.query<{ changes: string }>(dws.COUNT_LATE_EVENTS, [
-      dropped.map((d) => d.stat_date),
-      dropped.map((d) => d.changes),
-      JSON.stringify(refreshed.revisionsByDay),
-    ]);
-    return { ...refreshed.result, lateEvents: late.rows.reduce((n, r) => n + Number(r.changes), 0) };
+    return catchUp(client, () => advanceDwsCursor(client, pipelineId, cp.confirmed_lsn));
   });
-  await advanceDwsCursor(pool, pipelineId, cp.confirmed_lsn);
-  return result;
 }
 
 /**
- * Recomputes the given partitions now, under the DWS lock like a refresh (repair). Their dirty marks stay for the
- * refresher, which then finds nothing to change; closed days get revisions with `reason`.
+ * Recomputes the given partitions now from DWD, under the DWS lock like a refresh (repair, which changes DWD
+ * without deltas); closed days get revisions with `reason`.
  */
 export async function recomputePartitions(
   pool: pg.Pool,
   partitions: { stat_date: string; region_id: number }[],
   reason: string,
 ): Promise<RefreshResult> {
-  if (!partitions.length) return { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
+  if (!partitions.length) return NOTHING;
   return withTransaction(pool, async (client) => {
     await client.query(dws.LOCK_DWS);
-    const refreshed = await refreshPartitions(
-      client,
-      partitions.map((p) => p.stat_date),
-      partitions.map((p) => p.region_id),
-      reason,
-    );
-    return refreshed.result;
+    const parts = { dates: partitions.map((p) => p.stat_date), regions: partitions.map((p) => p.region_id) };
+    const { rows: marks } = await client.query<DirtyMark>(dws.READ_MARKS_OF_PARTITIONS, [
+      parts.dates,
+      parts.regions,
+    ]);
+    const changes: ChangesByDay = new Map();
+    await rebuildTotals(client, parts, changes);
+    const refreshed = await refreshPartitions(client, parts, reason);
+    // The repair's own rebuild marks (and any other mark of these partitions) are taken care of now.
+    await dropTakenMarks(client, marks, changes);
+    const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
+    return { ...refreshed.result, lateEvents };
   });
 }
 
-export type DayResult = RefreshResult & { date: string; newlyClosed?: boolean };
+export type DayResult = RefreshResult & {
+  date: string;
+  /** Per-user day totals that differed from the from-scratch computation (must stay 0). */
+  totalsDrift: number;
+  newlyClosed?: boolean;
+};
 
-async function refreshWholeDay(client: pg.ClientBase, date: string, reason: string): Promise<RefreshResult> {
+/**
+ * A whole day from scratch, after catching up: its per-user totals rebuilt from DWD (what differed is drift),
+ * then its DWS partitions from them (rows changed that catching up did not are drift too).
+ */
+async function recheckWholeDay(
+  client: pg.ClientBase,
+  date: string,
+  reason: string,
+): Promise<Omit<DayResult, 'date'>> {
+  await catchUp(client);
   const { rows } = await client.query<{ region_id: number }>(dws.REGIONS_OF_DAY, [date]);
-  const regions = rows.map((r) => r.region_id);
-  const { result } = await refreshPartitions(
-    client,
-    regions.map(() => date),
-    regions,
-    reason,
-  );
-  return result;
+  const day = { dates: rows.map(() => date), regions: rows.map((r) => r.region_id) };
+  const changes: ChangesByDay = new Map();
+  const totalsDrift = await rebuildTotals(client, day, changes);
+  const { result, revisionsByDay } = await refreshPartitions(client, day, reason);
+  const lateEvents = await countLateEvents(client, changes, revisionsByDay);
+  return { ...result, partitions: rows.length, lateEvents, totalsDrift };
 }
 
 /**
  * Closes a day's window: final recompute of all its partitions, then is_final on the window and its rows. It
- * runs beside the stream (no checkpoint lock, which stalled every batch for the whole-day recompute): like a
- * refresh it drops only the day's marks it read before recomputing, so a batch committed meanwhile keeps its
- * marks and the next refresh brings its rows in (as a revision of the now final day).
+ * runs beside the stream (no checkpoint lock, which stalled every batch for the whole-day recompute): the rebuild
+ * takes the deltas of the day it sees in the snapshot it reads DWD in, so a batch committed meanwhile keeps its
+ * deltas and the next refresh brings its rows in (as a revision of the now final day).
  */
 export async function closeDayWindow(
   pool: pg.Pool,
@@ -135,19 +232,10 @@ export async function closeDayWindow(
     await client.query(dws.LOCK_DWS);
     if (!(await readCheckpoint(client, pipelineId)))
       throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-    const { rows: marks } = await client.query<{ region_id: number; changes: string }>(
-      dws.READ_DIRTY_OF_DAY,
-      [date],
-    );
-    const refreshed = await refreshWholeDay(client, date, 'close');
-    await client.query(dws.DROP_TAKEN_MARKS, [
-      marks.map(() => date),
-      marks.map((m) => m.region_id),
-      marks.map((m) => m.changes),
-    ]);
+    const checked = await recheckWholeDay(client, date, 'close');
     const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
     for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
-    return { date, ...refreshed, newlyClosed: rows[0].newly_closed };
+    return { date, ...checked, newlyClosed: rows[0].newly_closed };
   });
 }
 
@@ -159,8 +247,8 @@ export async function recomputeDay(
 ): Promise<DayResult> {
   return withTransaction(pool, async (client) => {
     await lockForWholeDay(client, pipelineId);
-    const refreshed = await refreshWholeDay(client, date, 'recompute');
+    const checked = await recheckWholeDay(client, date, 'recompute');
     await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
-    return { date, ...refreshed };
+    return { date, ...checked };
   });
 }

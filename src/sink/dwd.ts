@@ -1,6 +1,7 @@
 /**
  * DWD layer SQL, built from the table spec: valid users, and valid consumptions LEFT JOINed to the current valid
- * user row; plus the DWS dirty marks that DWD changes leave, and the one-statement streaming batch.
+ * user row; plus the DWS deltas (and, for truncates and snapshots, dirty marks) that DWD changes leave, and the
+ * one-statement streaming batch.
  */
 import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../schema/tables';
 import { named, type Statement } from '../db/sql';
@@ -71,6 +72,32 @@ WHERE region_id IS NOT NULL
 GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (stat_date, region_id) DO UPDATE SET changes = stategrid_dws_dirty.changes + EXCLUDED.changes`;
 
+/**
+ * Marks the given partitions for a rebuild from DWD without counting changes (a repair wrote DWD without deltas:
+ * if the repair dies before it recomputes them, the next refresh does). $1 date[], $2 int[].
+ */
+export const MARK_FOR_REBUILD = `
+INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
+SELECT DISTINCT stat_date, region_id, 0 FROM unnest($1::date[], $2::int[]) AS p(stat_date, region_id)
+ORDER BY 1, 2
+ON CONFLICT (stat_date, region_id) DO NOTHING`;
+
+/** Detail columns a DWS delta is made of: the per-user day totals' key and the measures. */
+const DELTA_COLUMNS =
+  'consumption_date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost';
+
+/**
+ * Appends the DWS deltas of detail rows: `rows` selects DELTA_COLUMNS and `n`, -1 for a row as it was before the
+ * change and +1 as it is after. A row the change left as it was (a user update that kept name and region) cancels
+ * out here. Orphans (no region) are outside DWS and leave none.
+ */
+export const recordDeltas = (rows: string) => `
+INSERT INTO stategrid_dws_delta (stat_date, region_id, user_id, region_name, user_name, amount, cost, rows)
+SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost,
+  sum(n) FROM (${rows}) d
+WHERE region_id IS NOT NULL
+GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING sum(n) <> 0`;
+
 // $1: JSON array of valid user rows.
 export const UPSERT_DWD_USERS = insertDwdUsers(
   `jsonb_to_recordset($1::jsonb) AS ${recordsetOf('power_user', 'r')}`,
@@ -110,13 +137,15 @@ export const detailsOfKeys = (cols: string) => `
   UNION ALL
   SELECT ${cols} FROM ${CONSUMPTION_TABLE.dwd}
   WHERE user_id = ANY($2::bigint[]) AND consumption_id <> ALL($1::bigint[])`;
-export const MARK_DIRTY_FOR_KEYS = markDirty(detailsOfKeys('consumption_date, region_id'));
+// The detail rows of the given consumptions ($1) and users ($2) leave DWS (before DWD changes) or enter it (after).
+export const DELTAS_LEAVING_FOR_KEYS = recordDeltas(detailsOfKeys(`${DELTA_COLUMNS}, -1 AS n`));
+export const DELTAS_ENTERING_FOR_KEYS = recordDeltas(detailsOfKeys(`${DELTA_COLUMNS}, 1 AS n`));
 
 export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}`);
 
 /**
- * A batch that touches only consumptions, in one statement: change log, dead letters, ODS, DWD and the DWS dirty
- * marks of the rows' old and new partitions (the old ones read from the statement's snapshot, before its writes).
+ * A batch that touches only consumptions, in one statement: change log, dead letters, ODS, DWD and the DWS deltas
+ * of the rows' old and new states (the old ones read from the statement's snapshot, before its writes).
  * Named parameters: change_log (JSON), rows (final rows JSON with _lsn, _op, _valid), deleted (keys), leaving
  * (keys leaving DWD: deleted or invalid), touched (every key), dead_letters (JSON).
  *
@@ -147,15 +176,15 @@ c AS MATERIALIZED (SELECT * FROM ${rows}${where}),
 ods_up AS (${insertOds('power_consumption', 'c', { upsert: true, extra })} RETURNING 1),
 ods_del AS (DELETE FROM ${CONSUMPTION_TABLE.ods} WHERE consumption_id = ANY(:deleted::bigint[])${gate} RETURNING 1),
 old_parts AS (
-  SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}
+  SELECT ${DELTA_COLUMNS}, -1 AS n FROM ${CONSUMPTION_TABLE.dwd}
   WHERE consumption_id = ANY(:touched::bigint[])${gate}),
 dwd_del AS (DELETE FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY(:leaving::bigint[])${gate} RETURNING 1),
-dwd_up AS (${insertDwdDetails('c', { where: 'c._valid', upsert: true, returning: 'consumption_date, region_id' })}),
-dirty AS (${markDirty('SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up')} RETURNING 1)
+dwd_up AS (${insertDwdDetails('c', { where: 'c._valid', upsert: true, returning: `${DELTA_COLUMNS}, 1 AS n` })}),
+deltas AS (${recordDeltas('SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up')} RETURNING 1)
 SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
   (SELECT count(*) FROM ods_up)::int + (SELECT count(*) FROM ods_del)::int AS ods,
   (SELECT count(*) FROM dwd_up)::int + (SELECT count(*) FROM dwd_del)::int AS dwd,
-  (SELECT count(*) FROM dirty)::int AS dirty`;
+  (SELECT count(*) FROM deltas)::int AS deltas`;
 }
 
 type BatchParam = 'change_log' | 'rows' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';

@@ -1,35 +1,159 @@
-/** DWS layer SQL: per (day, region) partitions recomputed set-based from DWD; exact numeric sums. */
+/**
+ * DWS layer SQL: per-user day totals maintained by deltas of DWD changes (rebuilt from DWD where a delta cannot
+ * be exact), and per (day, region) partitions recomputed set-based from them; exact numeric sums.
+ */
 import { CONSUMPTION_TABLE, USER_TABLE } from '../schema/tables';
 
 // Partitions as two parallel arrays: $1 date[], $2 int[].
 const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::date[], $2::int[]) AS x(stat_date, region_id))`;
 
+const TOTALS_KEY = 'stat_date, region_id, user_id, region_name, user_name';
+
 /**
- * Recomputes both DWS tables for the partitions from one pass over DWD: per-user day totals first (the ranking
- * rows), region stats rolled up from them. Returns changed rows per table and revisions of closed days.
- * $1 date[], $2 int[] (partitions), $3 revision reason, $4 and $5 the distinct dates and regions in them.
+ * Per-user day totals of the partitions computed from scratch from DWD, aggregated first over the index range of
+ * the days and regions, then kept only for the partitions: the grouping holds day and region, so filtering after
+ * it is exact. Needs PARTITIONS as p; $3 and $4 the distinct dates and regions in them.
+ */
+const TOTALS_FROM_DWD = `
+  SELECT u.* FROM (
+    SELECT d.consumption_date::date AS stat_date, d.region_id, d.user_id, d.region_name, d.user_name,
+      sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
+      count(*) AS detail_rows, max(d.consumption_amount) AS max_consumption
+    FROM ${CONSUMPTION_TABLE.dwd} d
+    WHERE d.consumption_date::date = ANY($3::date[]) AND d.region_id = ANY($4::int[])
+    GROUP BY 1, 2, 3, 4, 5) u
+  JOIN p ON p.stat_date = u.stat_date AND p.region_id = u.region_id`;
+
+/**
+ * Applies every delta batches have committed to the per-user day totals and deletes it, in one statement: one
+ * snapshot for the deltas taken and the DWD rows a shrinking max is recomputed from, and one transaction with
+ * the deletion, so each delta counts exactly once. Sums and row counts add up; a max only grows by a delta, and
+ * is recomputed from the user's DWD rows of that day when a row at or above it left. Returns the partitions
+ * touched and the DWD rows changed per day (late events, when the day is closed).
+ */
+export const APPLY_DELTAS = `
+WITH taken AS MATERIALIZED (DELETE FROM stategrid_dws_delta RETURNING *),
+by_amount AS (
+  SELECT ${TOTALS_KEY}, amount, sum(rows) AS n, sum(rows * cost) AS cost, sum(abs(rows)) AS touched
+  FROM taken GROUP BY 1, 2, 3, 4, 5, 6),
+net AS MATERIALIZED (
+  SELECT ${TOTALS_KEY}, sum(n * amount) AS total_consumption, sum(cost) AS total_cost, sum(n) AS detail_rows,
+    max(amount) FILTER (WHERE n > 0) AS added_max, max(amount) FILTER (WHERE n < 0) AS removed_max
+  FROM by_amount GROUP BY 1, 2, 3, 4, 5),
+updated AS (
+  UPDATE dws_user_day_total t SET total_consumption = t.total_consumption + n.total_consumption,
+    total_cost = t.total_cost + n.total_cost, detail_rows = t.detail_rows + n.detail_rows,
+    max_consumption = CASE
+      WHEN t.detail_rows + n.detail_rows = 0 THEN NULL
+      WHEN n.removed_max >= t.max_consumption THEN (
+        SELECT max(d.consumption_amount) FROM ${CONSUMPTION_TABLE.dwd} d
+        WHERE d.user_id = t.user_id AND d.consumption_date::date = t.stat_date AND d.region_id = t.region_id
+          AND d.region_name = t.region_name AND d.user_name = t.user_name)
+      ELSE GREATEST(t.max_consumption, n.added_max) END
+  FROM net n
+  WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
+    = (n.stat_date, n.region_id, n.user_id, n.region_name, n.user_name)
+  RETURNING 1),
+inserted AS (
+  INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, added_max FROM net n
+  WHERE n.detail_rows <> 0 AND NOT EXISTS (SELECT 1 FROM dws_user_day_total t
+    WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
+      = (n.stat_date, n.region_id, n.user_id, n.region_name, n.user_name))
+  RETURNING 1),
+parts AS (SELECT DISTINCT stat_date, region_id FROM net)
+SELECT (SELECT count(*) FROM updated)::int + (SELECT count(*) FROM inserted)::int AS totals_changed,
+  (SELECT coalesce(array_agg(stat_date::text), '{}') FROM parts) AS dates,
+  (SELECT coalesce(array_agg(region_id), '{}') FROM parts) AS regions,
+  (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
+    (SELECT stat_date::text, sum(touched)::bigint AS n FROM by_amount GROUP BY 1) x) AS changes_by_day`;
+
+/**
+ * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
+ * partitions' pending deltas (one snapshot: what DWD shows is what those deltas would have added). `drift` counts
+ * the totals that the incremental state (totals plus pending deltas) got wrong; a max is compared only where no
+ * pending delta touched the user, since deltas cannot tell a max exactly. $1 date[], $2 int[] (partitions), $3
+ * and $4 their distinct dates and regions.
+ */
+export const REBUILD_TOTALS = `
+WITH ${PARTITIONS},
+pending AS MATERIALIZED (
+  DELETE FROM stategrid_dws_delta d USING p WHERE d.stat_date = p.stat_date AND d.region_id = p.region_id
+  RETURNING d.*),
+fresh AS MATERIALIZED (${TOTALS_FROM_DWD}),
+current AS MATERIALIZED (
+  SELECT t.* FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id),
+incremental AS (
+  SELECT ${TOTALS_KEY}, sum(total_consumption) AS total_consumption, sum(total_cost) AS total_cost,
+    sum(detail_rows) AS detail_rows FROM (
+      SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows FROM current
+      UNION ALL
+      SELECT ${TOTALS_KEY}, rows * amount, rows * cost, rows FROM pending) x
+  GROUP BY 1, 2, 3, 4, 5 HAVING sum(detail_rows) <> 0),
+sums_drift AS (
+  (SELECT * FROM incremental EXCEPT ALL
+    SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows FROM fresh)
+  UNION ALL
+  (SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows FROM fresh EXCEPT ALL
+    SELECT * FROM incremental)),
+max_drift AS (
+  SELECT 1 FROM current c JOIN fresh f USING (stat_date, region_id, user_id, region_name, user_name)
+  WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
+    AND NOT EXISTS (SELECT 1 FROM pending d WHERE (d.stat_date, d.region_id, d.user_id, d.region_name, d.user_name)
+      = (c.stat_date, c.region_id, c.user_id, c.region_name, c.user_name))),
+removed AS (
+  DELETE FROM dws_user_day_total t USING p
+  WHERE t.stat_date = p.stat_date AND t.region_id = p.region_id
+    AND (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name) NOT IN (SELECT ${TOTALS_KEY} FROM fresh)
+  RETURNING 1),
+upserted AS (
+  INSERT INTO dws_user_day_total AS t (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM fresh
+  ON CONFLICT (${TOTALS_KEY}) DO UPDATE SET total_consumption = EXCLUDED.total_consumption,
+    total_cost = EXCLUDED.total_cost, detail_rows = EXCLUDED.detail_rows, max_consumption = EXCLUDED.max_consumption
+  WHERE (t.total_consumption, t.total_cost, t.detail_rows, t.max_consumption)
+    IS DISTINCT FROM (EXCLUDED.total_consumption, EXCLUDED.total_cost, EXCLUDED.detail_rows, EXCLUDED.max_consumption)
+  RETURNING 1)
+SELECT (SELECT count(*) FROM sums_drift)::int + (SELECT count(*) FROM max_drift)::int AS drift,
+  (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS totals_changed,
+  (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
+    (SELECT stat_date::text, sum(abs(rows))::bigint AS n FROM pending GROUP BY 1) x) AS changes_by_day`;
+
+/**
+ * Recomputes both DWS tables for the partitions from their per-user day totals (no DWD detail row is read): the
+ * totals are the ranking rows, region stats roll up from them (distinct users are the users with rows, the max
+ * the largest user max). Writes only rows whose values changed, deletes totals of users who left, and returns
+ * changed rows per table and revisions of closed days: one per partition and refresh, however many changes it
+ * took in. $1 date[], $2 int[] (partitions), $3 revision reason.
  */
 export const REFRESH_PARTITIONS = `
 WITH ${PARTITIONS},
 per_user AS MATERIALIZED (
-  -- Aggregated first over the index range of the dirty days and regions, then kept only for the dirty
-  -- partitions: the grouping holds day and region, so filtering after it is exact and joins 1 row per user.
-  SELECT u.* FROM (
-    SELECT d.consumption_date::date AS stat_date, d.user_id, d.user_name, d.region_id, d.region_name,
-      sum(d.consumption_amount) AS total_consumption, sum(d.consumption_cost) AS total_cost,
-      max(d.consumption_amount) AS max_consumption
-    FROM ${CONSUMPTION_TABLE.dwd} d
-    WHERE d.consumption_date::date = ANY($4::date[]) AND d.region_id = ANY($5::int[])
-    GROUP BY 1, d.user_id, d.user_name, d.region_id, d.region_name) u
-  JOIN p ON p.stat_date = u.stat_date AND p.region_id = u.region_id),
+  SELECT t.stat_date, t.user_id, t.user_name, t.region_id, t.region_name, t.total_consumption, t.total_cost,
+    t.max_consumption
+  FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id
+  WHERE t.detail_rows > 0),
+emptied AS (
+  DELETE FROM dws_user_day_total t USING p
+  WHERE t.stat_date = p.stat_date AND t.region_id = p.region_id AND t.detail_rows = 0
+  RETURNING 1),
 fresh AS (
   SELECT region_id, region_name, stat_date, sum(total_consumption) AS total_consumption,
     sum(total_cost) AS total_cost, count(DISTINCT user_id) AS user_count, max(max_consumption) AS max_consumption
   FROM per_user GROUP BY region_id, region_name, stat_date),
-ranked AS (
+ranked AS MATERIALIZED (
   SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost,
     row_number() OVER (PARTITION BY stat_date, region_id ORDER BY total_consumption DESC, user_id ASC) AS ranking
   FROM per_user),
+-- Only ranks that differ go to the upsert: ON CONFLICT locks (writes) every row it meets, even one it leaves.
+changed_ranks AS (
+  SELECT f.* FROM ranked f
+  LEFT JOIN dws_user_ranking r ON r.stat_date = f.stat_date AND r.user_id = f.user_id
+  LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  WHERE r.user_id IS NULL
+    OR (r.user_name, r.region_id, r.region_name, r.total_consumption, r.total_cost, r.ranking, r.is_final)
+      IS DISTINCT FROM (f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost, f.ranking,
+        COALESCE(w.is_final, false))),
 old AS (
   SELECT s.region_id, s.region_name, s.stat_date, s.total_consumption, s.total_cost, s.user_count, s.max_consumption
   FROM dws_region_daily_stats s JOIN p ON s.stat_date = p.stat_date AND s.region_id = p.region_id),
@@ -73,7 +197,7 @@ upserted_ranks AS (
     total_cost, ranking, is_final, updated_at)
   SELECT f.stat_date, f.user_id, f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost,
     f.ranking, COALESCE(w.is_final, false), now()
-  FROM ranked f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  FROM changed_ranks f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
   ON CONFLICT (stat_date, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, region_id = EXCLUDED.region_id,
     region_name = EXCLUDED.region_name, total_consumption = EXCLUDED.total_consumption,
     total_cost = EXCLUDED.total_cost, ranking = EXCLUDED.ranking, is_final = EXCLUDED.is_final, updated_at = now()
@@ -97,6 +221,8 @@ export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
+export const READ_MARKS_OF_PARTITIONS = `SELECT d.stat_date::text, d.region_id, d.changes FROM stategrid_dws_dirty d
+  JOIN unnest($1::date[], $2::int[]) AS p(stat_date, region_id) ON d.stat_date = p.stat_date AND d.region_id = p.region_id`;
 export const READ_DIRTY_OF_DAY = `SELECT region_id, changes FROM stategrid_dws_dirty WHERE stat_date = $1::date`;
 
 /**
@@ -127,6 +253,7 @@ RETURNING x.changes`;
  */
 export const REGIONS_OF_DAY = `
 SELECT region_id FROM ${USER_TABLE.dwd} WHERE region_id IS NOT NULL
+UNION SELECT region_id FROM dws_user_day_total WHERE stat_date = $1::date
 UNION SELECT region_id FROM dws_region_daily_stats WHERE stat_date = $1::date
 UNION SELECT region_id FROM dws_user_ranking WHERE stat_date = $1::date`;
 

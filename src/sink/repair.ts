@@ -16,7 +16,13 @@ import {
   type SourceTable,
 } from '../schema/tables';
 import { lockCheckpoint } from './checkpoint';
-import { detailsOfKeys, insertDwdDetails, insertDwdUsers, REENRICH_DETAILS_OF_USERS } from './dwd';
+import {
+  detailsOfKeys,
+  insertDwdDetails,
+  insertDwdUsers,
+  MARK_FOR_REBUILD,
+  REENRICH_DETAILS_OF_USERS,
+} from './dwd';
 import { castColumns, insertOds, recordsetOf } from './ods';
 import type { OdsExtras } from './ods-columns';
 import { validRows } from './verify-sql';
@@ -123,6 +129,11 @@ export async function applyRepairWindow(
     for (const table of SOURCE_TABLES) records.push(...(await repairOds(client, w, table)));
     const { records: derived, partitions } = await deriveDwd(client, w.keys);
     records.push(...derived);
+    // DWD changed without deltas: the per-user totals of these partitions must be rebuilt, even if we die now.
+    await client.query(MARK_FOR_REBUILD, [
+      partitions.map((p) => p.stat_date),
+      partitions.map((p) => p.region_id),
+    ]);
     await client.query(RECORD_REPAIRS, [
       w.verifyRunId,
       w.pipelineId,

@@ -67,6 +67,8 @@ export async function truncateSink(db: pg.ClientBase): Promise<void> {
     'stategrid_checkpoint',
     'stategrid_dead_letter',
     'stategrid_dws_dirty',
+    'stategrid_dws_delta',
+    'dws_user_day_total',
     'stategrid_window',
     'dws_revision',
     'stategrid_verify_run',

@@ -111,10 +111,11 @@ export async function rowHashes(
 /**
  * DWS partitions whose rows differ from the semantics recomputed from DWD: region stats by (day, region) with
  * exact sums, distinct users and max; the ranking by day and region, ties by user_id. `days` limits the check.
- * A partition with a pending dirty mark is in flight, not different: a batch changed its DWD rows and the next
- * refresh recomputes it. Read in the same statement, a partition without a mark has been refreshed after its last
- * DWD change (a batch writes its marks in the transaction of its DWD rows; a refresh drops only marks unchanged
- * since it read them), so its DWS rows must equal DWD even while the pipeline streams.
+ * A partition with a pending dirty mark or delta is in flight, not different: a batch changed its DWD rows and the
+ * next refresh brings them in. Read in the same statement, a partition without either has been refreshed after
+ * its last DWD change (a batch writes its deltas or marks in the transaction of its DWD rows; a refresh deletes
+ * the deltas it applies in its transaction and drops only marks unchanged since it read them), so its DWS rows
+ * must equal DWD even while the pipeline streams.
  */
 export async function differingDwsPartitions(
   db: pg.ClientBase,
@@ -151,6 +152,7 @@ export async function differingDwsPartitions(
          UNION ALL (SELECT * FROM ranking_actual EXCEPT ALL SELECT * FROM ranking_expected)) r)
      SELECT t AS table, stat_date::text, region_id, count(*)::int AS rows FROM differing d
      WHERE NOT EXISTS (SELECT 1 FROM stategrid_dws_dirty m WHERE m.stat_date = d.stat_date AND m.region_id = d.region_id)
+       AND NOT EXISTS (SELECT 1 FROM stategrid_dws_delta m WHERE m.stat_date = d.stat_date AND m.region_id = d.region_id)
      GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
     days ? [days] : [],
   );

@@ -201,18 +201,21 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
   return { params: consumptionParams(changes, states.power_consumption, deadLetters), result };
 }
 
-function changeLogJson(changes: Change[]): string {
+/**
+ * The change log entries of a batch as one JSON array, written out directly; `bodies` holds row JSON that split
+ * already made (each row is serialized once per batch, not once for ODS and again for the log).
+ */
+function changeLogJson(changes: Change[], bodies?: Map<Row, string>): string {
   const lsnText = lastLsnText();
-  const entries = changes.map((c) => ({
-    commit_lsn: lsnText(c.txLsn),
-    seq: c.seq,
-    table_name: c.kind === 'row' ? c.table : c.tables.join(','),
-    op: c.kind === 'row' ? c.op : 'T',
-    row_data: c.kind === 'row' ? c.row : { tables: c.tables },
-    old_key: c.kind === 'row' && c.oldKey !== undefined ? { [PRIMARY_KEY[c.table]]: c.oldKey } : null,
-    commit_time: c.commitTime,
-  }));
-  return JSON.stringify(entries);
+  const entries = changes.map((c) => {
+    const head = `{"commit_lsn":"${lsnText(c.txLsn)}","seq":${c.seq},"commit_time":${JSON.stringify(c.commitTime)},`;
+    if (c.kind !== 'row')
+      return `${head}"table_name":${JSON.stringify(c.tables.join(','))},"op":"T","row_data":${JSON.stringify({ tables: c.tables })},"old_key":null}`;
+    const rowData = bodies?.get(c.row) ?? JSON.stringify(c.row);
+    const oldKey = c.oldKey === undefined ? 'null' : JSON.stringify({ [PRIMARY_KEY[c.table]]: c.oldKey });
+    return `${head}"table_name":"${c.table}","op":"${c.op}","row_data":${rowData},"old_key":${oldKey}}`;
+  });
+  return `[${entries.join(',')}]`;
 }
 
 type DeadLetter = {
@@ -265,9 +268,10 @@ function consumptionParams(
   state: TableState,
   deadLetters: DeadLetter[],
 ): dwd.ConsumptionBatchParams {
-  const consumptions = split(state);
+  const bodies = new Map<Row, string>();
+  const consumptions = split(state, bodies);
   return {
-    change_log: changeLogJson(changes),
+    change_log: changeLogJson(changes, bodies),
     rows: jsonArray(consumptions.upserts),
     deleted: consumptions.deletes,
     leaving: consumptions.gone,
@@ -312,8 +316,8 @@ async function applyRowSegment(
     if (rows.deletes.length) await client.query(ods.deleteOds(table), [rows.deletes]);
   }
 
-  // DWS partitions the old DWD rows belonged to, before DWD changes.
-  await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
+  // DWS deltas: the touched detail rows leave as they were before DWD changes...
+  await client.query(dwd.DELTAS_LEAVING_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 
   // DWD: valid rows in, invalid or deleted rows out.
   if (users.valid.length) await client.query(dwd.UPSERT_DWD_USERS, [jsonArray(users.valid)]);
@@ -326,8 +330,8 @@ async function applyRowSegment(
     await client.query(dwd.REENRICH_DETAILS_OF_USERS, [touchedUsers]);
   }
 
-  // DWS partitions the new DWD rows belong to.
-  await client.query(dwd.MARK_DIRTY_FOR_KEYS, [touchedConsumptions, touchedUsers]);
+  // ...and enter as they are now.
+  await client.query(dwd.DELTAS_ENTERING_FOR_KEYS, [touchedConsumptions, touchedUsers]);
 }
 
 /**
@@ -335,7 +339,10 @@ async function applyRowSegment(
  * deleted or invalid keys out). Rows are JSON text: the source row plus _lsn, _op and _valid, written out
  * directly (copying each row into a new object cost three times as much on a streaming batch).
  */
-function split(state: TableState): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
+function split(
+  state: TableState,
+  bodies?: Map<Row, string>,
+): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
   const out = {
     upserts: [] as string[],
     deletes: [] as string[],
@@ -350,6 +357,7 @@ function split(state: TableState): { upserts: string[]; deletes: string[]; valid
       continue;
     }
     const body = JSON.stringify(s.row);
+    bodies?.set(s.row, body);
     const row = `${body.length > 2 ? body.slice(0, -1) + ',' : '{'}"_lsn":"${lsnText(s.lsn)}","_op":${JSON.stringify(s.op)},"_valid":${s.valid}}`;
     out.upserts.push(row);
     if (s.valid) out.valid.push(row);

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { readRowsInOneSnapshot, repairLowWatermark } from '../../src/cdc/source-admin';
 import { pipelineState } from '../../src/control/pipeline';
 import { withClient } from '../../src/db/client';
+import { recomputePartitions } from '../../src/sink/aggregates';
 import { readCheckpoint } from '../../src/sink/checkpoint';
 import { applyRepairWindow } from '../../src/sink/repair';
 import type { VerifyReport } from '../../src/verify/warehouse';
@@ -75,6 +76,14 @@ describe('stategrid verify --repair', function () {
         .filter((x) => x.counts.missing + x.counts.extra + x.counts.different > 0)
         .map((x) => [x.table, { missing: x.missing, extra: x.extra, different: x.different }]),
     );
+  const withPool = async <T>(url: string, use: (pool: pg.Pool) => Promise<T>): Promise<T> => {
+    const pool = new pg.Pool({ connectionString: url, max: 1 });
+    try {
+      return await use(pool);
+    } finally {
+      await pool.end();
+    }
+  };
   const regionOf = async (userId: number) =>
     (await t.q<{ r: number }>(`SELECT region_id AS r FROM power_user WHERE user_id = $1`, [userId]))[0].r;
 
@@ -184,6 +193,7 @@ describe('stategrid verify --repair', function () {
     await load.stop();
     await t.caughtUp();
     await t.assertConverged();
+    await t.assertTotalsExact();
     const log = await t.insertsInChangeLog(STREAMED_FROM);
     assert.equal(log.lost, 0, 'every streamed insert is logged');
     assert.equal(log.duplicated, 0, 'no insert is logged twice');
@@ -196,14 +206,22 @@ describe('stategrid verify --repair', function () {
   });
 
   it('leaves keys the stream changed after the low watermark to the stream, and repairs the others', async () => {
-    const [changed, deleted, corrupted] = ['101', '102', '103'];
+    const [changed, deleted, corrupted, lost] = ['101', '102', '103', '104'];
     const cp = (await readCheckpoint(t.db, PIPELINE_ID))!;
+    // A change the stream lost: gone from ODS and DWD, and from the per-user totals and DWS of its partition.
+    const [lostAt] = await t.q<{ stat_date: string; region_id: number }>(
+      `SELECT consumption_date::date::text AS stat_date, region_id FROM dwd_power_consumption_detail
+       WHERE consumption_id = ${lost}`,
+    );
+    await t.q(`DELETE FROM ods_power_consumption WHERE consumption_id = ${lost}`);
+    await t.q(`DELETE FROM dwd_power_consumption_detail WHERE consumption_id = ${lost}`);
+    await withPool(t.cfg.sinkUrl, (sink) => recomputePartitions(sink, [lostAt], 'recompute'));
     // The read happens first; then the stream changes two of the keys, and the third is corrupted in the sink.
     const { low, rows } = await withClient(t.cfg.sourceUrl, async (source) => ({
       low: await repairLowWatermark(source),
       rows: await readRowsInOneSnapshot(source, {
         power_user: [],
-        power_consumption: [changed, deleted, corrupted],
+        power_consumption: [changed, deleted, corrupted, lost],
       }),
     }));
     await t.q(`UPDATE power_consumption SET consumption_amount = 42 WHERE consumption_id = ${changed}`);
@@ -211,31 +229,36 @@ describe('stategrid verify --repair', function () {
     await t.caughtUp();
     await t.q(`UPDATE ods_power_consumption SET consumption_cost = 1000 WHERE consumption_id = ${corrupted}`);
 
-    const sink = new pg.Pool({ connectionString: t.cfg.sinkUrl, max: 1 });
-    try {
-      const applied = await applyRepairWindow(sink, {
+    // Only the repair window: a repair that dies before recomputing the partitions it changed.
+    const applied = await withPool(t.cfg.sinkUrl, (sink) =>
+      applyRepairWindow(sink, {
         pipelineId: PIPELINE_ID,
         epoch: cp.epoch,
         verifyRunId: '0',
         lowLsn: low.lsn,
-        keys: { power_user: [], power_consumption: [changed, deleted, corrupted] },
+        keys: { power_user: [], power_consumption: [changed, deleted, corrupted, lost] },
         source: rows,
         extras: { power_user: [], power_consumption: [] },
-      });
-      assert.deepEqual(
-        applied.records.map((x) => `${x.table} ${x.key} ${x.action}`).sort(),
-        [
-          `ods_power_consumption ${changed} skipped`,
-          `ods_power_consumption ${deleted} skipped`,
-          `ods_power_consumption ${corrupted} updated`,
-        ].sort(),
-        'the stale rows of the changed and the deleted key are not written back',
-      );
-    } finally {
-      await sink.end();
-    }
+      }),
+    );
+    assert.deepEqual(
+      applied.records.map((x) => `${x.table} ${x.key} ${x.action}`).sort(),
+      [
+        `ods_power_consumption ${changed} skipped`,
+        `ods_power_consumption ${deleted} skipped`,
+        `ods_power_consumption ${corrupted} updated`,
+        `ods_power_consumption ${lost} inserted`,
+        `dwd_power_consumption_detail ${lost} inserted`,
+      ].sort(),
+      'the stale rows of the changed and the deleted key are not written back',
+    );
+    // The window marked the lost row's partition for a rebuild: the next refresh brings totals and DWS back.
+    await t.q(
+      `UPDATE power_consumption SET consumption_cost = consumption_cost WHERE consumption_id = ${changed}`,
+    );
     await t.caughtUp();
     await t.assertConverged();
+    await t.assertTotalsExact();
   });
 
   it('repairs through verifyWorkflow on the worker, counted in its metrics and shown by pipeline status', async () => {

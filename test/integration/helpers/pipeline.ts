@@ -22,6 +22,13 @@ import {
 /** Shared helpers for integration tests against the real stack: fresh pipeline, oracle queries, convergence. */
 export const PIPELINE_ID = 'test';
 
+// Per-user day totals from scratch, and the incrementally kept table, in the same column order.
+const TOTALS_FROM_DWD = `SELECT consumption_date::date AS stat_date, region_id, user_id, region_name, user_name,
+    sum(consumption_amount), sum(consumption_cost), count(*), max(consumption_amount)
+  FROM dwd_power_consumption_detail WHERE region_id IS NOT NULL GROUP BY 1, 2, 3, 4, 5`;
+const TOTALS_KEPT = `SELECT stat_date, region_id, user_id, region_name, user_name, total_consumption, total_cost,
+    detail_rows, max_consumption FROM dws_user_day_total`;
+
 keepValuesAsText();
 
 export class TestContext {
@@ -159,6 +166,19 @@ export class TestContext {
       [fromId],
     );
     return rows[0];
+  }
+
+  /**
+   * The incremental DWS state is exact and nothing is pending: the per-user day totals equal a from-scratch
+   * aggregation of DWD, no delta and no rebuild mark is left (call once caught up).
+   */
+  async assertTotalsExact(): Promise<void> {
+    assert.equal(await this.diff(TOTALS_FROM_DWD, TOTALS_KEPT), 0, 'per-user totals differ from DWD');
+    const [pending] = await this.q<{ deltas: number; marks: number }>(
+      `SELECT (SELECT count(*) FROM stategrid_dws_delta)::int AS deltas,
+         (SELECT count(*) FROM stategrid_dws_dirty)::int AS marks`,
+    );
+    assert.deepEqual(pending, { deltas: 0, marks: 0 }, 'deltas or rebuild marks left behind');
   }
 
   /** Every layer equals what the semantics of docs/data-semantics.md compute directly on the source tables. */

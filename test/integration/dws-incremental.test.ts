@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import pg from 'pg';
+import { stackUp } from '../../src/stack';
+import { readPid } from '../../src/stack/proc';
+import type { RecomputeResult } from '../../src/workflows/contract';
+import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
+
+/**
+ * DWS maintained by deltas (docs/architecture.md, DWS refresher): under updates, deletes, region moves, renames,
+ * day moves, ties and late events, the per-user day totals equal a from-scratch aggregation of DWD, both DWS
+ * tables equal the oracle, no delta is left behind, and a recompute of every day finds no drift.
+ */
+const DAY1 = '2026-10-05';
+const DAY2 = '2026-10-06';
+
+describe('incremental DWS', function () {
+  this.timeout(180000);
+  const t = pipelineTestContext();
+
+  const recompute = (date: string) =>
+    t.client.workflow.execute('dailyRecomputeWorkflow', {
+      taskQueue: t.cfg.taskQueue,
+      workflowId: `test-recompute-${date}-${Date.now()}`,
+      args: [{ date, pipelineId: PIPELINE_ID }],
+    }) as Promise<RecomputeResult>;
+
+  /** Caught up: every layer equals the oracle, the totals equal DWD, nothing pending, recomputes find no drift. */
+  async function assertExact(days: string[]): Promise<void> {
+    await t.caughtUp();
+    await t.assertConverged();
+    await t.assertTotalsExact();
+    for (const day of days) assert.equal((await recompute(day)).drift, 0, `drift on ${day}`);
+  }
+
+  it('stays exact under updates, deletes, region moves, renames, day moves and ties', async () => {
+    // Small chunks: the fanned-out snapshot loads the consumptions in several chunks, four at a time.
+    await t.freshPipeline({ snapshotChunkRows: 100 }, async () => {
+      await t.q(`INSERT INTO power_user VALUES (1, 'u1', '居民用电', 1, 'r1', now()),
+        (2, 'u2', '居民用电', 1, 'r1', now()), (3, 'u3', '商业用电', 1, 'r1', now()),
+        (4, 'u4', '商业用电', 2, 'r2', now()), (5, 'u5', '工业用电', 2, 'r2', now()),
+        (6, 'u6', '工业用电', 2, 'r2', now())`);
+      await t.q(
+        `INSERT INTO power_consumption SELECT g, 1 + g % 6, 1.00 + (g % 7), 0.50, $1::date + g * interval '30 minutes'
+        FROM generate_series(1, 40) g`,
+        [DAY1],
+      );
+      await t.q(
+        `INSERT INTO power_consumption SELECT 1000 + g, 1 + g % 6, 0.50 + (g % 11), 0.25, $1::date + g * interval '3 minutes'
+        FROM generate_series(0, 449) g`,
+        [DAY1],
+      );
+    });
+    // The snapshot fills the totals from DWD (dirty marks of every chunk, not deltas).
+    await assertExact([DAY1, DAY2]);
+    const chunks = await t.q<{ n: number }>(
+      `SELECT count(*)::int AS n FROM stategrid_snapshot_chunk WHERE table_name = 'power_consumption'`,
+    );
+    assert.ok(chunks[0].n > 1, 'the consumptions were loaded in several chunks');
+
+    // Inserts, and a tie in region 1 on DAY2: users 1 and 2 both at 12.00, ranked by user_id.
+    await t.q(`INSERT INTO power_consumption VALUES (101, 1, 5.00, 1.00, '${DAY2} 01:00'),
+      (102, 1, 7.00, 1.00, '${DAY2} 02:00'), (103, 2, 12.00, 2.00, '${DAY2} 03:00'),
+      (104, 3, 9.50, 3.00, '${DAY2} 04:00'), (105, 3, 2.00, 1.00, '${DAY2} 05:00'),
+      (106, 4, 8.00, 1.00, '${DAY2} 06:00'), (107, 4, 3.00, 1.00, '${DAY2} 07:00'),
+      (108, 5, 4.00, 1.00, '${DAY2} 08:00'), (109, 6, 6.00, 1.00, '${DAY2} 09:00')`);
+    await assertExact([DAY1, DAY2]);
+    const tie = await t.q(`SELECT user_id::int, ranking FROM dws_user_ranking
+      WHERE stat_date = '${DAY2}' AND region_id = 1 AND user_id IN (1, 2) ORDER BY ranking`);
+    assert.deepEqual(tie, [
+      { user_id: 1, ranking: 1 },
+      { user_id: 2, ranking: 2 },
+    ]);
+
+    // The max row of user 3 shrinks, user 4's max row goes, a cost-only update, a day move, and a row that turns
+    // invalid, each in its own transaction.
+    await t.q(`UPDATE power_consumption SET consumption_amount = 1.00 WHERE consumption_id = 104`);
+    await t.q(`DELETE FROM power_consumption WHERE consumption_id = 106`);
+    await t.q(`UPDATE power_consumption SET consumption_cost = 9.99 WHERE consumption_id = 109`);
+    await t.q(`UPDATE power_consumption SET consumption_date = '${DAY1} 23:00' WHERE consumption_id = 105`);
+    await t.q(`UPDATE power_consumption SET consumption_amount = -1 WHERE consumption_id = 108`);
+    await assertExact([DAY1, DAY2]);
+    const shrunk = await t.q(`SELECT max_consumption::text AS m FROM dws_user_day_total
+      WHERE stat_date = '${DAY2}' AND user_id = 3`);
+    assert.deepEqual(shrunk, [{ m: '1.00' }]);
+
+    // Region move and rename of users with rows on both days, a user deleted (its rows become orphans) and
+    // inserted again, and several of these in one transaction with consumption changes.
+    await t.q(`UPDATE power_user SET region_id = 2, region_name = 'r2' WHERE user_id = 2`);
+    await t.q(`UPDATE power_user SET user_name = 'u5-renamed' WHERE user_id = 5`);
+    await t.q(`DELETE FROM power_user WHERE user_id = 6`);
+    await assertExact([DAY1, DAY2]);
+    await t.q(`BEGIN;
+      INSERT INTO power_user VALUES (6, 'u6', '工业用电', 1, 'r1', now());
+      UPDATE power_consumption SET consumption_amount = consumption_amount + 1 WHERE user_id = 6;
+      UPDATE power_user SET region_id = 1, region_name = 'r1' WHERE user_id = 4;
+      DELETE FROM power_consumption WHERE consumption_id = 107;
+      COMMIT`);
+    await assertExact([DAY1, DAY2]);
+  });
+
+  it('takes late corrections to a closed day in one revision per partition and refresh', async () => {
+    // An event of DAY2 at noon moves the watermark past DAY1's end: DAY1 closes.
+    await t.q(`INSERT INTO power_consumption VALUES (200, 1, 1.00, 1.00, '${DAY2} 12:00')`);
+    await t.waitFor(
+      `${DAY1} closed`,
+      async () =>
+        (await t.q(`SELECT 1 FROM stategrid_window WHERE stat_date = $1 AND is_final`, [DAY1])).length === 1,
+    );
+    await assertExact([DAY1, DAY2]);
+    const before = await lateFigures();
+
+    // Holding the DWS lock keeps refreshes waiting while ten late transactions reach DWD; the first refresh
+    // after it takes all of them.
+    const holder = new pg.Client({ connectionString: t.cfg.sinkUrl });
+    await holder.connect();
+    try {
+      await holder.query(`SELECT pg_advisory_lock(hashtext('stategrid_dws'))`);
+      for (let i = 0; i < 10; i++)
+        await t.q(`INSERT INTO power_consumption VALUES ($1, 1, 2.00, 1.00, '${DAY1} 10:00')`, [300 + i]);
+      await t.waitFor(
+        'late rows in DWD',
+        async () =>
+          (await t.q(`SELECT 1 FROM dwd_power_consumption_detail WHERE consumption_id BETWEEN 300 AND 309`))
+            .length === 10,
+      );
+    } finally {
+      await holder.query(`SELECT pg_advisory_unlock(hashtext('stategrid_dws'))`);
+      await holder.end();
+    }
+    await assertExact([DAY1, DAY2]);
+    const after = await lateFigures();
+    assert.equal(after.revisions - before.revisions, 1, 'one revision of the partition');
+    assert.equal(after.lateEvents - before.lateEvents, 10, 'ten late rows');
+    const final = await t.q(`SELECT DISTINCT is_final FROM dws_region_daily_stats WHERE stat_date = $1`, [
+      DAY1,
+    ]);
+    assert.deepEqual(final, [{ is_final: true }]);
+  });
+
+  it('applies the deltas of a refresh whose worker was killed mid-transaction exactly once', async () => {
+    const before = await lateFigures();
+    // A share lock on the stats table lets a refresh take and apply the deltas, then stops it where it writes
+    // the stats: the refresh transaction is open with the deltas applied and not committed.
+    const blocker = new pg.Client({ connectionString: t.cfg.sinkUrl });
+    await blocker.connect();
+    let blockedPid = 0;
+    try {
+      await blocker.query(`BEGIN; LOCK TABLE dws_region_daily_stats IN SHARE MODE`);
+      await t.q(`INSERT INTO power_consumption SELECT 400 + g, 1 + g % 6, 0.25 * g, 0.10, '${DAY1} 11:00'
+        FROM generate_series(0, 4) g`);
+      await t.q(`BEGIN;
+        UPDATE power_consumption SET consumption_amount = consumption_amount * 2 WHERE consumption_id BETWEEN 101 AND 103;
+        DELETE FROM power_consumption WHERE consumption_id = 109;
+        INSERT INTO power_user VALUES (7, 'u7', '居民用电', 2, 'r2', now());
+        INSERT INTO power_consumption VALUES (410, 7, 3.00, 1.00, '${DAY2} 13:00');
+        COMMIT`);
+      await t.waitFor('a refresh holding applied deltas, waiting to write the stats', async () => {
+        blockedPid = await refreshWaitingWithDeltasApplied(blocker);
+        return blockedPid > 0;
+      });
+      process.kill(readPid(path.join(t.cfg.home, 'run', 'worker.pid'))!, 'SIGKILL');
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+    // The killed worker's transaction rolls back: its deltas are there again for the next refresh.
+    await t.waitFor('the killed refresh rolled back', async () => {
+      const gone = await t.q(`SELECT 1 FROM pg_stat_activity WHERE pid = $1`, [blockedPid]);
+      return gone.length === 0;
+    });
+    const pending = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM stategrid_dws_delta`);
+    assert.ok(pending[0].n > 0, 'the deltas the killed refresh had applied are pending again');
+
+    await stackUp(t.cfg, () => undefined);
+    await assertExact([DAY1, DAY2]);
+    const after = await lateFigures();
+    assert.equal(after.lateEvents - before.lateEvents, 5, 'each late row counted once');
+  });
+
+  /**
+   * The worker backend whose refresh waits for the stats table's lock while holding the delta and totals tables
+   * it wrote (deltas taken and applied), or 0.
+   */
+  async function refreshWaitingWithDeltasApplied(blocker: pg.Client): Promise<number> {
+    const { rows } = await blocker.query<{ pid: number }>(
+      `SELECT a.pid FROM pg_stat_activity a
+       WHERE a.application_name = 'stategrid-worker' AND a.wait_event_type = 'Lock'
+         AND (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid AND l.granted AND l.mode = 'RowExclusiveLock'
+           AND l.relation IN ('stategrid_dws_delta'::regclass, 'dws_user_day_total'::regclass)) = 2`,
+    );
+    return rows[0]?.pid ?? 0;
+  }
+
+  async function lateFigures(): Promise<{ revisions: number; lateEvents: number }> {
+    const rows = await t.q<{ revisions: number; late: number }>(
+      `SELECT (SELECT count(*)::int FROM dws_revision
+          WHERE stat_date = $1 AND region_id = 1 AND reason = 'late data') AS revisions,
+        (SELECT late_events::int FROM stategrid_window WHERE stat_date = $1) AS late`,
+      [DAY1],
+    );
+    return { revisions: rows[0].revisions, lateEvents: rows[0].late };
+  }
+});
