@@ -25,8 +25,13 @@ function toRow(tuple: Record<string, unknown> | null | undefined): Row {
   return row;
 }
 
-const microsToIso = (us: bigint | null | undefined) =>
-  us ? new Date(Number(BigInt(us) / 1000n)).toISOString() : null;
+/** Unix-epoch microseconds as ISO text with all six fractional digits: a Date would keep milliseconds only. */
+function microsToIso(us: bigint | null | undefined): string | null {
+  if (!us) return null;
+  const micros = BigInt(us);
+  const fraction = (micros % 1_000_000n).toString().padStart(6, '0');
+  return `${new Date(Number(micros / 1_000_000n) * 1000).toISOString().slice(0, 19)}.${fraction}Z`;
+}
 
 /**
  * The library parses a message when it arrives and queues it for the data handler: the count of parsed messages
@@ -132,7 +137,8 @@ export function wal2jsonDecoder(): Decoder {
           return {
             type: 'begin',
             txLsn: parseLsn(m.nextlsn),
-            commitTime: m.timestamp ? new Date(m.timestamp).toISOString() : null,
+            // PostgreSQL's own text (microseconds and offset), cast by the sink: a Date would drop the microseconds.
+            commitTime: m.timestamp ? String(m.timestamp) : null,
           };
         case 'C':
           return { type: 'commit', endLsn: parseLsn(m.nextlsn) };

@@ -616,7 +616,10 @@ describe('property: pgoutput decoder', () => {
           assert.deepEqual(begin, {
             type: 'begin',
             txLsn: commitLsn,
-            commitTime: new Date(POSTGRES_EPOCH_MS + Number(micros / 1000n)).toISOString(),
+            // Every microsecond kept: the change log's commit_time is the source's commit timestamp.
+            commitTime:
+              new Date(POSTGRES_EPOCH_MS + Number(micros / 1_000_000n) * 1000).toISOString().slice(0, 19) +
+              `.${(micros % 1_000_000n).toString().padStart(6, '0')}Z`,
           });
           const commit = decoder.decode(
             decoder.plugin.parse(new Wire().byte('C').byte(0).u64(commitLsn).u64(endLsn).u64(micros).done()),
