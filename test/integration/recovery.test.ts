@@ -22,7 +22,7 @@ function workerPeakRssMb(home: string): number {
 
 describe('capture recovery paths', function () {
   this.timeout(600000);
-  const t = pipelineTestContext();
+  const t = pipelineTestContext(undefined, { walAudit: true });
 
   it('applies a single 1,000,000-row source transaction in bounded batches', async () => {
     await t.freshPipeline({ batchRows: 5000 }, () => t.q(USERS).then(() => undefined));
