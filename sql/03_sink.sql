@@ -160,3 +160,55 @@ CREATE TABLE IF NOT EXISTS stategrid_verify_run (
   seconds     NUMERIC(10, 3) NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stategrid_verify_run_pipeline_idx ON stategrid_verify_run (pipeline_id, id);
+
+-- One row per key or partition `verify --repair` wrote, or left to the stream because the stream changed it after
+-- the repair's low watermark (action 'skipped'); verify_run_id is the verify that found the difference.
+CREATE TABLE IF NOT EXISTS stategrid_repair (
+  id            BIGSERIAL PRIMARY KEY,
+  verify_run_id BIGINT NOT NULL,
+  pipeline_id   TEXT NOT NULL,
+  table_name    TEXT NOT NULL,
+  record_key    TEXT NOT NULL,
+  action        TEXT NOT NULL CHECK (action IN ('inserted', 'updated', 'deleted', 'recomputed', 'skipped')),
+  low_lsn       PG_LSN,
+  repaired_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS stategrid_repair_run_idx ON stategrid_repair (pipeline_id, verify_run_id);
+
+-- Source columns beyond the fixed table spec, found while streaming or snapshotting (schema evolution): mirrored
+-- (a column of the ODS table, written by every row), dropped (gone at the source, kept in ODS, nullable) or
+-- skipped (not mirrored; `detail` says why, the values are in ods_change_log). The writers read it.
+CREATE TABLE IF NOT EXISTS stategrid_ods_column (
+  table_name  TEXT NOT NULL,
+  column_name TEXT NOT NULL,
+  column_type TEXT,
+  state       TEXT NOT NULL CHECK (state IN ('mirrored', 'dropped', 'skipped')),
+  detail      TEXT,
+  changed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, column_name)
+);
+
+-- The chunks of a fanned-out initial snapshot (one row per key range of a source table): planned by the activity
+-- that holds the exported snapshot, loaded by any worker; done_at is set in the transaction that loads the chunk,
+-- so a chunk lost with its worker is loaded again elsewhere and a finished one never twice. attempts counts starts.
+CREATE TABLE IF NOT EXISTS stategrid_snapshot_chunk (
+  pipeline_id    TEXT NOT NULL,
+  snapshot_id    TEXT NOT NULL,
+  chunk_no       INT NOT NULL,
+  epoch          BIGINT NOT NULL,
+  table_name     TEXT NOT NULL,
+  after_key      BIGINT,
+  up_to_key      BIGINT,
+  columns        TEXT[] NOT NULL,
+  snapshot_name  TEXT NOT NULL,
+  snapshot_lsn   PG_LSN NOT NULL,
+  attempts       INT NOT NULL DEFAULT 0,
+  loaded_by      TEXT,
+  rows           BIGINT,
+  dead_letters   BIGINT,
+  days           TEXT[],
+  max_event_time TEXT,
+  planned_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+  done_at        TIMESTAMPTZ,
+  PRIMARY KEY (pipeline_id, snapshot_id, chunk_no)
+);

@@ -1,6 +1,12 @@
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { loadTemporalSettings, TemporalSettingError, type TemporalSettings } from './temporal/settings';
+import {
+  loadTemporalSettings,
+  stackClientProfile,
+  TemporalSettingError,
+  type TemporalSettings,
+} from './temporal/settings';
 
 /** Environment settings of docs/cli.md#settings, validated once; a bad value names its variable. */
 const urlSetting = z
@@ -41,6 +47,18 @@ const envSchema = z.object({
     .default('Asia/Shanghai'),
   STATEGRID_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
+  STATEGRID_RECOMPUTE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(4),
+  STATEGRID_WORKER_ID: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be letters, digits, dot, dash or underscore')
+    .max(100)
+    .optional(),
+  STATEGRID_WORKER_NAME: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be letters, digits, dot, dash or underscore')
+    .default('worker'),
+  STATEGRID_TEMPORAL_PERSISTENCE_URL: urlSetting.optional(),
   TEMPORAL_CLI: z.string().optional(),
 });
 
@@ -56,7 +74,20 @@ export type AppConfig = {
   /** Connection to Temporal from profiles and TEMPORAL_* variables (see src/temporal/settings.ts). */
   temporal: TemporalSettings;
   temporalUiPort: number;
+  /** Which Temporal `stack up` runs locally: the dev server, or the production server with mTLS. */
+  temporalServer: 'dev' | 'server';
+  /** The connection comes from the profile `stack up --temporal server` wrote (no TEMPORAL_* setting given). */
+  temporalFromStack: boolean;
+  /** Admin URL of the PostgreSQL server that holds the local production server's databases. */
+  temporalPersistenceUrl?: string;
   taskQueue: string;
+  /** This worker process: unique identity (Web UI, status) and the task queue only it polls (capture affinity). */
+  workerId: string;
+  workerQueue: string;
+  /** Days a range recompute or backfill runs at once. */
+  recomputeConcurrency: number;
+  /** Name of this worker's pid/ready files under STATEGRID_HOME/run (`stack up --workers N`). */
+  workerName: string;
   decodingPlugin: 'pgoutput' | 'wal2json';
   timeZone: string;
   metricsPort: number;
@@ -79,17 +110,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     throw new ConfigError(`invalid configuration: ${issues.join('; ')}`);
   }
   const e = parsed.data;
+  const home = path.resolve(e.STATEGRID_HOME);
+  const stack = stackClientProfile(home, env);
+  const temporalServer = e.STATEGRID_TEMPORAL_SERVER ?? (stack.exists ? 'server' : 'dev');
+  const fromStack = temporalServer === 'server' && !!stack.env;
   let temporal: TemporalSettings;
   try {
-    temporal = loadTemporalSettings(env);
+    temporal = loadTemporalSettings(fromStack ? { ...env, ...stack.env } : env);
   } catch (err) {
     if (err instanceof TemporalSettingError) throw new ConfigError(err.message);
     throw err;
   }
+  // Host and process: unique across hosts and restarts, so a restarted worker never inherits a dead one's queue.
+  const workerId = e.STATEGRID_WORKER_ID ?? `${os.hostname().replace(/[^\w.-]/g, '-')}-${process.pid}`;
   const sourceUrl =
     e.STATEGRID_SOURCE_URL ?? `postgres://postgres:postgres@127.0.0.1:${e.STATEGRID_PG_PORT}/stategrid_db`;
   return {
-    home: path.resolve(e.STATEGRID_HOME),
+    home,
     pgPort: e.STATEGRID_PG_PORT,
     sourceUrl,
     sinkUrl: e.STATEGRID_SINK_URL ?? sourceUrl,
@@ -98,7 +135,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     temporalNamespace: temporal.namespace,
     temporal,
     temporalUiPort: e.STATEGRID_TEMPORAL_UI_PORT,
+    temporalServer,
+    temporalFromStack: fromStack,
+    temporalPersistenceUrl: e.STATEGRID_TEMPORAL_PERSISTENCE_URL,
     taskQueue: e.STATEGRID_TASK_QUEUE,
+    workerId,
+    workerQueue: `${e.STATEGRID_TASK_QUEUE}@${workerId}`,
+    workerName: e.STATEGRID_WORKER_NAME,
+    recomputeConcurrency: e.STATEGRID_RECOMPUTE_CONCURRENCY,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
     timeZone: e.STATEGRID_TIME_ZONE,
     metricsPort: e.STATEGRID_METRICS_PORT,

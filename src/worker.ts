@@ -7,15 +7,18 @@ import { StreamPark } from './cdc/stream-park';
 import { WORKFLOW_BUNDLE } from './build/bundle-workflows';
 import { loadConfig, maskUrl } from './config';
 import { createLogger, installSdkLogger } from './observability/log';
-import { serveMetrics } from './observability/metrics';
+import { countRunning, labelWorker, serveMetrics } from './observability/metrics';
 import { keepValuesAsText } from './db/client';
 import { DwsRefreshers } from './sink/dws-refresher';
 import { ensureSearchAttributes } from './temporal/search-attributes';
 
-/** Wires logging, metrics, connection, task queue, workflows and activities; nothing else. */
-async function main(): Promise<void> {
+/**
+ * Wires logging, metrics, connection, task queues, workflows and activities; nothing else. Two pollers share the
+ * activities: the pipeline's task queue (workflows and every activity) and this worker's own queue, where the
+ * workflow sends the capture segments that continue the replication stream parked here (capture affinity).
+ */
+export async function runWorker(cfg = loadConfig()): Promise<void> {
   keepValuesAsText();
-  const cfg = loadConfig();
   const logger = createLogger(cfg.logLevel);
   installSdkLogger(logger);
   const sink = new pg.Pool({ connectionString: cfg.sinkUrl, max: 6, application_name: 'stategrid-worker' });
@@ -30,26 +33,50 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect(cfg.temporal.connection);
   const registered = await ensureSearchAttributes(connection.operatorService, cfg.temporalNamespace);
   if (registered.length) logger.info({ searchAttributes: registered }, 'registered search attributes');
-  const worker = await Worker.create({
+  labelWorker(cfg.workerId);
+  const activities = countRunning(
+    createActivities({
+      cfg,
+      sink,
+      streams,
+      refreshers,
+      worker: { identity: cfg.workerId, taskQueue: cfg.workerQueue },
+    }),
+  );
+  const common = {
     connection,
     namespace: cfg.temporalNamespace,
+    identity: cfg.workerId,
+    activities,
+    // A pause reaches a running capture segment only through a heartbeat response; the default throttle (80 % of
+    // the heartbeat timeout) delayed `pipeline pause` by seconds.
+    maxHeartbeatThrottleInterval: '1s',
+  } as const;
+  const worker = await Worker.create({
+    ...common,
     taskQueue: cfg.taskQueue,
     // Prebuilt by `npm run build`; bundling here would run webpack in every worker start.
     ...(fs.existsSync(WORKFLOW_BUNDLE)
       ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
       : { workflowsPath: require.resolve('./workflows') }),
-    activities: createActivities({ cfg, sink, streams, refreshers }),
     maxConcurrentActivityTaskExecutions: 20,
-    // A pause reaches a running capture segment only through a heartbeat response; the default throttle (80 % of
-    // the 20 s heartbeat timeout) made `pipeline pause` take up to 16 s.
-    maxHeartbeatThrottleInterval: '1s',
+    // A workflow cached on a worker that died waits this long on that worker's sticky queue before any other
+    // worker takes its next task (10 s by default): capture moves elsewhere only after that task.
+    stickyQueueScheduleToStartTimeout: '2s',
   });
-  const readyFile = path.join(cfg.home, 'run', 'worker.ready');
+  const captureWorker = await Worker.create({
+    ...common,
+    taskQueue: cfg.workerQueue,
+    maxConcurrentActivityTaskExecutions: 4,
+  });
+  const readyFile = path.join(cfg.home, 'run', `${cfg.workerName}.ready`);
   fs.mkdirSync(path.dirname(readyFile), { recursive: true });
   fs.writeFileSync(readyFile, `${process.pid}\n`);
   logger.info(
     {
+      worker: cfg.workerId,
       taskQueue: cfg.taskQueue,
+      captureQueue: cfg.workerQueue,
       temporal: cfg.temporal.summary,
       sink: maskUrl(cfg.sinkUrl),
       pid: process.pid,
@@ -57,7 +84,11 @@ async function main(): Promise<void> {
     'worker polling',
   );
   try {
-    await worker.run();
+    // Both stop on SIGINT/SIGTERM (the SDK's runtime shuts every worker down); one failing stops the other.
+    const stop = (other: Worker) => () => {
+      if (other.getState() === 'RUNNING') other.shutdown();
+    };
+    await Promise.all([worker.run().finally(stop(captureWorker)), captureWorker.run().finally(stop(worker))]);
   } finally {
     metricsServer?.close();
     await streams.closeAll(); // a stream kept for the next capture segment would hold the process open
@@ -67,7 +98,9 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err instanceof Error ? err.message : err);
-  process.exit(1);
-});
+if (require.main === module) {
+  runWorker().catch((err) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

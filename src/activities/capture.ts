@@ -8,6 +8,7 @@ import { sinkHealth } from '../sink/status';
 import { PgBatchSink, StaleCaptureError } from '../sink/writer';
 import { ErrorType, type CaptureSegmentResult, type PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
+import { heartbeatEverySecond } from './heartbeat';
 
 /** Errors the workflow must not retry: each needs an operator's decision (see its message). */
 const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
@@ -21,7 +22,7 @@ const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
  * source (this worker's replication stream of the slot), the batch sink at the checkpoint's epoch, and the DWS
  * refresher that follows the sink beside the segment.
  */
-export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDeps) {
+export function captureActivities({ cfg, sink, streams, refreshers, worker }: ActivityDeps) {
   return {
     async captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult> {
       const ctx = Context.current();
@@ -38,9 +39,16 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
       let cancelled = false;
       const segmentEnds = Promise.race([ctx.cancelled, refresher.failedOnce]);
       ctx.cancelled.catch(() => (cancelled = true));
+      let latest: CaptureProgress | undefined;
+      const stopHeartbeats = heartbeatEverySecond(() => latest);
       try {
         progress = await captureSegment(
-          { park: streams, sink: new PgBatchSink(sink, config.pipelineId, cp.epoch) },
+          {
+            park: streams,
+            sink: new PgBatchSink(sink, config.pipelineId, cp.epoch, (level, message, fields) =>
+              log[level](message, { pipelineId: config.pipelineId, ...fields }),
+            ),
+          },
           {
             pipelineId: config.pipelineId,
             slotName: config.slotName,
@@ -55,7 +63,7 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
             maxBatchDelayMs: config.batchDelayMs,
           },
           {
-            heartbeat: (p) => ctx.heartbeat(p),
+            heartbeat: (p) => (latest = p),
             cancelled: segmentEnds,
             log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
             debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
@@ -69,6 +77,8 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
           if (err instanceof type) throw ApplicationFailure.nonRetryable(err.message, name);
         }
         throw err;
+      } finally {
+        stopHeartbeats();
       }
       const slot = await slotFigures(cfg.sourceUrl, config.slotName);
       if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
@@ -79,6 +89,7 @@ export function captureActivities({ cfg, sink, streams, refreshers }: ActivityDe
         slotLagBytes: slot.lagBytes,
         orphans: health.orphans,
         deadLettersTotal: health.deadLetters,
+        worker,
       };
     },
   };

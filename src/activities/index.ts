@@ -4,6 +4,7 @@ import type { ActivityDeps } from './deps';
 import { setupActivities } from './setup';
 import { slotActivities } from './slot';
 import { snapshotActivities } from './snapshot';
+import { snapshotFanOutActivities } from './snapshot-fan-out';
 import { verifyActivities } from './verify';
 import { windowActivities } from './windows';
 
@@ -14,6 +15,7 @@ export function createActivities(deps: ActivityDeps): PipelineActivities {
   return {
     ...setupActivities(deps),
     ...snapshotActivities(deps),
+    ...snapshotFanOutActivities(deps),
     ...captureActivities(deps),
     ...windowActivities(deps),
     ...slotActivities(deps),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AppConfig } from '../config';
-import type { PipelineConfig, RecomputeInput, VerifyInput } from '../workflows/contract';
+import type { PipelineConfig, RecomputeInput, RecomputeRangeInput, VerifyInput } from '../workflows/contract';
 
 /** zod schemas for workflow inputs; activities validate them so workflows stay free of non-SDK imports. */
 const safeName = z.string().regex(/^[a-z0-9_]{1,48}$/, 'must match [a-z0-9_]{1,48}');
@@ -35,6 +35,8 @@ export function pipelineInputSchema(cfg: AppConfig) {
       segmentSeconds: z.number().int().min(5).max(3600).default(20),
       dwsRefreshMs: z.number().int().min(100).max(600000).default(1000),
       snapshotChunkRows: z.number().int().min(100).max(1000000).default(100000),
+      // Chunk loads in flight across all workers (each an activity any worker takes).
+      snapshotParallelism: z.number().int().min(1).max(32).default(4),
       allowedLatenessMinutes: z.number().min(0).max(10080).default(10),
       closeGraceMinutes: z.number().min(0).max(10080).default(30),
       maxHistoryEvents: z.number().int().min(20).max(40000).default(4000),
@@ -52,10 +54,32 @@ export const recomputeInputSchema = z
   })
   .strict();
 
+/** A range of at most a year, days in order, a bounded number at a time (each runs a whole-day recompute). */
+export const recomputeRangeInputSchema = z
+  .object({
+    from: isoDate,
+    to: isoDate,
+    pipelineId: safeName.default('default'),
+    concurrency: z.number().int().min(1).max(16).default(4),
+  })
+  .strict()
+  .refine((r) => r.from <= r.to, { message: 'from must not be after to', path: ['from'] })
+  .refine((r) => (Date.parse(r.to) - Date.parse(r.from)) / 86_400_000 < 366, {
+    message: 'at most 366 days',
+    path: ['to'],
+  });
+
+export function parseRecomputeRangeInput(input: unknown): Required<RecomputeRangeInput> {
+  const parsed = recomputeRangeInputSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new Error(formatZodError('recompute range input', parsed.error));
+  return parsed.data;
+}
+
 export const verifyInputSchema = z
   .object({
     pipelineId: safeName.default('default'),
     layer: z.enum(['ods', 'dwd', 'dws', 'all']).default('all'),
+    repair: z.boolean().default(false),
   })
   .strict();
 

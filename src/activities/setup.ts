@@ -8,9 +8,20 @@ import {
 } from '../cdc/source-admin';
 import { withClient } from '../db/client';
 import { ensureCheckpoint } from '../sink/checkpoint';
-import { ErrorType, type PipelineConfig, type RecomputeInput, type VerifyInput } from '../workflows/contract';
+import {
+  ErrorType,
+  type PipelineConfig,
+  type RecomputeInput,
+  type RecomputeRangeInput,
+  type VerifyInput,
+} from '../workflows/contract';
 import type { ActivityDeps } from './deps';
-import { parsePipelineInput, parseRecomputeInput, parseVerifyInput } from './inputs';
+import {
+  parsePipelineInput,
+  parseRecomputeInput,
+  parseRecomputeRangeInput,
+  parseVerifyInput,
+} from './inputs';
 
 /** The parsed input, or a non-retryable InvalidInput failure with the parser's message (the run fails with it). */
 function validInput<T>(parse: () => T): T {
@@ -35,6 +46,10 @@ export function setupActivities({ cfg, sink }: ActivityDeps) {
 
     async validateVerifyInput(input: unknown): Promise<Required<VerifyInput>> {
       return validInput(() => parseVerifyInput(input));
+    },
+
+    async validateRecomputeRangeInput(input: unknown): Promise<Required<RecomputeRangeInput>> {
+      return validInput(() => parseRecomputeRangeInput(input));
     },
 
     /** Registers the pipeline's checkpoint row; tells whether an initial snapshot is still needed. */

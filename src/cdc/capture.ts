@@ -1,6 +1,7 @@
 import * as metrics from '../observability/metrics';
 import { formatLsn, SOURCE_TABLES, zeroPerTable, type BatchResult, type SourceTable } from './changes';
 import type { BatchSink, ChangeBatch } from './ports';
+import { slotExists } from './source-admin';
 import { ReplicationStream, type StreamTarget } from './replication-stream';
 import type { StreamPark } from './stream-park';
 
@@ -47,8 +48,11 @@ export async function captureSegment(
 ): Promise<CaptureProgress> {
   const key = `${target.sourceUrl}|${target.publication}|${target.plugin}|${start.epoch}`;
   let stream = await deps.park.take(target.slotName, key, start.lsn);
-  if (!stream) hooks.debug('opening replication stream', { at: formatLsn(start.lsn) });
-  stream ??= await ReplicationStream.open(target, start.lsn);
+  if (!stream) {
+    hooks.debug('opening replication stream', { at: formatLsn(start.lsn) });
+    await untilSlotFree(target, hooks);
+    stream = await ReplicationStream.open(target, start.lsn);
+  }
   let segment: { progress: CaptureProgress; cancelled: boolean };
   try {
     segment = await new CaptureSegment(stream, deps.sink, target.pipelineId, limits, hooks).run();
@@ -59,6 +63,24 @@ export async function captureSegment(
   if (segment.cancelled) await stream.close();
   else deps.park.park(target.slotName, key, stream);
   return segment.progress;
+}
+
+const SLOT_FREE_WAIT_MS = 10000;
+
+/**
+ * A stream that just ended (a segment that failed, a worker whose segment moved elsewhere) leaves the slot a moment
+ * later; waiting for that here beats failing with "replication slot is active" (55006) and retrying from backoff.
+ */
+async function untilSlotFree(target: StreamTarget, hooks: SegmentHooks): Promise<void> {
+  const deadline = Date.now() + SLOT_FREE_WAIT_MS;
+  let told = false;
+  while (Date.now() < deadline) {
+    const slot = await slotExists(target.sourceUrl, target.slotName);
+    if (!slot?.active) return;
+    if (!told) hooks.log('slot still held by an ending stream; waiting for it', { slot: target.slotName });
+    told = true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** The core loop of a segment: read a batch from the source, apply it in the sink, then acknowledge it. */
@@ -109,7 +131,7 @@ class CaptureSegment {
     }
     // Detach first, so the handler takes no new message; then apply what is decoded and committed up to here.
     this.stream.detach();
-    this.enqueue(this.stream.cut());
+    this.enqueue(await this.stream.cut());
     await this.writing;
     if (this.writeFailure) throw this.writeFailure;
     this.stream.throwIfBroken();

@@ -1,7 +1,8 @@
 /** The decoded, plugin-independent change model shared by the change source and the batch sink. */
+import type { SourceColumn } from '../schema/evolution';
 import { PRIMARY_KEY, SOURCE_TABLES, type SourceTable } from '../schema/tables';
 
-export { PRIMARY_KEY, SOURCE_TABLES, type SourceTable };
+export { PRIMARY_KEY, SOURCE_TABLES, type SourceColumn, type SourceTable };
 
 /** Column values keep PostgreSQL's text form: numerics and timestamps are never turned into JS numbers or Dates. */
 export type Row = Record<string, string | null>;
@@ -14,6 +15,11 @@ export type RowChange = {
   row: Row;
   /** Set when an update changed the primary key: the key the row had before. */
   oldKey?: string;
+  /**
+   * Set on the first change of its table in a stream session and whenever the table's columns differ from the
+   * previous list the stream saw (ALTER TABLE at the source): the table's columns with their types.
+   */
+  columns?: SourceColumn[];
 };
 
 export type TruncateChange = { kind: 'truncate'; tables: SourceTable[] };
@@ -26,10 +32,23 @@ export type Change = (RowChange | TruncateChange) & {
   commitTime: string | null;
 };
 
-/** What the decoder hands the capture loop. */
+/**
+ * A column as the output plugin names it: pgoutput's Relation message gives its type OID and modifier, wal2json
+ * (types not requested) only the name.
+ */
+export type ColumnRef = { name: string; typeOid: number | null; typmod: number | null };
+
+/** What the decoder hands the capture loop. `columns`: the table's column list, when it is new to the stream. */
 export type StreamEvent =
   | { type: 'begin'; txLsn: bigint; commitTime: string | null }
-  | { type: 'change'; table: SourceTable; op: 'I' | 'U' | 'D'; row: Row; oldKey?: string }
+  | {
+      type: 'change';
+      table: SourceTable;
+      op: 'I' | 'U' | 'D';
+      row: Row;
+      oldKey?: string;
+      columns?: ColumnRef[];
+    }
   | { type: 'truncate'; tables: SourceTable[] }
   | { type: 'commit'; endLsn: bigint }
   | { type: 'message'; lsn: bigint; prefix: string; transactional: boolean }

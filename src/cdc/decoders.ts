@@ -6,6 +6,7 @@ import {
   parseLsn,
   PRIMARY_KEY,
   SOURCE_TABLES,
+  type ColumnRef,
   type Row,
   type SourceTable,
   type StreamEvent,
@@ -60,6 +61,29 @@ class ExactWal2JsonPlugin extends Wal2JsonPlugin {
   }
 }
 
+type PgoutputRelation = { columns: { name: string; typeOid: number; typeMod: number }[] };
+
+/**
+ * Tells when a table's column list is new to the stream: its first change, and the first change after pgoutput
+ * sent a Relation message with other columns or types (it sends one after every ALTER TABLE, and again for
+ * unrelated cache invalidations). The library makes a new relation object per Relation message, so the common
+ * case is one identity comparison per change.
+ */
+class PgoutputColumnWatch {
+  private readonly relation = new Map<SourceTable, PgoutputRelation>();
+  private readonly signature = new Map<SourceTable, string>();
+
+  changed(table: SourceTable, relation: PgoutputRelation): ColumnRef[] | undefined {
+    if (this.relation.get(table) === relation) return undefined;
+    this.relation.set(table, relation);
+    const refs = relation.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, typmod: c.typeMod }));
+    const signature = JSON.stringify(refs);
+    if (this.signature.get(table) === signature) return undefined;
+    this.signature.set(table, signature);
+    return refs;
+  }
+}
+
 export function pgoutputDecoder(publication: string): Decoder {
   // The library parses tuple values with pg's global type parsers: they must keep PostgreSQL's text forms.
   keepValuesAsText();
@@ -68,6 +92,7 @@ export function pgoutputDecoder(publication: string): Decoder {
     publicationNames: [publication],
     messages: true,
   });
+  const watch = new PgoutputColumnWatch();
   return {
     plugin,
     decode(message) {
@@ -87,7 +112,7 @@ export function pgoutputDecoder(publication: string): Decoder {
           const pk = PRIMARY_KEY[table];
           const before = text(m.key?.[pk] ?? m.old?.[pk]);
           const oldKey = op === 'U' && before !== null && before !== row[pk] ? before : undefined;
-          return { type: 'change', table, op, row, oldKey };
+          return { type: 'change', table, op, row, oldKey, columns: watch.changed(table, m.relation) };
         }
         case 'truncate': {
           const tables = (m.relations as { schema: string; name: string }[])
@@ -117,6 +142,30 @@ function wal2jsonRow(columns: Wal2JsonColumn[] | undefined): Row {
   return row;
 }
 
+/**
+ * Tells when a table's column names are new to the stream (wal2json sends no types: we do not ask for them, which
+ * would lengthen every change). An insert carries every column, so any other list counts; an update leaves out
+ * unchanged TOASTed values, so there only a name the stream has not seen counts. Deletes carry the key only.
+ */
+class Wal2jsonColumnWatch {
+  private readonly known = new Map<SourceTable, string[]>();
+
+  changed(table: SourceTable, op: 'I' | 'U', columns: Wal2JsonColumn[]): ColumnRef[] | undefined {
+    const known = this.known.get(table);
+    if (known && sameNames(known, columns)) return undefined;
+    if (known && op === 'U' && columns.every((c) => known.includes(c.name))) return undefined;
+    const names = columns.map((c) => c.name);
+    this.known.set(table, op === 'U' && known ? [...new Set([...known, ...names])] : names);
+    return names.map((name) => ({ name, typeOid: null, typmod: null }));
+  }
+}
+
+function sameNames(known: string[], columns: Wal2JsonColumn[]): boolean {
+  if (known.length !== columns.length) return false;
+  for (let i = 0; i < known.length; i++) if (known[i] !== columns[i].name) return false;
+  return true;
+}
+
 /** wal2json format 2: one JSON object per change, with B/C records carrying the transaction's LSNs. */
 export function wal2jsonDecoder(): Decoder {
   const plugin = new ExactWal2JsonPlugin({
@@ -128,6 +177,7 @@ export function wal2jsonDecoder(): Decoder {
     addTables: SOURCE_TABLES.map((t) => `public.${t}`).join(','),
     actions: 'insert,update,delete,truncate',
   });
+  const watch = new Wal2jsonColumnWatch();
   return {
     plugin,
     decode(message) {
@@ -152,7 +202,8 @@ export function wal2jsonDecoder(): Decoder {
           const row = m.action === 'D' ? identity : wal2jsonRow(m.columns);
           const before = identity[pk] ?? null;
           const oldKey = m.action === 'U' && before !== null && before !== row[pk] ? before : undefined;
-          return { type: 'change', table, op: m.action, row, oldKey };
+          const columns = m.action === 'D' ? undefined : watch.changed(table, m.action, m.columns ?? []);
+          return { type: 'change', table, op: m.action, row, oldKey, columns };
         }
         case 'T':
           return isSourceTable(m.schema, m.table)

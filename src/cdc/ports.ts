@@ -4,13 +4,15 @@
  * refresher follows the sink on its own cursor. src/cdc defines these ports and never imports their
  * implementations; the activity layer wires them.
  */
-import type { BatchResult, Change, SourceTable } from './changes';
+import type { BatchResult, Change, SourceColumn, SourceTable } from './changes';
 
 /** A cut of the change stream: changes in source order and the slot position the batch completes. */
 export type ChangeBatch = {
   changes: Change[];
   /** Commit end of the last whole transaction in the batch (or an idle/marker position with no changes). */
   endLsn: bigint;
+  /** Some change carries its table's column list (see RowChange.columns): the sink checks its ODS mirror. */
+  newColumns?: boolean;
 };
 
 export interface BatchSink<Prepared = unknown> {
@@ -33,9 +35,20 @@ export type StagedChunk = { rows: number; lastKey: string | null };
 export type LoadedChunk = { rows: number; deadLetters: number; days: string[]; maxEventTime: string | null };
 
 /** Where the snapshot reader puts the source tables' rows, chunk by chunk. */
+/**
+ * A chunk of a fanned-out snapshot: its load also marks it done, in the same transaction, and loads nothing when
+ * another attempt already did (then the recorded result is returned).
+ */
+export type PlannedChunkRef = { snapshotId: string; chunkNo: number };
+
 export interface SnapshotSink {
-  /** Empties the layers and starts a new checkpoint epoch; older captures and snapshots are fenced off. */
-  begin(): Promise<void>;
+  /** Empties the layers and starts a new checkpoint epoch (returned); older captures and snapshots are fenced off. */
+  begin(): Promise<string>;
+  /**
+   * Readies the table's ODS mirror for the source's columns (`source`, from its catalog); returns the columns the
+   * chunks of this table must carry, in order.
+   */
+  prepareTable(table: SourceTable, source: SourceColumn[]): Promise<string[]>;
   /**
    * Stages one chunk from the source's COPY text (`copyOut` opens that stream) in a session of its own, tells
    * `staged` its size as soon as it is staged, then loads ODS, dead letters, DWD and DWS marks from it.
@@ -45,6 +58,7 @@ export interface SnapshotSink {
     snapshotLsn: string,
     copyOut: () => NodeJS.ReadableStream,
     staged: (chunk: StagedChunk) => void,
+    planned?: PlannedChunkRef,
   ): Promise<LoadedChunk | null>;
   /** Commits the end of the snapshot: streaming starts at `consistentLsn`. */
   finish(consistentLsn: string, rows: number, maxEventTime: string | null): Promise<void>;

@@ -1,8 +1,16 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
-import { formatLsn, parseLsn, type Change, type StreamEvent } from './changes';
+import { withClient } from '../db/client';
+import {
+  formatLsn,
+  parseLsn,
+  type Change,
+  type ColumnRef,
+  type RowChange,
+  type StreamEvent,
+} from './changes';
 import { decoderFor, type Decoder } from './decoders';
 import type { ChangeBatch } from './ports';
-import { PublicationGuard, SlotMissingError } from './source-admin';
+import { PublicationGuard, SlotMissingError, sourceColumns } from './source-admin';
 
 /** Where a stream reads from: one pipeline's slot and publication on the source. */
 export type StreamTarget = {
@@ -18,6 +26,9 @@ const IDLE_CONFIRM_MS = 5000;
 
 type OpenTransaction = { lsn: bigint; seq: number; commitTime: string | null };
 
+/** A pending change that carries its table's column list as the plugin gave it, types not yet looked up. */
+type UnresolvedColumns = { change: RowChange; refs: ColumnRef[] };
+
 /**
  * The change source: a logical replication stream opened at a cursor, read in bounded batches and acknowledged
  * only up to what the sink committed. Each protocol event has its own handler over the typed state below.
@@ -31,6 +42,7 @@ export class ReplicationStream {
   private lastCommitEnd: bigint;
   private tx: OpenTransaction | null = null;
   private pending: Change[] = [];
+  private pendingColumns: UnresolvedColumns[] = [];
   private firstPendingAt = 0;
   /** A position past the last commit the next batch may confirm (idle keepalive, our own marker). */
   private positionHint: bigint | null = null;
@@ -130,7 +142,7 @@ export class ReplicationStream {
   private onChange(ev: Extract<StreamEvent, { type: 'change' }>) {
     const tx = this.inTransaction();
     tx.seq += 1;
-    this.push({
+    const change: RowChange & Change = {
       kind: 'row',
       table: ev.table,
       op: ev.op,
@@ -139,7 +151,10 @@ export class ReplicationStream {
       txLsn: tx.lsn,
       seq: tx.seq,
       commitTime: tx.commitTime,
-    });
+    };
+    // A column list is not a change of its own: it takes no seq, so replays number changes alike.
+    if (ev.columns) this.pendingColumns.push({ change, refs: ev.columns });
+    this.push(change);
   }
 
   private onTruncate(ev: Extract<StreamEvent, { type: 'truncate' }>) {
@@ -237,17 +252,27 @@ export class ReplicationStream {
     );
   }
 
-  /** Takes everything decoded so far as a batch ending at the last commit (or a later hinted position). */
-  cut(): ChangeBatch {
+  /**
+   * Takes everything decoded so far as a batch ending at the last commit (or a later hinted position). Column lists
+   * in it get their types from the source first (rare: a new session or an ALTER TABLE).
+   */
+  async cut(): Promise<ChangeBatch> {
     const changes = this.pending;
+    const columnLists = this.pendingColumns;
     this.pending = [];
+    this.pendingColumns = [];
     const hint = this.positionHint;
     this.positionHint = null;
     const endLsn = hint !== null && hint > this.lastCommitEnd ? hint : this.lastCommitEnd;
     const release = this.handlerWaiting;
     this.handlerWaiting = null;
     release?.();
-    return { changes, endLsn };
+    if (!columnLists.length) return { changes, endLsn };
+    await withClient(this.target.sourceUrl, async (source) => {
+      for (const { change, refs } of columnLists)
+        change.columns = await sourceColumns(source, change.table, refs);
+    });
+    return { changes, endLsn, newColumns: true };
   }
 
   /** The position the sink has committed everything before; it is acknowledged to the slot. */

@@ -5,7 +5,9 @@
 import pg from 'pg';
 import { quoteIdent } from '../db/sql';
 import { withClient } from '../db/client';
+import type { SourceColumn } from '../schema/evolution';
 import { SOURCE_TABLES, TABLE, type SourceTable } from '../schema/tables';
+import type { ColumnRef } from './changes';
 
 export class SlotMissingError extends Error {
   constructor(slot: string, detail: string) {
@@ -133,14 +135,107 @@ export async function endSnapshotRead(reader: pg.ClientBase): Promise<void> {
   await reader.query('COMMIT');
 }
 
-/** COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves). */
-export function copyChunkSql(table: SourceTable, lastKey: string | null, rows: number): string {
+// The reported list with types: from the plugin's type OID and modifier where it sent them, else from the catalog
+// (null for a column the catalog no longer has); with $5, also the catalog's columns the list lacks.
+const SOURCE_COLUMNS = `
+WITH reported AS (
+  SELECT * FROM unnest($2::text[], $3::oid[], $4::int[]) WITH ORDINALITY AS r(name, type_oid, typmod, pos)),
+catalog AS (
+  SELECT attname::text AS name, format_type(atttypid, atttypmod) AS type, attnum
+  FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped)
+SELECT name, type FROM (
+  SELECT r.name, coalesce(format_type(r.type_oid, r.typmod), c.type) AS type, r.pos
+  FROM reported r LEFT JOIN catalog c ON c.name = r.name
+  UNION ALL
+  SELECT c.name, c.type, 1000000 + c.attnum FROM catalog c
+  WHERE $5 AND NOT EXISTS (SELECT 1 FROM reported r WHERE r.name = c.name)) x
+ORDER BY pos`;
+
+/**
+ * A source table's columns with their types as format_type prints them. `reported`: the list a change carried;
+ * with type OIDs (pgoutput's Relation message) exactly that list, with names only (wal2json) those names plus the
+ * catalog's other columns (an update leaves out unchanged TOASTed values, so a missing name proves nothing).
+ * null: the catalog's list, as the snapshot copies it.
+ */
+export async function sourceColumns(
+  source: pg.ClientBase,
+  table: SourceTable,
+  reported: ColumnRef[] | null,
+): Promise<SourceColumn[]> {
+  const refs = reported ?? [];
+  const namesOnly = refs.every((r) => r.typeOid === null);
+  const { rows } = await source.query<SourceColumn>(SOURCE_COLUMNS, [
+    `public.${quoteIdent(table)}`,
+    refs.map((r) => r.name),
+    refs.map((r) => r.typeOid),
+    refs.map((r) => r.typmod),
+    namesOnly,
+  ]);
+  return rows;
+}
+
+/**
+ * COPY of the next chunk of a source table in key order, after `lastKey` (a bigint we read back ourselves).
+ * `columnNames`: what to copy, by default the spec's columns.
+ */
+export function copyChunkSql(
+  table: SourceTable,
+  lastKey: string | null,
+  rows: number,
+  columnNames?: readonly string[],
+): string {
   if (lastKey !== null && !/^-?\d+$/.test(lastKey)) throw new Error(`bad snapshot key ${lastKey}`);
   const spec = TABLE[table];
   const where = lastKey === null ? '' : ` WHERE ${spec.key} > ${lastKey}`;
-  const columns = spec.columns.map((c) => c.name).join(', ');
+  const columns = (columnNames ?? spec.columns.map((c) => c.name)).map(quoteIdent).join(', ');
   return `COPY (SELECT ${columns} FROM ${quoteIdent(table)}${where} ORDER BY ${spec.key}
     LIMIT ${Math.floor(rows)}) TO STDOUT`;
+}
+
+/**
+ * Upper keys of consecutive ranges of about `rows` keys each, read in the caller's snapshot (the last range is
+ * open-ended): the chunks a fanned-out snapshot hands to its workers.
+ */
+export async function chunkBoundaries(
+  reader: pg.ClientBase,
+  table: SourceTable,
+  rows: number,
+): Promise<string[]> {
+  const key = TABLE[table].key;
+  // Ordered by the bigint key, not its text (an alias named like the key would sort "10000" before "5000").
+  const { rows: found } = await reader.query<{ upper: string }>(
+    `SELECT k::text AS upper FROM (SELECT ${key} AS k, row_number() OVER (ORDER BY ${key}) AS n
+       FROM ${quoteIdent(table)}) x WHERE n % $1 = 0 ORDER BY x.k`,
+    [Math.max(1, Math.floor(rows))],
+  );
+  return found.map((r) => r.upper);
+}
+
+/** COPY of the keys in (`after`, `upTo`] of a table (null: unbounded), for one planned chunk. */
+export function copyRangeSql(
+  table: SourceTable,
+  after: string | null,
+  upTo: string | null,
+  columnNames: readonly string[],
+): string {
+  for (const k of [after, upTo])
+    if (k !== null && !/^-?\d+$/.test(k)) throw new Error(`bad snapshot key ${k}`);
+  const key = TABLE[table].key;
+  const where = [after === null ? null : `${key} > ${after}`, upTo === null ? null : `${key} <= ${upTo}`]
+    .filter(Boolean)
+    .join(' AND ');
+  return `COPY (SELECT ${columnNames.map(quoteIdent).join(', ')} FROM ${quoteIdent(table)}${
+    where ? ` WHERE ${where}` : ''
+  }) TO STDOUT`;
+}
+
+/** A non-transactional logical message with a `stategrid…` prefix: the capture confirms past it. */
+async function emitMarker(source: pg.ClientBase, prefix: string): Promise<string> {
+  const { rows } = await source.query<{ lsn: string }>(
+    `SELECT pg_logical_emit_message(false, $1, '')::text AS lsn`,
+    [prefix],
+  );
+  return rows[0].lsn;
 }
 
 /**
@@ -148,12 +243,84 @@ export function copyChunkSql(table: SourceTable, lastKey: string | null, rows: n
  * past it, everything committed before the call is applied.
  */
 export async function emitWaitMarker(sourceUrl: string): Promise<string> {
-  return withClient(sourceUrl, async (source) => {
-    const { rows } = await source.query<{ lsn: string }>(
-      `SELECT pg_logical_emit_message(false, 'stategrid.wait', '')::text AS lsn`,
+  return withClient(sourceUrl, (source) => emitMarker(source, 'stategrid.wait'));
+}
+
+/**
+ * Low watermark of a repair read: a marker `lsn` in the WAL, then a transaction id taken after it. Every
+ * transaction whose commit record precedes the marker got its id before it, so once every id up to `xid` has ended
+ * (waitTransactionsEnded) a new snapshot sees all of them. Waiting for the xmax of a snapshot taken after the
+ * marker would not do: a transaction may have written its commit record and not yet left the running set.
+ */
+export async function repairLowWatermark(source: pg.ClientBase): Promise<{ lsn: string; xid: string }> {
+  await source.query('BEGIN');
+  try {
+    const lsn = await emitMarker(source, 'stategrid.repair.low');
+    const { rows } = await source.query<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`);
+    await source.query('COMMIT');
+    return { lsn, xid: rows[0].xid };
+  } catch (err) {
+    await source.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Waits until every source transaction with an id up to `xid` has committed or aborted. */
+export async function waitTransactionsEnded(
+  source: pg.ClientBase,
+  xid: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await source.query<{ ended: boolean }>(
+      `SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8 AS ended`,
+      [xid],
     );
-    return rows[0].lsn;
-  });
+    if (rows[0].ended) return;
+    if (Date.now() > deadline)
+      throw new Error(`source transactions older than ${xid} still running after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** JSON array of rows (text values), the keys found, and the columns read. */
+export type SourceRows = { rows: string; present: string[]; columns: string[] };
+
+/**
+ * The current rows of the given keys of each table, all read in one REPEATABLE READ snapshot: per table a JSON
+ * array of rows with every column in its text form (as the stream delivers them) and the keys found.
+ */
+export async function readRowsInOneSnapshot(
+  source: pg.ClientBase,
+  keys: Record<SourceTable, string[]>,
+  extraColumns: Record<SourceTable, readonly string[]> = { power_user: [], power_consumption: [] },
+): Promise<Record<SourceTable, SourceRows>> {
+  await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    const out = {} as Record<SourceTable, SourceRows>;
+    for (const table of SOURCE_TABLES) {
+      const spec = TABLE[table];
+      // Extra columns the ODS mirror has and the source still has (a column dropped since is not read).
+      const present = new Set((await sourceColumns(source, table, null)).map((c) => c.name));
+      const names = [
+        ...spec.columns.map((c) => c.name),
+        ...extraColumns[table].filter((n) => present.has(n)),
+      ];
+      const select = names.map((n) => `${quoteIdent(n)}::text AS ${quoteIdent(n)}`).join(', ');
+      const { rows } = await source.query<SourceRows>(
+        `SELECT COALESCE(json_agg(x), '[]')::text AS rows, COALESCE(array_agg(x.${spec.key}), '{}') AS present
+         FROM (SELECT ${select} FROM ${quoteIdent(table)} WHERE ${spec.key} = ANY($1::bigint[])) x`,
+        [keys[table]],
+      );
+      out[table] = { ...rows[0], columns: names };
+    }
+    await source.query('COMMIT');
+    return out;
+  } catch (err) {
+    await source.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 export async function sourceRowCount(sourceUrl: string): Promise<number> {

@@ -11,6 +11,7 @@ import { registerSchedule } from './schedule';
 import { registerStack } from './stack';
 import { registerVerify } from './verify';
 import { registerWait } from './wait';
+import { registerWorker } from './worker';
 
 export { SCHEDULE_ID, VERIFY_SCHEDULE_ID } from './schedule';
 
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerRecompute(program);
   registerSchedule(program);
   registerDemo(program);
+  registerWorker(program);
   program.hook('preAction', (_program, action) => {
     if (action.opts().json) jsonOutput();
   });

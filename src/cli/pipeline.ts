@@ -32,9 +32,12 @@ function printStatus(s: PipelineStatus): void {
   );
   if (st?.lastSegment) {
     say(
-      `  last segment: ${st.lastSegment.applied} changes in ${st.lastSegment.seconds}s (${st.lastSegment.rowsPerSecond}/s)`,
+      `  last segment: ${st.lastSegment.applied} changes in ${st.lastSegment.seconds}s (${st.lastSegment.rowsPerSecond}/s)` +
+        (st.lastSegment.worker ? ` on ${st.lastSegment.worker}` : ''),
     );
   }
+  if (st?.captureQueue) say(`  capture stays on: ${st.captureQueue}`);
+  say(`  workers: ${s.workers.map((w) => w.identity).join(', ') || 'none polling'}`);
   say(
     `  dead letters: ${s.sink.deadLetters}, orphans: ${s.sink.orphans}, late events: ${s.sink.lateEvents}, revisions: ${s.sink.revisions}, closed days: ${s.sink.closedDays}`,
   );
@@ -45,6 +48,22 @@ function printStatus(s: PipelineStatus): void {
     say(
       `  last verify: ${v.finished_at}, ${v.equal ? 'equal to the source' : `differs (${differing.map(([t, n]) => `${t} ${n}`).join(', ')})`}`,
     );
+  }
+  const r = s.sink.lastRepair;
+  if (r) {
+    const counts = Object.entries(r.counts).map(
+      ([t, actions]) =>
+        `${t} ${Object.entries(actions)
+          .map(([a, n]) => `${a} ${n}`)
+          .join(' ')}`,
+    );
+    say(`  last repair: ${r.at}, ${counts.join(', ')}`);
+  }
+  for (const c of s.sink.odsColumns) {
+    const state = { mirrored: 'mirrored', dropped: 'DROPPED at the source, kept', skipped: 'NOT mirrored' }[
+      c.state
+    ];
+    say(`  column ${c.table}.${c.name} (${c.type ?? '?'}): ${state}${c.detail ? ` (${c.detail})` : ''}`);
   }
   for (const [t, n] of Object.entries(s.sink.rows)) say(`  ${t.padEnd(30)} ${n}`);
 }

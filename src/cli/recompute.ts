@@ -1,59 +1,66 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
-import type { AppConfig } from '../config';
-import { recomputeDayWorkflow } from '../control/pipeline';
-import type { RecomputeResult } from '../workflows/contract';
+import { recomputeRangeWorkflowRun } from '../control/pipeline';
+import type { RecomputeRangeResult } from '../workflows/contract';
 import { say } from './output';
-import { config, isoDate, withTemporal } from './shared';
+import { config, int, isoDate, withTemporal } from './shared';
 
-function daysBetween(from: string, to: string): string[] {
-  const days: string[] = [];
-  for (let t = Date.parse(from + 'T00:00:00Z'); t <= Date.parse(to + 'T00:00:00Z'); t += 86_400_000) {
-    days.push(new Date(t).toISOString().slice(0, 10));
-  }
-  return days;
-}
+export type RangeOptions = { from: string; to: string; id: string; concurrency?: number };
 
-async function recomputeRange(
-  cfg: AppConfig,
-  from: string,
-  to: string,
-  pipelineId: string,
-): Promise<RecomputeResult[]> {
-  const days = daysBetween(from, to);
-  if (!days.length) throw new InvalidArgumentError('--from must not be after --to');
-  const interactive = !!process.stdout.isTTY;
-  const bar = interactive
+/**
+ * Runs a range of days as one recomputeRangeWorkflow (days in parallel over the workers, `--concurrency` at a time):
+ * a bar of days done in a terminal, a line per change otherwise.
+ */
+export async function recomputeRange(o: RangeOptions, idPrefix?: string): Promise<RecomputeRangeResult> {
+  const cfg = config();
+  const bar = process.stdout.isTTY
     ? new SingleBar(
-        { format: 'recompute {bar} {value}/{total} days | {date} drift {drift}' },
+        { format: 'recompute {bar} {value}/{total} days | running {running}' },
         Presets.shades_classic,
       )
     : null;
-  bar?.start(days.length, 0, { date: '', drift: 0 });
-  const results: RecomputeResult[] = [];
-  await withTemporal(async (client) => {
-    for (const [i, date] of days.entries()) {
-      const r = await recomputeDayWorkflow(cfg, client, { date, pipelineId });
-      results.push(r);
-      if (bar) bar.update(i + 1, { date, drift: r.drift });
-      else say(`recompute ${i + 1}/${days.length} ${date}: drift ${r.drift} rows`);
-    }
-  });
+  let lastDone = -1;
+  const result = await withTemporal((client) =>
+    recomputeRangeWorkflowRun(
+      cfg,
+      client,
+      { from: o.from, to: o.to, pipelineId: o.id, ...(o.concurrency ? { concurrency: o.concurrency } : {}) },
+      (p) => {
+        const running = p.running.join(' ') || '-';
+        if (bar) {
+          if (!bar.isActive) bar.start(p.total, 0, { running });
+          bar.update(p.done, { running });
+        } else if (p.done !== lastDone) {
+          lastDone = p.done;
+          say(`recompute ${p.done}/${p.total} days (running: ${running})`);
+        }
+      },
+      idPrefix,
+    ),
+  );
   bar?.stop();
-  return results;
+  for (const d of result.days)
+    if (d.drift) say(`  ${d.date}: drift ${d.drift} rows, ${d.revisions} revisions`);
+  say(`recomputed ${result.days.length} days, total drift ${result.drift} rows`);
+  return result;
 }
 
-/** `stategrid recompute --from --to`. */
-export function registerRecompute(program: Command): void {
-  program
-    .command('recompute')
-    .description('recompute DWS for a range of days from DWD, reporting drift')
+export const rangeOptions = (cmd: Command) =>
+  cmd
     .requiredOption('--from <date>', 'first day', isoDate)
     .requiredOption('--to <date>', 'last day', isoDate)
     .option('--id <pipelineId>', 'pipeline id', 'default')
-    .action(async (o) => {
-      const results = await recomputeRange(config(), o.from, o.to, o.id);
-      const drift = results.reduce((a, r) => a + r.drift, 0);
-      say(`recomputed ${results.length} days, total drift ${drift} rows`);
-    });
+    .option(
+      '--concurrency <n>',
+      'days at a time (default STATEGRID_RECOMPUTE_CONCURRENCY, 4)',
+      int('--concurrency'),
+    );
+
+/** `stategrid recompute --from --to [--concurrency]`. */
+export function registerRecompute(program: Command): void {
+  rangeOptions(
+    program.command('recompute').description('recompute DWS for a range of days from DWD, reporting drift'),
+  ).action(async (o: RangeOptions) => {
+    await recomputeRange(o);
+  });
 }

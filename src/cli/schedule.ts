@@ -1,43 +1,23 @@
 import type { Command } from 'commander';
-import { ScheduleNotFoundError, ScheduleOverlapPolicy } from '@temporalio/client';
-import { WorkflowType } from '../workflows/contract';
+import { ScheduleNotFoundError } from '@temporalio/client';
+import {
+  createDailySchedules,
+  SCHEDULE_ID,
+  SCHEDULES,
+  VERIFY_SCHEDULE_ID,
+  type ScheduleCrons,
+} from '../control/schedules';
 import { say } from './output';
+import { rangeOptions, recomputeRange, type RangeOptions } from './recompute';
 import { config, withTemporal } from './shared';
 
-export const SCHEDULE_ID = 'stategrid-daily-recompute';
-export const VERIFY_SCHEDULE_ID = 'stategrid-daily-verify';
+export { SCHEDULE_ID, VERIFY_SCHEDULE_ID };
 
-/** The two daily schedules: recompute of the previous day, then a verify of the whole warehouse. */
-const SCHEDULES = [
-  { id: SCHEDULE_ID, workflowType: WorkflowType.recompute, what: 'recomputes the previous day' },
-  {
-    id: VERIFY_SCHEDULE_ID,
-    workflowType: WorkflowType.verify,
-    what: 'verifies the warehouse against its source',
-  },
-] as const;
-
-async function create(o: { cron: string; verifyCron: string; id: string }): Promise<void> {
+async function create(o: ScheduleCrons & { id: string }): Promise<void> {
   const cfg = config();
   await withTemporal(async (client) => {
-    for (const s of SCHEDULES) {
-      const cron = s.id === SCHEDULE_ID ? o.cron : o.verifyCron;
-      const args =
-        s.id === SCHEDULE_ID ? [{ pipelineId: o.id, timeZone: cfg.timeZone }] : [{ pipelineId: o.id }];
-      await client.schedule.create({
-        scheduleId: s.id,
-        spec: { cronExpressions: [cron], timezone: cfg.timeZone },
-        action: {
-          type: 'startWorkflow',
-          workflowType: s.workflowType,
-          taskQueue: cfg.taskQueue,
-          workflowId: `${s.id}-${o.id}`,
-          args,
-        },
-        policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
-      });
-      say(`schedule ${s.id} created: '${cron}' in ${cfg.timeZone}, ${s.what}`);
-    }
+    for (const s of await createDailySchedules(cfg, client, o.id, o))
+      say(`schedule ${s.id} created: '${s.cron}' in ${cfg.timeZone}, ${s.what}`);
   });
 }
 
@@ -81,6 +61,15 @@ export function registerSchedule(program: Command): void {
     .option('--verify-cron <expr>', 'cron expression of the verify', '0 2 * * *')
     .option('--id <pipelineId>', 'pipeline id', 'default')
     .action(create);
+  rangeOptions(
+    schedule
+      .command('backfill')
+      .description(
+        'recompute the days a schedule missed (--from..--to) in parallel, bounded; `temporal schedule backfill` of the recompute schedule needs --overlap-policy BufferAll or AllowAll',
+      ),
+  ).action(async (o: RangeOptions) => {
+    await recomputeRange(o, `${SCHEDULE_ID}-backfill`);
+  });
   schedule.command('describe').action(describe);
   schedule.command('delete').action(remove);
 }

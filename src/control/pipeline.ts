@@ -8,19 +8,25 @@ import { parsePipelineInput } from '../activities/inputs';
 import { dropSlot, slotFigures, sourceRowCount, truncateSource, type SlotFigures } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
 import { withClient } from '../db/client';
+import { taskQueuePollers, type Poller } from '../temporal/pollers';
 import { ensureSearchAttributes } from '../temporal/search-attributes';
 import { initDatabases } from '../db/init';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkFigures, truncateSink, type SinkFigures } from '../sink/status';
 import type { cdcPipelineWorkflow } from '../workflows/cdcPipelineWorkflow';
 import type { dailyRecomputeWorkflow } from '../workflows/dailyRecomputeWorkflow';
+import type { recomputeRangeWorkflow } from '../workflows/recomputeRangeWorkflow';
 import {
   pauseUpdate,
+  rangeProgressQuery,
   resumeUpdate,
   statusQuery,
   stopUpdate,
   WorkflowType,
   type PipelineState,
+  type RangeProgress,
+  type RecomputeRangeInput,
+  type RecomputeRangeResult,
   type RecomputeResult,
 } from '../workflows/contract';
 
@@ -102,12 +108,40 @@ export function recomputeDayWorkflow(
   });
 }
 
+/**
+ * A range of days as one `recomputeRangeWorkflow` (days in parallel, bounded, over every worker); `onProgress`
+ * sees the days done about once a second until it ends.
+ */
+export async function recomputeRangeWorkflowRun(
+  cfg: AppConfig,
+  client: Client,
+  input: Required<Pick<RecomputeRangeInput, 'from' | 'to' | 'pipelineId'>> & { concurrency?: number },
+  onProgress: (p: RangeProgress) => void,
+  idPrefix = 'stategrid-recompute-range',
+): Promise<RecomputeRangeResult> {
+  const handle = await client.workflow.start<typeof recomputeRangeWorkflow>(WorkflowType.recomputeRange, {
+    taskQueue: cfg.taskQueue,
+    workflowId: `${idPrefix}-${input.pipelineId}-${input.from}-${input.to}-${Date.now()}`,
+    args: [{ concurrency: cfg.recomputeConcurrency, ...input }],
+  });
+  let finished = false;
+  const result = handle.result().finally(() => (finished = true));
+  while (!finished) {
+    const p = await handle.query(rangeProgressQuery).catch(() => undefined);
+    if (p) onProgress(p);
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+  }
+  return result;
+}
+
 export type PipelineStatus = {
   workflowId: string;
   workflowStatus: string;
   state: PipelineState | null;
   sink: SinkFigures;
   slot: SlotFigures;
+  /** Workers polling the pipeline's activities (any host): snapshot chunks, segments, day closes. */
+  workers: Poller[];
 };
 
 export async function pipelineStatus(
@@ -128,7 +162,15 @@ export async function pipelineStatus(
   }
   const sink = await withClient(cfg.sinkUrl, (db) => sinkFigures(db, pipelineId));
   const slotName = sink.checkpoint?.slot_name ?? state?.config?.slotName ?? `stategrid_${pipelineId}`;
-  return { workflowId, workflowStatus, state, sink, slot: await slotFigures(cfg.sourceUrl, slotName) };
+  const slot = await slotFigures(cfg.sourceUrl, slotName);
+  return {
+    workflowId,
+    workflowStatus,
+    state,
+    sink,
+    slot,
+    workers: await taskQueuePollers(client.workflowService, cfg.temporalNamespace, cfg.taskQueue, 'activity'),
+  };
 }
 
 /** Terminates a pipeline's workflow if it runs (tests and benchmarks start from a clean slate). */

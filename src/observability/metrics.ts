@@ -49,6 +49,41 @@ export const verifyLastRun = new Gauge({
   registers: [registry],
 });
 
+export const activitiesRunning = new Gauge({
+  name: 'stategrid_activities_running',
+  help: 'Activities this worker is executing now, per activity type',
+  labelNames: ['activity'] as const,
+  registers: [registry],
+});
+
+/** Every series of this process carries its worker identity, so several workers can be scraped side by side. */
+export function labelWorker(identity: string): void {
+  registry.setDefaultLabels({ worker: identity });
+}
+
+/** The same activities, each counted in `stategrid_activities_running` while it executes. */
+export function countRunning<T extends object>(activities: T): T {
+  const counted: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(activities)) {
+    counted[name] = async (...args: unknown[]) => {
+      activitiesRunning.inc({ activity: name });
+      try {
+        return await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
+      } finally {
+        activitiesRunning.dec({ activity: name });
+      }
+    };
+  }
+  return counted as T;
+}
+
+export const repairs = new Counter({
+  name: 'stategrid_repairs_total',
+  help: 'Rows written, DWS partitions recomputed and keys left to the stream by verify --repair',
+  labelNames: ['pipeline', 'table', 'action'] as const,
+  registers: [registry],
+});
+
 export const batchSeconds = new Histogram({
   name: 'stategrid_batch_seconds',
   help: 'Time to write one batch (ODS, change log, DWD, checkpoint) in one sink transaction',

@@ -62,6 +62,17 @@ export const PRIMARY_KEY: Record<SourceTable, string> = {
 /** Row metadata every ODS table carries beside the source columns. */
 export const ODS_METADATA: readonly Column[] = [col('_lsn', 'pg_lsn'), col('_op', 'char(1)')];
 
+/**
+ * Names a source column cannot take in its ODS mirror: the row metadata, `_synced_at`, and `_valid`, which the
+ * streaming statement adds to each row it reads. A source column of such a name is not mirrored (its values stay
+ * in the change log).
+ */
+export const ODS_RESERVED_NAMES: readonly string[] = [
+  ...ODS_METADATA.map((c) => c.name),
+  '_synced_at',
+  '_valid',
+];
+
 /** User columns a DWD consumption detail takes from the current valid user row (the LEFT JOIN). */
 export const USER_ENRICHMENT = ['user_name', 'region_id', 'region_name', 'usage_type'] as const;
 

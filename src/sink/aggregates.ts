@@ -83,6 +83,28 @@ export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string):
   return result;
 }
 
+/**
+ * Recomputes the given partitions now, under the DWS lock like a refresh (repair). Their dirty marks stay for the
+ * refresher, which then finds nothing to change; closed days get revisions with `reason`.
+ */
+export async function recomputePartitions(
+  pool: pg.Pool,
+  partitions: { stat_date: string; region_id: number }[],
+  reason: string,
+): Promise<RefreshResult> {
+  if (!partitions.length) return { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
+  return withTransaction(pool, async (client) => {
+    await client.query(dws.LOCK_DWS);
+    const refreshed = await refreshPartitions(
+      client,
+      partitions.map((p) => p.stat_date),
+      partitions.map((p) => p.region_id),
+      reason,
+    );
+    return refreshed.result;
+  });
+}
+
 export type DayResult = RefreshResult & { date: string; newlyClosed?: boolean };
 
 async function refreshWholeDay(client: pg.ClientBase, date: string, reason: string): Promise<RefreshResult> {

@@ -2,24 +2,33 @@
  * DWD layer SQL, built from the table spec: valid users, and valid consumptions LEFT JOINed to the current valid
  * user row; plus the DWS dirty marks that DWD changes leave, and the one-statement streaming batch.
  */
-import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE } from '../schema/tables';
-import { named } from '../db/sql';
+import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../schema/tables';
+import { named, type Statement } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
-import { insertChangeLog, insertOds, recordsetOf, updateFromExcluded } from './ods';
+import { insertChangeLog, insertOds, recordsetOf, unlessUnchanged, updateFromExcluded } from './ods';
 import { insertDeadLetters } from './ops';
 
 const USER_COLUMNS = USER_TABLE.columns.map((c) => c.name);
 const CONSUMPTION_COLUMNS = CONSUMPTION_TABLE.columns.map((c) => c.name);
 const DETAIL_COLUMNS = [...CONSUMPTION_COLUMNS, ...USER_ENRICHMENT, 'etl_time'];
 
-/** Writes valid user rows (`select` gives the source columns from `from`) into DWD. */
-export function insertDwdUsers(from: string, opts: { select?: string; upsert: boolean }): string {
+/**
+ * Writes valid user rows (`select` gives the source columns from `from`) into DWD; `changedOnly` upserts leave
+ * rows that already hold the values alone.
+ */
+export function insertDwdUsers(
+  from: string,
+  opts: { select?: string; upsert: boolean; changedOnly?: boolean; returning?: string },
+): string {
   const cols = [...USER_COLUMNS, 'etl_time'];
+  const unchanged = opts.changedOnly ? unlessUnchanged(USER_TABLE.dwd, USER_COLUMNS) : '';
   const conflict = opts.upsert
-    ? `\nON CONFLICT (${USER_TABLE.key}) DO UPDATE SET ${updateFromExcluded(USER_TABLE.key, cols)}`
+    ? `\nON CONFLICT (${USER_TABLE.key}) DO UPDATE SET ${updateFromExcluded(USER_TABLE.key, cols)}${unchanged}`
     : '';
   return `INSERT INTO ${USER_TABLE.dwd} (${cols.join(', ')})
-SELECT ${opts.select ?? USER_COLUMNS.join(', ')}, now() FROM ${from}${conflict}`;
+SELECT ${opts.select ?? USER_COLUMNS.join(', ')}, now() FROM ${from}${conflict}${
+    opts.returning ? `\nRETURNING ${opts.returning}` : ''
+  }`;
 }
 
 /**
@@ -28,12 +37,22 @@ SELECT ${opts.select ?? USER_COLUMNS.join(', ')}, now() FROM ${from}${conflict}`
  */
 export function insertDwdDetails(
   from: string,
-  opts: { select?: string; userKey?: string; where?: string; upsert: boolean; returning?: string },
+  opts: {
+    select?: string;
+    userKey?: string;
+    where?: string;
+    upsert: boolean;
+    changedOnly?: boolean;
+    returning?: string;
+  },
 ): string {
   const select = opts.select ?? CONSUMPTION_COLUMNS.map((c) => `c.${c}`).join(', ');
   const enrichment = USER_ENRICHMENT.map((c) => `u.${c}`).join(', ');
+  const unchanged = opts.changedOnly
+    ? unlessUnchanged(CONSUMPTION_TABLE.dwd, DETAIL_COLUMNS.slice(0, -1))
+    : '';
   const conflict = opts.upsert
-    ? `\nON CONFLICT (${CONSUMPTION_TABLE.key}) DO UPDATE SET ${updateFromExcluded(CONSUMPTION_TABLE.key, DETAIL_COLUMNS)}`
+    ? `\nON CONFLICT (${CONSUMPTION_TABLE.key}) DO UPDATE SET ${updateFromExcluded(CONSUMPTION_TABLE.key, DETAIL_COLUMNS)}${unchanged}`
     : '';
   return `INSERT INTO ${CONSUMPTION_TABLE.dwd} (${DETAIL_COLUMNS.join(', ')})
 SELECT ${select}, ${enrichment}, now()
@@ -84,13 +103,14 @@ UPDATE ${CONSUMPTION_TABLE.dwd}
 SET ${USER_ENRICHMENT.map((c) => `${c} = NULL`).join(', ')}, etl_time = now()
 WHERE ${ENRICHMENT_TUPLE} IS DISTINCT FROM (${USER_ENRICHMENT.map(() => 'NULL').join(', ')})`;
 
-// The partitions of the given consumptions ($1) and of the given users' rows ($2). Two index lookups: an OR of
+// `cols` of the detail rows of the given consumptions ($1) and of the given users ($2). Two index lookups: an OR of
 // the two conditions would scan the whole table on every batch.
-export const MARK_DIRTY_FOR_KEYS = markDirty(`
-  SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY($1::bigint[])
+export const detailsOfKeys = (cols: string) => `
+  SELECT ${cols} FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY($1::bigint[])
   UNION ALL
-  SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}
-  WHERE user_id = ANY($2::bigint[]) AND consumption_id <> ALL($1::bigint[])`);
+  SELECT ${cols} FROM ${CONSUMPTION_TABLE.dwd}
+  WHERE user_id = ANY($2::bigint[]) AND consumption_id <> ALL($1::bigint[])`;
+export const MARK_DIRTY_FOR_KEYS = markDirty(detailsOfKeys('consumption_date, region_id'));
 
 export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}`);
 
@@ -102,9 +122,10 @@ export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM
  *
  * `atCheckpoint`: the statement is the whole transaction. It locks the checkpoint row and writes only if the
  * epoch matches and the batch's first change (first_lsn, first_seq) follows the checkpoint, then advances it to
- * the last change (see ADVANCE_CHECKPOINT_SQL for its parameters); `ok` says whether it wrote.
+ * the last change (see ADVANCE_CHECKPOINT_SQL for its parameters); `ok` says whether it wrote. `extra`: source
+ * columns beyond the spec that ODS mirrors (DWD takes only its own columns and never sees them).
  */
-function applyConsumptionsSql(atCheckpoint: boolean): string {
+function applyConsumptionsSql(atCheckpoint: boolean, extra: readonly Column[]): string {
   const gate = atCheckpoint ? ' AND (SELECT ok FROM gate)' : '';
   const where = atCheckpoint ? ' WHERE (SELECT ok FROM gate)' : '';
   const checkpoint = atCheckpoint
@@ -113,16 +134,17 @@ gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
 advanced AS (${ADVANCE_CHECKPOINT_SQL}${gate}),
 `
     : '';
-  const rows = `jsonb_to_recordset(:rows::jsonb) AS ${recordsetOf('power_consumption', 'r', [
+  const meta = [
     { name: '_lsn', type: 'pg_lsn' },
     { name: '_op', type: 'char(1)' },
     { name: '_valid', type: 'boolean' },
-  ])}`;
+  ];
+  const rows = `jsonb_to_recordset(:rows::jsonb) AS ${recordsetOf('power_consumption', 'r', meta, extra)}`;
   return `
 WITH ${checkpoint}logged AS (${insertChangeLog(':change_log')}${where} RETURNING 1),
 dead AS (${insertDeadLetters(':dead_letters')}${where} RETURNING 1),
 c AS MATERIALIZED (SELECT * FROM ${rows}${where}),
-ods_up AS (${insertOds('power_consumption', 'c', { upsert: true })} RETURNING 1),
+ods_up AS (${insertOds('power_consumption', 'c', { upsert: true, extra })} RETURNING 1),
 ods_del AS (DELETE FROM ${CONSUMPTION_TABLE.ods} WHERE consumption_id = ANY(:deleted::bigint[])${gate} RETURNING 1),
 old_parts AS (
   SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}
@@ -139,7 +161,34 @@ SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FR
 type BatchParam = 'change_log' | 'rows' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
 export type ConsumptionBatchParams = Record<BatchParam, unknown>;
 
-export const APPLY_CONSUMPTIONS = named<BatchParam>(applyConsumptionsSql(false));
-export const APPLY_CONSUMPTIONS_AT_CHECKPOINT = named<
-  BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'first_seq'
->(applyConsumptionsSql(true));
+type CheckpointParam = BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'first_seq';
+
+export const APPLY_CONSUMPTIONS = named<BatchParam>(applyConsumptionsSql(false, []));
+export const APPLY_CONSUMPTIONS_AT_CHECKPOINT = named<CheckpointParam>(applyConsumptionsSql(true, []));
+
+/** The one-statement batch in both forms, for one list of extra ODS columns. */
+export type ConsumptionStatements = {
+  plain: Statement<BatchParam>;
+  atCheckpoint: Statement<CheckpointParam>;
+};
+
+const WITHOUT_EXTRA_COLUMNS: ConsumptionStatements = {
+  plain: APPLY_CONSUMPTIONS,
+  atCheckpoint: APPLY_CONSUMPTIONS_AT_CHECKPOINT,
+};
+const withExtraColumns = new Map<string, ConsumptionStatements>();
+
+/** The statements for the current ODS columns, compiled once per column list; no extra column: the constants. */
+export function consumptionStatements(extra: readonly Column[]): ConsumptionStatements {
+  if (!extra.length) return WITHOUT_EXTRA_COLUMNS;
+  const key = JSON.stringify(extra);
+  let stmts = withExtraColumns.get(key);
+  if (!stmts) {
+    stmts = {
+      plain: named(applyConsumptionsSql(false, extra)),
+      atCheckpoint: named(applyConsumptionsSql(true, extra)),
+    };
+    withExtraColumns.set(key, stmts);
+  }
+  return stmts;
+}

@@ -1,14 +1,22 @@
 /**
  * ODS layer SQL, built from the table spec: the current-state mirror of each source table (plus _lsn, _op,
- * _synced_at) and the append-only change log.
+ * _synced_at) and the append-only change log. Source columns beyond the spec (`extra`, see ods-columns.ts) are
+ * read as text, which every type's input accepts, and cast to their ODS type on insert.
  */
+import { quoteIdent } from '../db/sql';
 import { ODS_METADATA, TABLE, type Column, type SourceTable } from '../schema/tables';
 
 const names = (cols: readonly Column[]) => cols.map((c) => c.name).join(', ');
 
-/** `AS alias(col type, ...)` of a jsonb_to_recordset over a table's rows, with extra columns after them. */
-export function recordsetOf(table: SourceTable, alias: string, extra: readonly Column[] = []): string {
-  const cols = [...TABLE[table].columns, ...extra];
+/** `AS alias(col type, ...)` of a jsonb_to_recordset over a table's rows: spec columns, source extras, `meta`. */
+export function recordsetOf(
+  table: SourceTable,
+  alias: string,
+  meta: readonly Column[] = [],
+  extra: readonly Column[] = [],
+): string {
+  const asText = extra.map((c) => ({ name: quoteIdent(c.name), type: 'text' }));
+  const cols = [...TABLE[table].columns, ...asText, ...meta];
   return `${alias}(${cols.map((c) => `${c.name} ${c.type}`).join(', ')})`;
 }
 
@@ -24,31 +32,50 @@ export function updateFromExcluded(key: string, cols: readonly string[]): string
     .join(', ');
 }
 
+/** `WHERE` of an upsert that leaves a row alone when `cols` of `target` already hold the new values (repair). */
+export function unlessUnchanged(target: string, cols: readonly string[]): string {
+  return ` WHERE (${cols.map((c) => `${target}.${c}`).join(', ')}) IS DISTINCT FROM (${cols
+    .map((c) => `EXCLUDED.${c}`)
+    .join(', ')})`;
+}
+
 /**
  * Writes rows into a table's ODS mirror. `select` gives the source columns (plain names, or casts from staged
- * text), `lsn` and `op` the metadata expressions; `upsert` replaces an existing row of the same key.
+ * text), `lsn` and `op` the metadata expressions; `extra` the source columns beyond the spec, each taken from the
+ * text column of its name and cast to its ODS type; `upsert` replaces an existing row of the same key,
+ * `changedOnly` only when a source column differs.
  */
 export function insertOds(
   table: SourceTable,
   from: string,
-  opts: { select?: string; lsn?: string; op?: string; upsert: boolean },
+  opts: {
+    select?: string;
+    lsn?: string;
+    op?: string;
+    upsert: boolean;
+    changedOnly?: boolean;
+    extra?: readonly Column[];
+  },
 ): string {
   const spec = TABLE[table];
-  const cols = [...spec.columns, ...ODS_METADATA];
+  const extra = opts.extra ?? [];
+  const extraNames = extra.map((c) => quoteIdent(c.name));
+  const cols = [...spec.columns.map((c) => c.name), ...extraNames, ...ODS_METADATA.map((c) => c.name)];
   const conflict = opts.upsert
-    ? `\nON CONFLICT (${spec.key}) DO UPDATE SET ${updateFromExcluded(spec.key, [
-        ...cols.map((c) => c.name),
-        '_synced_at',
-      ])}`
+    ? `\nON CONFLICT (${spec.key}) DO UPDATE SET ${updateFromExcluded(spec.key, [...cols, '_synced_at'])}${
+        opts.changedOnly ? unlessUnchanged(spec.ods, [...spec.columns.map((c) => c.name), ...extraNames]) : ''
+      }`
     : '';
-  return `INSERT INTO ${spec.ods} (${names(cols)}, _synced_at)
-SELECT ${opts.select ?? names(spec.columns)}, ${opts.lsn ?? '_lsn'}, ${opts.op ?? '_op'}, now() FROM ${from}${conflict}`;
+  const extraValues = extra.map((c, i) => `, ${extraNames[i]}::${c.type}`).join('');
+  return `INSERT INTO ${spec.ods} (${cols.join(', ')}, _synced_at)
+SELECT ${opts.select ?? names(spec.columns)}${extraValues}, ${opts.lsn ?? '_lsn'}, ${opts.op ?? '_op'}, now() FROM ${from}${conflict}`;
 }
 
 /** $1: JSON array of rows, each with _lsn and _op. */
-export const upsertOdsFromJson = (table: SourceTable) =>
-  insertOds(table, `jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', ODS_METADATA)}`, {
+export const upsertOdsFromJson = (table: SourceTable, extra: readonly Column[] = []) =>
+  insertOds(table, `jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', ODS_METADATA, extra)}`, {
     upsert: true,
+    extra,
   });
 
 /** $1: bigint[] of keys. */

@@ -2,6 +2,8 @@
 import type pg from 'pg';
 import { CONSUMPTION_TABLE, LAYER_TABLES } from '../schema/tables';
 import { readCheckpoint, type CheckpointRow } from './checkpoint';
+import { lastRepair } from './repair';
+import { odsColumnReport, type OdsColumnReport } from './ods-columns';
 import { lastVerifyRun, type VerifyRun } from './verify-sql';
 
 export type SinkHealth = { orphans: number; deadLetters: number };
@@ -26,6 +28,10 @@ export type SinkFigures = {
   closedDays: number;
   /** The last `verify` of this pipeline, if any. */
   lastVerify: VerifyRun | null;
+  /** The last `verify --repair` that handled anything: when, and repairs per table and action. */
+  lastRepair: Awaited<ReturnType<typeof lastRepair>>;
+  /** Source columns beyond the spec: mirrored into ODS, dropped at the source, or not mirrored (and why). */
+  odsColumns: OdsColumnReport[];
 };
 
 const COUNTED_TABLES = [...LAYER_TABLES, 'ods_change_log'];
@@ -49,6 +55,8 @@ export async function sinkFigures(db: pg.ClientBase, pipelineId: string): Promis
     revisions: Number(e.revisions),
     closedDays: Number(e.closed_days),
     lastVerify: await lastVerifyRun(db, pipelineId),
+    lastRepair: await lastRepair(db, pipelineId),
+    odsColumns: await odsColumnReport(db),
   };
 }
 
@@ -62,6 +70,8 @@ export async function truncateSink(db: pg.ClientBase): Promise<void> {
     'stategrid_window',
     'dws_revision',
     'stategrid_verify_run',
+    'stategrid_repair',
+    'stategrid_ods_column',
   ];
   await db.query(`TRUNCATE ${tables.join(', ')}`);
 }

@@ -4,12 +4,14 @@
  * DWS, the semantics recomputed from DWD beside the DWS rows, differing (day, region) partitions counted.
  */
 import type pg from 'pg';
+import { quoteIdent } from '../db/sql';
 import {
   CONSUMPTION_TABLE,
   SOURCE_TABLES,
   TABLE,
   USER_ENRICHMENT,
   USER_TABLE,
+  type Column,
   type SourceTable,
 } from '../schema/tables';
 import { invalidReasonSql } from './snapshot-load';
@@ -25,13 +27,16 @@ export type VerifiedTable = {
 const columns = (table: SourceTable) => TABLE[table].columns.map((c) => c.name);
 const rowText = (cols: string[]) => `ROW(${cols.join(', ')})::text`;
 
-/** Source rows as text columns (validity is decided on the same text forms as everywhere else). */
-const asText = (table: SourceTable) =>
+/**
+ * Rows of `from` (the source table, or the sink's ODS mirror with a condition) as text columns: validity is
+ * decided on the same text forms as everywhere else.
+ */
+const asText = (table: SourceTable, from: string) =>
   `(SELECT ${columns(table)
     .map((c) => `${c}::text AS ${c}`)
-    .join(', ')} FROM ${TABLE[table].name})`;
-const validRows = (table: SourceTable) =>
-  `(SELECT * FROM ${asText(table)} t WHERE ${invalidReasonSql(table)} IS NULL)`;
+    .join(', ')} FROM ${from})`;
+export const validRows = (table: SourceTable, from: string = TABLE[table].name) =>
+  `(SELECT * FROM ${asText(table, from)} t WHERE ${invalidReasonSql(table)} IS NULL)`;
 const typed = (table: SourceTable, alias: string) =>
   TABLE[table].columns.map((c) => `${alias}.${c.name}::${c.type}`);
 
@@ -39,12 +44,23 @@ const DETAIL_COLUMNS = [...CONSUMPTION_TABLE.columns.map((c) => c.name), ...USER
 const ENRICHMENT_TYPED = (alias: string) =>
   USER_ENRICHMENT.map((c) => `${alias}.${c}::${USER_TABLE.columns.find((u) => u.name === c)!.type}`);
 
+/**
+ * The ODS tables compared column by column: the spec's, then `extra` per table (source columns beyond the spec
+ * that the ODS mirror has with the same type; the caller lists them in the same order for both sides).
+ */
+export function verifiedOdsTables(extra: Record<SourceTable, readonly Column[]>): VerifiedTable[] {
+  return SOURCE_TABLES.map((t) => {
+    const cols = [...columns(t), ...extra[t].map((c) => quoteIdent(c.name))];
+    return {
+      table: TABLE[t].ods,
+      source: `SELECT ${TABLE[t].key} AS k, ${rowText(cols)} AS r FROM ${TABLE[t].name}`,
+      sink: `SELECT ${TABLE[t].key} AS k, ${rowText(cols)} AS r FROM ${TABLE[t].ods}`,
+    };
+  });
+}
+
 export const VERIFIED_TABLES: Record<'ods' | 'dwd', VerifiedTable[]> = {
-  ods: SOURCE_TABLES.map((t) => ({
-    table: TABLE[t].ods,
-    source: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].name}`,
-    sink: `SELECT ${TABLE[t].key} AS k, ${rowText(columns(t))} AS r FROM ${TABLE[t].ods}`,
-  })),
+  ods: verifiedOdsTables({ power_user: [], power_consumption: [] }),
   dwd: [
     {
       table: USER_TABLE.dwd,
@@ -95,6 +111,10 @@ export async function rowHashes(
 /**
  * DWS partitions whose rows differ from the semantics recomputed from DWD: region stats by (day, region) with
  * exact sums, distinct users and max; the ranking by day and region, ties by user_id. `days` limits the check.
+ * A partition with a pending dirty mark is in flight, not different: a batch changed its DWD rows and the next
+ * refresh recomputes it. Read in the same statement, a partition without a mark has been refreshed after its last
+ * DWD change (a batch writes its marks in the transaction of its DWD rows; a refresh drops only marks unchanged
+ * since it read them), so its DWS rows must equal DWD even while the pipeline streams.
  */
 export async function differingDwsPartitions(
   db: pg.ClientBase,
@@ -129,7 +149,9 @@ export async function differingDwsPartitions(
        SELECT 'dws_user_ranking', stat_date, region_id FROM (
          (SELECT * FROM ranking_expected EXCEPT ALL SELECT * FROM ranking_actual)
          UNION ALL (SELECT * FROM ranking_actual EXCEPT ALL SELECT * FROM ranking_expected)) r)
-     SELECT t AS table, stat_date::text, region_id, count(*)::int AS rows FROM differing GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+     SELECT t AS table, stat_date::text, region_id, count(*)::int AS rows FROM differing d
+     WHERE NOT EXISTS (SELECT 1 FROM stategrid_dws_dirty m WHERE m.stat_date = d.stat_date AND m.region_id = d.region_id)
+     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
     days ? [days] : [],
   );
   return rows;
@@ -143,15 +165,18 @@ export type VerifyRun = {
   seconds: string;
 };
 
+/** Records a verify run; returns its id (repairs refer to the run that found what they repaired). */
 export async function recordVerifyRun(
   db: pg.ClientBase,
   pipelineId: string,
   run: { equal: boolean; mismatched: Record<string, number>; seconds: number },
-): Promise<void> {
-  await db.query(
-    `INSERT INTO stategrid_verify_run (pipeline_id, equal, mismatched, seconds) VALUES ($1, $2, $3, $4)`,
+): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
+    `INSERT INTO stategrid_verify_run (pipeline_id, equal, mismatched, seconds) VALUES ($1, $2, $3, $4)
+     RETURNING id::text`,
     [pipelineId, run.equal, JSON.stringify(run.mismatched), run.seconds],
   );
+  return rows[0].id;
 }
 
 export async function lastVerifyRun(db: pg.ClientBase, pipelineId: string): Promise<VerifyRun | null> {

@@ -11,11 +11,13 @@ import {
 } from '../cdc/changes';
 import type { BatchSink, ChangeBatch } from '../cdc/ports';
 import { invalidReason } from '../cdc/validate';
+import type { Column } from '../schema/tables';
 import { withTransaction } from '../db/client';
 import { bind } from '../db/sql';
 import { advanceCheckpoint, confirmIdlePosition, lockCheckpoint } from './checkpoint';
 import * as dwd from './dwd';
 import * as ods from './ods';
+import { evolveForBatch, noColumnLog, readOdsExtras, type ColumnLog, type OdsExtras } from './ods-columns';
 import * as ops from './ops';
 
 /** The batch sink: applies a batch of changes to ODS, change log, DWD, dead letters and checkpoint in one transaction. */
@@ -29,23 +31,40 @@ export class StaleCaptureError extends Error {
   }
 }
 
-/** A batch with the one-statement parameters of a consumption-only batch built ahead of the write (or null). */
-export type PreparedBatch = { changes: Change[]; consumptions: PreparedConsumptions | null };
+/**
+ * A batch with the one-statement parameters of a consumption-only batch built ahead of the write (or null), and
+ * whether it carries new column lists (then it takes the general path, which evolves the ODS tables first).
+ */
+export type PreparedBatch = {
+  changes: Change[];
+  consumptions: PreparedConsumptions | null;
+  newColumns: boolean;
+};
 export type PreparedConsumptions = { params: dwd.ConsumptionBatchParams; result: BatchResult };
 
 /** The sink of one pipeline's capture, fenced by the checkpoint epoch it was started with. */
 export class PgBatchSink implements BatchSink<PreparedBatch> {
+  /** The ODS columns beyond the spec: read at the first batch, again after a batch that changed them. */
+  private extras: OdsExtras | null = null;
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly pipelineId: string,
     private readonly epoch: string,
+    private readonly log: ColumnLog = noColumnLog,
   ) {}
 
   prepare(batch: ChangeBatch): PreparedBatch {
-    return { changes: batch.changes, consumptions: prepareConsumptions(batch.changes) };
+    const newColumns = !!batch.newColumns;
+    return {
+      changes: batch.changes,
+      consumptions: newColumns ? null : prepareConsumptions(batch.changes),
+      newColumns,
+    };
   }
 
   async apply(batch: PreparedBatch, confirmLsn: bigint | null): Promise<BatchResult> {
+    const extras = (this.extras ??= await readOdsExtras(this.pool));
     // The prepared statement is the whole transaction when the batch continues the checkpoint; otherwise (a
     // replay after a crash, a stale capture) the general path filters and checks.
     if (batch.consumptions) {
@@ -56,14 +75,23 @@ export class PgBatchSink implements BatchSink<PreparedBatch> {
         batch.changes,
         batch.consumptions,
         confirmLsn,
+        extras.power_consumption,
       );
       if (applied) return applied;
     }
+    if (batch.newColumns) this.extras = null;
     return withTransaction(this.pool, (client) =>
-      applyChangeBatch(client, this.pipelineId, this.epoch, batch.changes, confirmLsn),
+      applyChangeBatch(client, this.pipelineId, this.epoch, batch.changes, confirmLsn, {
+        extras,
+        newColumns: batch.newColumns,
+        log: this.log,
+      }),
     );
   }
 }
+
+/** How applyChangeBatch writes ODS: its extra columns (read from the sink if not given), and column changes. */
+export type OdsOptions = { extras?: OdsExtras; newColumns?: boolean; log?: ColumnLog };
 
 /** Last state of a key in the batch (row null = deleted); validity is decided once, when the change is read. */
 type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean };
@@ -84,6 +112,7 @@ export async function applyChangeBatch(
   epoch: string,
   changes: Change[],
   confirmLsn: bigint | null,
+  odsOptions: OdsOptions = {},
 ): Promise<BatchResult> {
   const cp = await lockCheckpoint(client, pipelineId);
   if (cp.epoch !== epoch || cp.phase !== 'streaming')
@@ -96,12 +125,16 @@ export async function applyChangeBatch(
     if (confirmed !== null) await confirmIdlePosition(client, pipelineId, confirmed);
     return result;
   }
+  // Column lists of changes at or before the checkpoint were applied with them: only fresh ones count.
+  const extras = odsOptions.newColumns
+    ? await evolveForBatch(client, fresh, odsOptions.log ?? noColumnLog)
+    : (odsOptions.extras ?? (await readOdsExtras(client)));
   // Set-based statements per run of row changes; a TRUNCATE in between is applied where it stands.
   let start = 0;
   for (let i = 0; i <= fresh.length; i++) {
     const c = fresh[i];
     if (i < fresh.length && c.kind !== 'truncate') continue;
-    await applyRowSegment(client, fresh.slice(start, i), result);
+    await applyRowSegment(client, fresh.slice(start, i), result, extras);
     if (c?.kind === 'truncate') {
       await client.query(ods.insertChangeLog('$1'), [changeLogJson([c])]);
       await applyTruncate(client, c.tables);
@@ -133,10 +166,11 @@ export async function applyConsumptionsAtCheckpoint(
   changes: Change[],
   prepared: PreparedConsumptions,
   confirmLsn: bigint | null,
+  extraColumns: readonly Column[] = [],
 ): Promise<BatchResult | null> {
   const first = changes[0];
   const last = changes[changes.length - 1];
-  const stmt = dwd.APPLY_CONSUMPTIONS_AT_CHECKPOINT;
+  const stmt = dwd.consumptionStatements(extraColumns).atCheckpoint;
   const { rows } = await pool.query<{ ok: boolean }>(
     stmt.text,
     bind(stmt, {
@@ -242,12 +276,17 @@ function consumptionParams(
   };
 }
 
-async function applyRowSegment(client: pg.ClientBase, changes: Change[], result: BatchResult): Promise<void> {
+async function applyRowSegment(
+  client: pg.ClientBase,
+  changes: Change[],
+  result: BatchResult,
+  extras: OdsExtras,
+): Promise<void> {
   if (!changes.length) return;
   const { states, deadLetters } = summarizeRows(changes, result);
   if (states.power_user.size === 0) {
     // The common streaming case: one statement and one round trip for the whole batch.
-    const stmt = dwd.APPLY_CONSUMPTIONS;
+    const stmt = dwd.consumptionStatements(extras.power_consumption).plain;
     await client.query(
       stmt.text,
       bind(stmt, consumptionParams(changes, states.power_consumption, deadLetters)),
@@ -268,7 +307,8 @@ async function applyRowSegment(client: pg.ClientBase, changes: Change[], result:
     ['power_user', users],
     ['power_consumption', consumptions],
   ] as const) {
-    if (rows.upserts.length) await client.query(ods.upsertOdsFromJson(table), [jsonArray(rows.upserts)]);
+    if (rows.upserts.length)
+      await client.query(ods.upsertOdsFromJson(table, extras[table]), [jsonArray(rows.upserts)]);
     if (rows.deletes.length) await client.query(ods.deleteOds(table), [rows.deletes]);
   }
 

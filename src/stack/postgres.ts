@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AppConfig } from '../config';
 import { ensureDatabaseExists } from '../db/admin';
+import { selfSignedArgs } from './certs';
 import { isAlive, portOpen, readPid, waitFor } from './proc';
 import { withClient } from '../db/client';
 
@@ -139,23 +140,7 @@ function ensureTls(paths: PgPaths, cfg: AppConfig, log: (m: string) => void): vo
       log('openssl not found: the embedded PostgreSQL runs without TLS');
       return;
     }
-    runAsOwner('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '3650',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      '-keyout',
-      key,
-      '-out',
-      crt,
-    ]);
+    runAsOwner('openssl', selfSignedArgs('/CN=127.0.0.1', key, crt, 'IP:127.0.0.1,DNS:localhost'));
     runAsOwner('chmod', ['600', key]);
     runAsOwner('tee', ['-a', path.join(paths.dataDir, 'postgresql.conf')], {
       input: `\n# stategrid-cdc TLS (clients opt in with sslmode)\nssl = on\n`,

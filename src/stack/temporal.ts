@@ -27,11 +27,12 @@ export function onPath(name: string): string | undefined {
   return undefined;
 }
 
-/** Builds the CLI with `go install`, printing each compiled package so the first (slow) build shows progress. */
-function goInstall(version: string, gobin: string, log: (m: string) => void): Promise<boolean> {
+/** `go install` of pinned packages, printing compiled packages now and then so the first (slow) build shows progress. */
+export function goInstall(packages: string[], gobin: string, log: (m: string) => void): Promise<boolean> {
+  const label = packages.map((p) => p.split('/').slice(-2).join('/')).join(', ');
   return new Promise((resolve) => {
-    log(`building temporal ${version} with Go into ${gobin} (first time only, takes a few minutes)`);
-    const child = spawn('go', ['install', '-v', `${TEMPORAL_CLI_MODULE}@${version}`], {
+    log(`building ${label} with Go into ${gobin} (first time only, takes a few minutes)`);
+    const child = spawn('go', ['install', '-v', ...packages], {
       env: { ...process.env, GOBIN: gobin, GOFLAGS: '-mod=mod', CGO_ENABLED: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -52,7 +53,7 @@ function goInstall(version: string, gobin: string, log: (m: string) => void): Pr
     child.stderr.on('data', onLine);
     child.on('close', (code) => {
       log(
-        code === 0 ? `  go build done (${built} packages)` : `  go build of ${version} failed (exit ${code})`,
+        code === 0 ? `  go build done (${built} packages)` : `  go build of ${label} failed (exit ${code})`,
       );
       resolve(code === 0);
     });
@@ -75,7 +76,8 @@ export async function resolveTemporalCli(cfg: AppConfig, log: (m: string) => voi
   fs.mkdirSync(gobin, { recursive: true });
   if (onPath('go')) {
     for (const version of TEMPORAL_CLI_VERSIONS) {
-      if ((await goInstall(version, gobin, log)) && fs.existsSync(cached)) return cached;
+      const built = await goInstall([`${TEMPORAL_CLI_MODULE}@${version}`], gobin, log);
+      if (built && fs.existsSync(cached)) return cached;
     }
   }
   // The SDK's cached download needs the internet; it is the tests' last resort (see test/setup), not the stack's.

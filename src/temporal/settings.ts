@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 
@@ -95,4 +96,23 @@ function checkVariables(env: NodeJS.ProcessEnv) {
 /** Empty variables count as unset, as in a shell `VAR= cmd`. */
 function definedOnly(env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => !!e[1]));
+}
+
+/** Settings that choose a Temporal connection; any of them set means the user chose, not the stack. */
+const CONNECTION_SETTINGS = /^TEMPORAL_(ADDRESS|NAMESPACE|CONFIG_FILE|PROFILE|API_KEY|TLS.*)$/;
+export const STACK_PROFILE = 'stategrid';
+
+/**
+ * The client profile `stack up --temporal server` writes under STATEGRID_HOME (address, namespace, client
+ * certificate). Commands of that home use it unless a TEMPORAL_* connection setting says otherwise.
+ */
+export function stackClientProfile(home: string, env: NodeJS.ProcessEnv) {
+  const file = path.join(home, 'temporal-server', 'client.toml');
+  const exists = fs.existsSync(file);
+  const userChose = Object.keys(env).some((k) => CONNECTION_SETTINGS.test(k) && !!env[k]);
+  return {
+    file,
+    exists,
+    env: exists && !userChose ? { TEMPORAL_CONFIG_FILE: file, TEMPORAL_PROFILE: STACK_PROFILE } : undefined,
+  };
 }

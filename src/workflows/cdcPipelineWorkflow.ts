@@ -2,6 +2,7 @@ import {
   ActivityCancellationType,
   ActivityFailure,
   allHandlersFinished,
+  ApplicationFailure,
   CancellationScope,
   condition,
   continueAsNew,
@@ -11,6 +12,7 @@ import {
   proxyActivities,
   setCurrentDetails,
   sleep,
+  TimeoutFailure,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -22,6 +24,7 @@ import {
   type PipelineState,
 } from './contract';
 import { PipelineControl } from './pipeline-control';
+import { fannedOutSnapshot } from './snapshot-fan-out';
 import { validated } from './validation';
 import { dayCloseInstant, watermarkPassed } from './window-time';
 
@@ -40,24 +43,43 @@ const windows = proxyActivities<PipelineActivities>({
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 });
 
-function captureActivity(config: PipelineConfig) {
+/** How long a segment waits for the worker holding the stream before it moves to the shared queue. */
+const AFFINITY_WAIT = '2 seconds';
+const CAPTURE_NON_RETRYABLE: string[] = [
+  ErrorType.SlotMissing,
+  ErrorType.NotReady,
+  ErrorType.InvalidInput,
+  ErrorType.StaleCapture,
+];
+
+/**
+ * The capture activity, on the pipeline's shared task queue or on one worker's own queue. On its own queue a segment
+ * gets one attempt, picked up within AFFINITY_WAIT: a worker that is gone (no pickup, or no heartbeat for the
+ * heartbeat timeout) fails it at once, and the workflow moves capture to any other worker instead of retrying
+ * against the lost one.
+ */
+function captureActivity(config: PipelineConfig, workerQueue?: string) {
   return proxyActivities<PipelineActivities>({
     startToCloseTimeout: `${config.segmentSeconds + 300} seconds`,
-    heartbeatTimeout: '20 seconds',
+    // Segments heartbeat every second; a lost worker is noticed after this long.
+    heartbeatTimeout: '5 seconds',
     // On pause/stop, wait until the segment has really stopped (flushed and left the slot) before going on.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    // Transient sink/source errors (connection loss, serialization failure, deadlock) retry with backoff.
-    retry: {
-      initialInterval: '1s',
-      backoffCoefficient: 2,
-      maximumInterval: '30s',
-      nonRetryableErrorTypes: [
-        ErrorType.SlotMissing,
-        ErrorType.NotReady,
-        ErrorType.InvalidInput,
-        ErrorType.StaleCapture,
-      ],
-    },
+    ...(workerQueue
+      ? {
+          taskQueue: workerQueue,
+          scheduleToStartTimeout: AFFINITY_WAIT,
+          retry: { maximumAttempts: 1, nonRetryableErrorTypes: CAPTURE_NON_RETRYABLE },
+        }
+      : {
+          // Transient sink/source errors (connection loss, serialization failure, deadlock) retry with backoff.
+          retry: {
+            initialInterval: '1s',
+            backoffCoefficient: 2,
+            maximumInterval: '30s',
+            nonRetryableErrorTypes: CAPTURE_NON_RETRYABLE,
+          },
+        }),
   }).captureChanges;
 }
 
@@ -89,6 +111,11 @@ export function initialPipelineState(): PipelineState {
 }
 
 const CLOSE_BESIDE_CAPTURE = 'close-days-beside-capture';
+// Segments go to the worker whose parked stream holds the slot: any worker on the shared queue raced for it
+// and failed with "replication slot is active" when another one held the stream.
+const CAPTURE_AFFINITY = 'capture-affinity';
+// The initial snapshot as chunk activities spread over the workers (one activity before).
+const SNAPSHOT_FAN_OUT = 'snapshot-fan-out';
 // One durable timer per next day-close instant, kept across segments: a timer around every segment added a
 // TimerStarted/TimerCanceled pair to the history every segmentSeconds.
 const ONE_CLOSE_TIMER = 'one-close-timer-per-instant';
@@ -100,7 +127,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
   control.install();
   const config = state.config ?? (await preparePipeline(state, input));
   upsertSearchAttributes({ StategridPipelineId: [config.pipelineId] });
-  const capture = captureActivity(config);
+  const capture = new CaptureRouting(config, patched(CAPTURE_AFFINITY));
 
   // Days whose watermark passed in a segment are closed while the next segment already runs: closing between
   // segments held the stream (a whole-day recompute) for up to a second. Histories from before keep their order.
@@ -117,6 +144,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
       continue;
     }
     const { progress, error } = await runSegment(segments);
+    if (error && capture.lostWorker(state, error)) continue;
     if (error && !isCancellation(error)) {
       const failure = error instanceof ActivityFailure ? error.cause : error;
       state.error = failure instanceof Error ? failure.message : String(failure);
@@ -127,7 +155,10 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
       await control.untilResumedOrStopped();
       continue;
     }
-    if (progress) recordSegment(state, progress);
+    if (progress) {
+      recordSegment(state, progress);
+      capture.follow(state, progress);
+    }
     if (!closeBesideCapture()) await closeDaysByWatermark(state, config);
     if (
       !control.stopRequest &&
@@ -162,10 +193,15 @@ async function preparePipeline(state: PipelineState, input: unknown): Promise<Pi
   const prep = await setup.preparePipeline(config);
   if (prep.phase !== 'streaming' || config.resync) {
     state.phase = 'snapshot';
-    const snap = await snapshot.snapshotSource.executeWithOptions(
-      { summary: `initial snapshot of power_user, power_consumption (slot ${config.slotName})` },
-      [config],
-    );
+    const snap = patched(SNAPSHOT_FAN_OUT)
+      ? await fannedOutSnapshot(config, (done, total) => {
+          state.snapshotChunks = { done, total };
+          showDetails(state);
+        })
+      : await snapshot.snapshotSource.executeWithOptions(
+          { summary: `initial snapshot of power_user, power_consumption (slot ${config.slotName})` },
+          [config],
+        );
     state.snapshot = { rows: snap.rows, seconds: snap.seconds, consistentLsn: snap.consistentLsn };
     state.confirmedLsn = snap.consistentLsn;
     addOpenDays(state, snap.days);
@@ -175,11 +211,56 @@ async function preparePipeline(state: PipelineState, input: unknown): Promise<Pi
   return config;
 }
 
+/** Where the next capture segment runs: the worker that holds the stream, else any worker. */
+class CaptureRouting {
+  private readonly shared: ReturnType<typeof captureActivity>;
+  private readonly byQueue = new Map<string, ReturnType<typeof captureActivity>>();
+
+  constructor(
+    private readonly config: PipelineConfig,
+    private readonly affinity: boolean,
+  ) {
+    this.shared = captureActivity(config);
+  }
+
+  activity(state: PipelineState): ReturnType<typeof captureActivity> {
+    const queue = this.affinity ? state.captureQueue : undefined;
+    if (!queue) return this.shared;
+    let proxy = this.byQueue.get(queue);
+    if (!proxy) this.byQueue.set(queue, (proxy = captureActivity(this.config, queue)));
+    return proxy;
+  }
+
+  /** The segment's worker parked the stream: the next segment goes to its queue. */
+  follow(state: PipelineState, progress: CaptureSegmentResult): void {
+    if (this.affinity) state.captureQueue = progress.worker?.taskQueue;
+  }
+
+  /**
+   * A segment on the holding worker's queue failed (the worker is gone: not picked up in time, or no heartbeat; or
+   * a transient error there): the next one goes to the shared queue, where any worker takes it with the usual
+   * retries. Failures that need an operator go the usual way.
+   */
+  lostWorker(state: PipelineState, error: unknown): boolean {
+    if (!this.affinity || !state.captureQueue || isCancellation(error)) return false;
+    const cause = error instanceof ActivityFailure ? error.cause : undefined;
+    if (cause instanceof ApplicationFailure && cause.type && CAPTURE_NON_RETRYABLE.includes(cause.type))
+      return false;
+    log.warn('the segment on the worker holding the stream failed; any worker continues', {
+      queue: state.captureQueue,
+      cause:
+        cause instanceof TimeoutFailure ? `${cause.timeoutType} timeout` : String(cause?.message ?? error),
+    });
+    state.captureQueue = undefined;
+    return true;
+  }
+}
+
 type SegmentRunner = {
   state: PipelineState;
   config: PipelineConfig;
   control: PipelineControl;
-  capture: ReturnType<typeof captureActivity>;
+  capture: CaptureRouting;
   closeTimer: DayCloseTimer | undefined;
   closeBesideCapture: () => boolean;
 };
@@ -194,8 +275,10 @@ async function runSegment(r: SegmentRunner): Promise<{ progress?: CaptureSegment
   showDetails(state);
   const segmentScope = new CancellationScope();
   const segment = segmentScope.run(() =>
-    r.capture.executeWithOptions(
-      { summary: `capture ≤${config.segmentSeconds}s from ${state.confirmedLsn} (slot ${config.slotName})` },
+    r.capture.activity(state).executeWithOptions(
+      {
+        summary: `capture ≤${config.segmentSeconds}s from ${state.confirmedLsn} (slot ${config.slotName})`,
+      },
       [config],
     ),
   );
@@ -273,6 +356,8 @@ function showDetails(state: PipelineState) {
     `open days: ${state.openDays.join(', ') || 'none'}`,
   ];
   if (state.health) lines.push(`slot lag ${state.health.slotLagBytes ?? 'n/a'} bytes at ${state.health.at}`);
+  if (state.snapshotChunks && state.phase === 'snapshot')
+    lines.push(`snapshot chunks loaded: ${state.snapshotChunks.done}/${state.snapshotChunks.total}`);
   if (state.error) lines.push(`error: ${state.error}`);
   setCurrentDetails(lines.join('\n\n'));
 }
@@ -300,6 +385,7 @@ function recordSegment(state: PipelineState, p: CaptureSegmentResult) {
     rowsPerSecond: p.seconds > 0 ? Math.round(p.applied / p.seconds) : 0,
     confirmedLsn: p.confirmedLsn,
     at: new Date(Date.now()).toISOString(),
+    worker: p.worker?.identity,
   };
   state.health = {
     slotLagBytes: p.slotLagBytes,

@@ -9,6 +9,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 export const WorkflowType = {
   pipeline: 'cdcPipelineWorkflow',
   recompute: 'dailyRecomputeWorkflow',
+  recomputeRange: 'recomputeRangeWorkflow',
   verify: 'verifyWorkflow',
 } as const;
 
@@ -19,6 +20,8 @@ export const WorkflowType = {
  * NotReady: capture started before the pipeline was prepared.
  */
 export const ErrorType = {
+  /** A fanned-out snapshot's exported snapshot is gone: the workflow starts the snapshot over. */
+  SnapshotLost: 'SnapshotLost',
   InvalidInput: 'InvalidInput',
   SlotMissing: 'SlotMissing',
   PublicationAltered: 'PublicationAltered',
@@ -38,6 +41,8 @@ export type PipelineConfig = {
   segmentSeconds: number;
   dwsRefreshMs: number;
   snapshotChunkRows: number;
+  /** Snapshot chunks loading at once over all workers; absent in configs of runs from before the fan-out. */
+  snapshotParallelism?: number;
   allowedLatenessMinutes: number;
   closeGraceMinutes: number;
   /** Continue-as-new once a run's history has this many events (keeps each run's history bounded). */
@@ -51,6 +56,8 @@ export type SegmentSummary = {
   rowsPerSecond: number;
   confirmedLsn: string;
   at: string;
+  /** Identity of the worker that ran it. */
+  worker?: string;
 };
 
 export type PipelinePhase =
@@ -77,9 +84,18 @@ export type PipelineState = {
   closedDays: { date: string; by: string }[];
   error: string | null;
   continuedRuns: number;
+  /** Chunks of a fanned-out initial snapshot loaded so far, of how many. */
+  snapshotChunks?: { done: number; total: number };
+  /** The task queue of the worker holding the replication stream: the next segment goes there (capture affinity). */
+  captureQueue?: string;
 };
 
 export type RecomputeInput = { date?: string; pipelineId?: string; timeZone?: string };
+
+/** Days `from`..`to` (inclusive), at most `concurrency` at a time, each day an activity any worker may take. */
+export type RecomputeRangeInput = { from: string; to: string; pipelineId?: string; concurrency?: number };
+export type RecomputeRangeResult = { days: RecomputeResult[]; drift: number };
+export type RangeProgress = { done: number; total: number; running: string[] };
 
 export type RecomputeResult = {
   date: string;
@@ -93,7 +109,8 @@ export type RecomputeResult = {
 export type StopRequest = { dropSlot?: boolean };
 
 export type VerifyLayerChoice = 'ods' | 'dwd' | 'dws' | 'all';
-export type VerifyInput = { pipelineId?: string; layer?: VerifyLayerChoice };
+/** `repair`: re-read what differs from the source and apply it while the pipeline streams, then verify again. */
+export type VerifyInput = { pipelineId?: string; layer?: VerifyLayerChoice; repair?: boolean };
 
 /** What a verify found: equal, or the number of differing keys (ODS, DWD) or partitions (DWS) per table. */
 export type VerifySummary = {
@@ -102,6 +119,15 @@ export type VerifySummary = {
   seconds: number;
   rechecks: number;
   mismatched: Record<string, number>;
+  /**
+   * With `repair` and a difference: what the first comparison found per table, and the repairs per table and
+   * action (inserted, updated, deleted, recomputed, skipped). `equal` and `mismatched` are then after repairing.
+   */
+  repair?: {
+    rounds: number;
+    found: Record<string, number>;
+    repaired: Record<string, Record<string, number>>;
+  };
 };
 
 /** What the initial snapshot loaded, and where streaming starts. */
@@ -131,7 +157,12 @@ export type CaptureSegmentResult = {
   slotLagBytes: number | null;
   orphans: number;
   deadLettersTotal: number;
+  /** The worker that ran the segment and keeps its stream parked; absent in histories from before affinity. */
+  worker?: CaptureWorker;
 };
+
+/** A worker's identity and the task queue only it polls. */
+export type CaptureWorker = { identity: string; taskQueue: string };
 
 export type DayWindowResult = {
   date: string;
@@ -152,6 +183,20 @@ export interface PipelineActivities {
   validateRecomputeInput(input: unknown): Promise<RecomputeInput & { pipelineId: string }>;
   preparePipeline(config: PipelineConfig): Promise<{ phase: string; confirmedLsn: string }>;
   snapshotSource(config: PipelineConfig): Promise<SnapshotSummary>;
+  /** Fanned-out snapshot: holds the exported snapshot until every chunk is loaded; returns where streaming starts. */
+  holdSnapshotExport(config: PipelineConfig, snapshotId: string): Promise<{ consistentLsn: string }>;
+  /**
+   * The chunks of a snapshot once its holder has planned them, as consecutive groups in load order: users before
+   * consumptions, whose DWD rows are enriched from the users loaded.
+   */
+  awaitSnapshotPlan(
+    config: PipelineConfig,
+    snapshotId: string,
+  ): Promise<{ chunks: number; groups: number[] }>;
+  /** Loads one chunk (a no-op returning 0 rows when an earlier attempt did). */
+  loadSnapshotChunk(config: PipelineConfig, snapshotId: string, chunkNo: number): Promise<{ rows: number }>;
+  /** Commits the end of a fanned-out snapshot and builds DWS from what the chunks loaded. */
+  finishSnapshotFanOut(config: PipelineConfig, snapshotId: string): Promise<SnapshotSummary>;
   captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult>;
   closeDayWindowActivity(input: {
     pipelineId: string;
@@ -161,10 +206,13 @@ export interface PipelineActivities {
   recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult>;
   dropPipelineSlot(config: PipelineConfig): Promise<{ slotDropped: boolean; publicationDropped: boolean }>;
   validateVerifyInput(input: unknown): Promise<Required<VerifyInput>>;
+  validateRecomputeRangeInput(input: unknown): Promise<Required<RecomputeRangeInput>>;
   verifyWarehouseActivity(input: Required<VerifyInput>): Promise<VerifySummary>;
 }
 
 export const statusQuery = defineQuery<PipelineState>('status');
+/** recomputeRangeWorkflow: days done, of how many, and the days running now. */
+export const rangeProgressQuery = defineQuery<RangeProgress>('progress');
 
 /**
  * Pause, resume and stop exist twice under the same names: as Updates, which return the state once the change

@@ -1,12 +1,8 @@
-import { proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import { ErrorType, type PipelineActivities, type RecomputeInput, type RecomputeResult } from './contract';
+import { upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { RecomputeInput, RecomputeResult } from './contract';
+import { recomputeActivities as acts } from './recompute-activity';
 import { inputValidators, validated } from './validation';
 import { previousLocalDay } from './window-time';
-
-const acts = proxyActivities<PipelineActivities>({
-  startToCloseTimeout: '30 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: [ErrorType.InvalidInput] },
-});
 
 /** Time zone the schedule's "previous day" is computed in; the schedule passes it in its input. */
 const DEFAULT_TIME_ZONE = 'Asia/Shanghai';

@@ -2,3 +2,4 @@
 export * from './cdcPipelineWorkflow';
 export * from './dailyRecomputeWorkflow';
 export * from './verifyWorkflow';
+export * from './recomputeRangeWorkflow';

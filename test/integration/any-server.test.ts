@@ -3,23 +3,17 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { dropSlot } from '../../src/cdc/source-admin';
 import { loadConfig } from '../../src/config';
-import {
-  pipelineState,
-  resetEverything,
-  startPipeline,
-  stopPipeline,
-  temporalClient,
-  waitCaughtUp,
-  waitStreaming,
-} from '../../src/control/pipeline';
+import { pipelineState, stopPipeline, temporalClient } from '../../src/control/pipeline';
 import { portOpen, spawnDetached, stopPid, waitFor } from '../../src/stack/proc';
 import { resolveTemporalCli } from '../../src/stack/temporal';
 import { spawnWorker, TestContext } from './helpers/pipeline';
+import { runWholePipeline } from './helpers/whole-pipeline';
 
 /**
  * Any Temporal server, not only the embedded one started with our search attributes: a plain `temporal server
- * start-dev` without `--search-attribute` flags. The worker registers the attributes itself, the pipeline runs
- * to an oracle-equal warehouse, the status query answers and the runs can be listed by pipeline.
+ * start-dev` without `--search-attribute` flags. The worker registers the attributes itself, a whole pipeline
+ * (snapshot, streaming, day close, scheduled recompute) ends oracle-equal, the status query answers and the runs
+ * can be listed by pipeline.
  */
 describe('a plain Temporal server without our search attributes', function () {
   this.timeout(240000);
@@ -39,7 +33,7 @@ describe('a plain Temporal server without our search attributes', function () {
     await t.close();
   });
 
-  it('registers them, runs the pipeline to the oracle, answers status and lists runs by pipeline', async () => {
+  it('registers them, runs a whole pipeline to the oracle, answers status and lists runs by pipeline', async () => {
     const home = path.join(t.cfg.home, 'any-server');
     fs.mkdirSync(path.join(home, 'logs'), { recursive: true });
     const bin = await resolveTemporalCli(t.cfg, () => undefined);
@@ -72,19 +66,8 @@ describe('a plain Temporal server without our search attributes', function () {
     });
     assert.equal(before.customAttributes?.StategridPipelineId, undefined, 'the server starts without them');
 
-    await resetEverything(cfg, t.client, PIPELINE);
     workerPid = (await spawnWorker(env)).pid;
-    await t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
-      FROM generate_series(1, 30) g`);
-    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 40, 1.25, 0.50, '2026-11-20 08:00:00'
-      FROM generate_series(1, 1000) g`);
-    await startPipeline(cfg, other.client, { pipelineId: PIPELINE, segmentSeconds: 5, batchDelayMs: 50 });
-    await waitStreaming(cfg, PIPELINE, 60000);
-    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 40, 2.00, 1.00, '2026-11-21 09:30:00'
-      FROM generate_series(1001, 3000) g`);
-    await t.q(`DELETE FROM power_consumption WHERE consumption_id % 9 = 0`);
-    assert.ok(await waitCaughtUp(cfg, PIPELINE, 120000), 'caught up');
-    await t.assertConvergedWithSink(cfg.sinkUrl);
+    await runWholePipeline(t, cfg, other.client, PIPELINE);
 
     const after = await other.client.connection.operatorService.listSearchAttributes({
       namespace: 'default',
@@ -94,10 +77,11 @@ describe('a plain Temporal server without our search attributes', function () {
     // The status query counts a segment's changes when the segment ends (every 5 s here).
     await waitFor(
       'the status query to count the streamed changes',
-      async () => (await pipelineState(other!.client, PIPELINE)).totals.applied >= 2000,
+      async () => (await pipelineState(other!.client, PIPELINE)).totals.applied >= 2001,
       30000,
     );
     assert.equal((await pipelineState(other.client, PIPELINE)).phase, 'streaming');
+    // The pipeline and its scheduled recompute both carry the attribute.
     const listed: string[] = [];
     await waitFor(
       'the run listed by StategridPipelineId',
@@ -105,11 +89,10 @@ describe('a plain Temporal server without our search attributes', function () {
         listed.length = 0;
         for await (const wf of other!.client.workflow.list({ query: `StategridPipelineId = '${PIPELINE}'` }))
           listed.push(wf.workflowId);
-        return listed.length > 0;
+        return listed.includes(`stategrid-pipeline-${PIPELINE}`);
       },
       30000,
     );
-    assert.deepEqual(listed, [`stategrid-pipeline-${PIPELINE}`]);
     assert.equal((await stopPipeline(other.client, PIPELINE, { dropSlot: true })).phase, 'stopped');
   });
 });

@@ -65,7 +65,7 @@ describe('docker-compose.yml', () => {
     assert.equal(ok, true, `docker-compose.yml is invalid:\n${formatErrors(validate.errors)}`);
   });
 
-  it('runs PostgreSQL with logical WAL and a worker depending on postgres and temporal', () => {
+  it('runs PostgreSQL with logical WAL and a worker depending on postgres and a ready Temporal', () => {
     const { postgres, temporal, worker } = compose.services;
     assert.ok(postgres, 'service postgres missing');
     assert.ok(temporal, 'service temporal missing');
@@ -81,8 +81,46 @@ describe('docker-compose.yml', () => {
     assert.ok(deps, 'worker has no depends_on');
     const depNames = Array.isArray(deps) ? deps : Object.keys(deps);
     assert.ok(depNames.includes('postgres'), 'worker must depend on postgres');
-    assert.ok(depNames.includes('temporal'), 'worker must depend on temporal');
-    if (!Array.isArray(deps)) assert.equal(deps.postgres?.condition, 'service_healthy');
+    assert.ok(depNames.includes('temporal-namespace'), 'worker must wait for the namespace');
+    if (!Array.isArray(deps)) {
+      assert.equal(deps.postgres?.condition, 'service_healthy');
+      assert.equal(deps['temporal-namespace']?.condition, 'service_completed_successfully');
+    }
+  });
+
+  it('runs the production Temporal server on PostgreSQL persistence, its schema job and its Web UI', () => {
+    const {
+      temporal,
+      'temporal-schema': schema,
+      'temporal-namespace': ns,
+      'temporal-ui': ui,
+    } = compose.services;
+    assert.match(String(temporal.image), /^temporalio\/server:1\.29\.1$/);
+    const env = temporal.environment as Record<string, string>;
+    assert.equal(env.DB, 'postgres12');
+    assert.equal(env.POSTGRES_SEEDS, 'postgres');
+    assert.deepEqual([env.DBNAME, env.VISIBILITY_DBNAME], ['temporal', 'temporal_visibility']);
+    assert.deepEqual(temporal.depends_on, {
+      'temporal-schema': { condition: 'service_completed_successfully' },
+    });
+    // The schema job applies both versioned schema folders of the release with Temporal's sql tool.
+    const script = ([] as string[]).concat(schema.command ?? []).join('\n');
+    assert.match(String(schema.image), /^temporalio\/admin-tools:1\.29\.1/);
+    for (const step of ['create-database', 'setup-schema -v 0.0', 'update-schema -d'])
+      assert.ok(script.includes(step), `schema job runs ${step}`);
+    for (const folder of [
+      'postgresql/v12',
+      'temporal/versioned',
+      'visibility/versioned',
+      'temporal_visibility',
+    ])
+      assert.ok(script.includes(folder), `schema job uses ${folder}`);
+    assert.match(
+      ([] as string[]).concat(ns.command ?? []).join('\n'),
+      /operator namespace create --namespace default/,
+    );
+    assert.match(String(ui.image), /^temporalio\/ui:/);
+    assert.deepEqual(ui.ports, ['8233:8080']);
   });
 
   it('rejects deliberately broken copies (the validator is not vacuous)', () => {

@@ -14,8 +14,15 @@ describe('worker metrics and logs', function () {
       assert.equal(res.status, 200);
       return res.text();
     };
+    // Every series also carries the worker's identity (worker="…"), one process per worker.
     const value = (body: string, series: string) => {
-      const line = body.split('\n').find((l) => l.startsWith(series + ' '));
+      const [name, labels] = series.split('{');
+      const wanted = labels.replace(/}$/, '').split(',');
+      const line = body
+        .split('\n')
+        .find(
+          (l) => l.startsWith(`${name}{`) && wanted.every((w) => l.includes(w)) && l.includes('worker="'),
+        );
       return line ? Number(line.split(' ')[1]) : 0;
     };
     const applied = 'stategrid_rows_applied_total{pipeline="test",table="power_consumption"}';
@@ -32,6 +39,8 @@ describe('worker metrics and logs', function () {
     assert.equal(value(after, applied) - value(before, applied), 251);
     assert.equal(value(after, dead) - value(before, dead), 1);
     assert.match(after, /stategrid_batch_seconds_bucket/);
+    // The streaming pipeline's capture segment is running on this worker right now.
+    assert.equal(value(after, 'stategrid_activities_running{activity="captureChanges"}'), 1);
 
     // A change to a day whose window is closed is corrected and counted as a late event.
     const late = 'stategrid_late_events_total{pipeline="test"}';

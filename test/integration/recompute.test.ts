@@ -8,7 +8,7 @@ import { buildProgram, SCHEDULE_ID, VERIFY_SCHEDULE_ID } from '../../src/cli';
 import { pipelineStatus, pipelineWorkflowId } from '../../src/control/pipeline';
 import type { RecomputeResult, VerifySummary } from '../../src/workflows/contract';
 import { previousLocalDay } from '../../src/workflows/window-time';
-import { PIPELINE_ID, TestContext } from './helpers/pipeline';
+import { PIPELINE_ID, runStategrid, TestContext } from './helpers/pipeline';
 import { REPO_ROOT } from './setup/env';
 
 /** dailyRecomputeWorkflow, its Temporal Schedule, input validation, and replay of recorded histories. */
@@ -59,6 +59,47 @@ describe('daily recomputation and schedule', function () {
     await t.assertConverged();
     const second = await recompute({ date: yesterday, pipelineId: PIPELINE_ID });
     assert.equal(second.drift, 0);
+  });
+
+  it('recomputes a range of days through `stategrid recompute`, days in parallel, reporting each drift', async () => {
+    // Three more days of data, and a tampered region on two of them.
+    const days = [0, 1, 2].map((back) =>
+      new Date(Date.parse(`${yesterday}T00:00:00Z`) - back * 86_400_000).toISOString().slice(0, 10),
+    );
+    await t.q(
+      `INSERT INTO power_consumption SELECT 1000 + g, 1 + g % 2, 2.00, 1.10, $1::date - (g % 3) * interval '1 day'
+       FROM generate_series(1, 300) g`,
+      [yesterday],
+    );
+    await t.caughtUp();
+    for (const day of days.slice(1))
+      await t.q(
+        `UPDATE dws_region_daily_stats SET total_consumption = 0 WHERE stat_date = $1 AND region_id = 2`,
+        [day],
+      );
+    const from = days[2];
+    const run = runStategrid([
+      'recompute',
+      '--from',
+      from,
+      '--to',
+      yesterday,
+      '--id',
+      PIPELINE_ID,
+      '--concurrency',
+      '3',
+    ]);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /recomputed 3 days, total drift 2 rows/);
+    await t.assertConverged();
+    // The run is one recomputeRangeWorkflow whose day activities ran side by side.
+    const listed: string[] = [];
+    for await (const wf of t.client.workflow.list({ query: `WorkflowType = 'recomputeRangeWorkflow'` }))
+      listed.push(wf.workflowId);
+    assert.ok(
+      listed.some((id) => id.includes(`${PIPELINE_ID}-${from}-${yesterday}`)),
+      listed.join(', '),
+    );
   });
 
   it('rejects malformed input with a clear message', async () => {

@@ -25,14 +25,7 @@ describe('stategrid verify', function () {
   const table = (r: VerifyReport, name: string) => r.tables.find((x) => x.table === name)!;
 
   it('reports equality, then each tampered key and partition, and exit 2 when it cannot compare', async () => {
-    await t.freshPipeline({}, async () => {
-      await t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 4, 'r' || (1 + g % 4), now()
-        FROM generate_series(1, 200) g`);
-      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 220, (g % 500) / 100.0, 0.5, '2026-11-20 08:00:00'
-        FROM generate_series(1, 30000) g`);
-    });
-    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 220, 1.25, 0.5, '2026-11-21 09:00:00'
-      FROM generate_series(30001, 35000) g`);
+    await t.twoDaysOfConsumptions(['2026-11-20', '2026-11-21']);
     await t.q(`UPDATE power_user SET user_name = '' WHERE user_id = 7`); // invalid: leaves DWD, details orphaned
     await t.caughtUp();
 

@@ -660,3 +660,52 @@ describe('property: wal2json decoder', () => {
     );
   });
 });
+
+describe('decoders: column lists of the source tables', () => {
+  const consumption = COLUMNS.power_consumption;
+  const meter: Col = { name: 'meter_id', oid: 25, typmod: -1, key: false };
+  const values = ['1', '2', '3.00', '0.50', '2026-11-20 08:00:00'];
+  const listOf = (ev: StreamEvent) => (ev.type === 'change' ? ev.columns : 'not a change');
+
+  it('pgoutput: reports the list on the first change and after a Relation message that changes it', () => {
+    const decoder = pgoutputDecoder('stategrid_pub');
+    const insert = (cells: Cell[]) =>
+      decoder.decode(decoder.plugin.parse(new Wire().byte('I').i32(7).byte('N').tuple(cells).done()));
+    const relation = (cols: Col[]) =>
+      decoder.plugin.parse(relationMessage(7, 'public', 'power_consumption', cols, 'd'));
+    relation(consumption);
+    const refs = (cols: Col[]) => cols.map((c) => ({ name: c.name, typeOid: c.oid, typmod: c.typmod }));
+    assert.deepEqual(listOf(insert(values)), refs(consumption));
+    assert.equal(listOf(insert(values)), undefined);
+    relation(consumption); // sent again for an unrelated cache invalidation: same list, nothing to report
+    assert.equal(listOf(insert(values)), undefined);
+    relation([...consumption, meter]);
+    assert.deepEqual(listOf(insert([...values, 'M-1'])), refs([...consumption, meter]));
+    assert.equal(listOf(insert([...values, 'M-2'])), undefined);
+    relation(consumption);
+    assert.deepEqual(listOf(insert(values)), refs(consumption));
+  });
+
+  it('wal2json: names new to the stream on inserts; on updates only names it has not seen', () => {
+    const decoder = wal2jsonDecoder();
+    const change = (action: 'I' | 'U', cols: Col[]) =>
+      decoder.decode(
+        decoder.plugin.parse(
+          Buffer.from(
+            `{"action":"${action}","schema":"public","table":"power_consumption","columns":${wal2jsonColumns(cols, [...values, 'M-1'].slice(0, cols.length))}}`,
+            'utf8',
+          ),
+        ),
+      );
+    const names = (cols: Col[]) => cols.map((c) => ({ name: c.name, typeOid: null, typmod: null }));
+    const withMeter = [...consumption, meter];
+    assert.deepEqual(listOf(change('I', consumption)), names(consumption));
+    assert.equal(listOf(change('I', consumption)), undefined);
+    assert.deepEqual(listOf(change('I', withMeter)), names(withMeter));
+    // An update without meter_id may just leave an unchanged TOASTed value out: not a new list.
+    assert.equal(listOf(change('U', consumption)), undefined);
+    assert.equal(listOf(change('U', withMeter)), undefined);
+    assert.deepEqual(listOf(change('I', consumption)), names(consumption));
+    assert.deepEqual(listOf(change('U', withMeter)), names(withMeter));
+  });
+});

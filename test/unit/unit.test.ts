@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { parsePipelineInput, parseRecomputeInput } from '../../src/activities/inputs';
+import { parsePipelineInput, parseRecomputeInput, parseVerifyInput } from '../../src/activities/inputs';
 import { formatLsn, parseLsn } from '../../src/cdc/changes';
 import { consumptionInvalidReason, userInvalidReason } from '../../src/cdc/validate';
 import { ConfigError, loadConfig, maskUrl } from '../../src/config';
 import { quoteIdent } from '../../src/db/sql';
+import { repairPlan } from '../../src/verify/repair';
 import { dayCloseInstant, previousLocalDay, watermarkPassed } from '../../src/workflows/window-time';
 
 /** Pure logic: config, validation rules, LSN arithmetic, window time in time zones. */
@@ -68,6 +69,21 @@ describe('inputs and identifiers', () => {
     assert.throws(() => parseRecomputeInput({ date: '2026-02-30x' }), /date/);
     assert.equal(quoteIdent('a"b'), '"a""b"');
     assert.throws(() => quoteIdent(''), /identifier/);
+  });
+  it('takes verify --repair as a boolean, off by default', () => {
+    assert.deepEqual(parseVerifyInput({}), { pipelineId: 'default', layer: 'all', repair: false });
+    assert.equal(parseVerifyInput({ repair: true }).repair, true);
+    assert.throws(() => parseVerifyInput({ repair: 'yes' }), /repair/);
+  });
+  it('repairs the source keys behind ODS and DWD differences, and recomputes the DWS partitions found', () => {
+    const plan = repairPlan([
+      { table: 'ods_power_consumption', keys: ['12', '40'] },
+      { table: 'dwd_power_consumption_detail', keys: ['40', '41'] },
+      { table: 'dwd_power_user_info', keys: ['7'] },
+      { table: 'dws_user_ranking', keys: ['2026-11-20/3'] },
+    ]);
+    assert.deepEqual(plan.keys, { power_user: ['7'], power_consumption: ['12', '40', '41'] });
+    assert.deepEqual(plan.partitions, [{ stat_date: '2026-11-20', region_id: 3 }]);
   });
   it('round-trips LSNs', () => {
     assert.equal(formatLsn(parseLsn('1A/FF00AB12')), '1A/FF00AB12');

@@ -19,7 +19,11 @@ describe('verifyWorkflow (time-skipping, scripted activities)', function () {
   });
 
   const compared: Required<VerifyInput>[] = [];
-  const run = async (input: unknown, mismatched: Record<string, number>) => {
+  const run = async (
+    input: unknown,
+    mismatched: Record<string, number>,
+    repair?: VerifySummary['repair'],
+  ) => {
     const taskQueue = `verify-tier-${compared.length}-${Date.now()}`;
     const worker = await Worker.create({
       connection: env.nativeConnection,
@@ -31,7 +35,14 @@ describe('verifyWorkflow (time-skipping, scripted activities)', function () {
         verifyWarehouseActivity: async (i: Required<VerifyInput>): Promise<VerifySummary> => {
           compared.push(i);
           const equal = Object.values(mismatched).every((n) => n === 0);
-          return { pipelineId: i.pipelineId, equal, seconds: 0.5, rechecks: equal ? 0 : 3, mismatched };
+          return {
+            pipelineId: i.pipelineId,
+            equal,
+            seconds: 0.5,
+            rechecks: equal ? 0 : 3,
+            mismatched,
+            ...(i.repair && repair ? { repair } : {}),
+          };
         },
       },
     });
@@ -50,14 +61,39 @@ describe('verifyWorkflow (time-skipping, scripted activities)', function () {
 
   it('compares the chosen layers of the pipeline and shows the outcome as the run details', async () => {
     const equal = await run({ pipelineId: 'p1' }, { ods_power_user: 0, dws_user_ranking: 0 });
-    assert.deepEqual(compared.at(-1), { pipelineId: 'p1', layer: 'all' });
+    assert.deepEqual(compared.at(-1), { pipelineId: 'p1', layer: 'all', repair: false });
     assert.equal(equal.result.equal, true);
     assert.match(equal.details, /equal/);
 
     const differs = await run({ pipelineId: 'p1', layer: 'dwd' }, { dwd_power_consumption_detail: 3 });
-    assert.deepEqual(compared.at(-1), { pipelineId: 'p1', layer: 'dwd' });
+    assert.deepEqual(compared.at(-1), { pipelineId: 'p1', layer: 'dwd', repair: false });
     assert.equal(differs.result.equal, false, 'a difference is the run result, not a failure');
     assert.match(differs.details, /differs.*dwd_power_consumption_detail 3/);
+  });
+
+  it('repairs when asked and shows what was found and written beside the outcome', async () => {
+    const repaired = await run(
+      { pipelineId: 'p1', repair: true },
+      { dwd_power_consumption_detail: 0 },
+      {
+        rounds: 1,
+        found: { dwd_power_consumption_detail: 2, dws_user_ranking: 1 },
+        repaired: {
+          dwd_power_consumption_detail: { updated: 1, deleted: 1 },
+          dws_user_ranking: { recomputed: 1 },
+          ods_power_consumption: { skipped: 1 },
+        },
+      },
+    );
+    assert.deepEqual(compared.at(-1), { pipelineId: 'p1', layer: 'all', repair: true });
+    assert.equal(repaired.result.equal, true);
+    assert.deepEqual(repaired.result.repair?.repaired.dws_user_ranking, { recomputed: 1 });
+    assert.match(repaired.details, /equal.*repaired.*dwd_power_consumption_detail 2, dws_user_ranking 1/);
+    assert.doesNotMatch(
+      repaired.details,
+      /ods_power_consumption/,
+      'keys left to the stream were not written',
+    );
   });
 
   it('fails a malformed input at once, naming the field', async () => {

@@ -90,7 +90,8 @@ export class TestContext {
     if (seed) await seed();
     const full = {
       pipelineId: PIPELINE_ID,
-      segmentSeconds: 15,
+      // Days close when the segment that saw them ends: short segments keep the oracle's settle wait short.
+      segmentSeconds: 3,
       batchDelayMs: 50,
       dwsRefreshMs: 300,
       ...input,
@@ -106,9 +107,19 @@ export class TestContext {
       `SELECT table_name, record_key, raw_row, reason FROM (${invalidSourceRows(false)}) i`,
     );
     this.snapshotDeadLetters = JSON.stringify(invalid);
-    if (this.walAudit) this.audit = await WalAudit.start(this.db, this.plugin);
+    if (this.walAudit) await this.startAudit();
     await startPipeline(this.cfg, this.client, full);
     await waitStreaming(this.cfg, PIPELINE_ID, 60000);
+  }
+
+  /**
+   * Starts a WAL audit for a pipeline about to start (after its seed rows, before its slot) with `plugin`; for
+   * pipelines started without freshPipeline. The caller drops it with dropAudit.
+   */
+  async startAudit(plugin = this.plugin): Promise<void> {
+    await this.dropAudit();
+    this.plugin = plugin;
+    this.audit = await WalAudit.start(this.db, plugin);
   }
 
   /** Drops the WAL audit's slot and table, if this context started one. */
@@ -124,6 +135,23 @@ export class TestContext {
       : `(SELECT commit_lsn, seq AS pos, table_name, op::text AS op, row_data, old_key, commit_time
           FROM ods_change_log)`;
     return { streamed, rules: this.rules, nanArrivesAsNull: this.plugin === 'wal2json' };
+  }
+
+  /**
+   * A fresh pipeline over 200 users (regions 1-4) and 30,000 consumptions on `days[0]` from its snapshot, then 5,000
+   * consumptions (ids 30001-35000) on `days[1]` streamed. Consumptions of users 201-220 have no user (orphans).
+   */
+  async twoDaysOfConsumptions(days: [string, string]): Promise<void> {
+    await this.freshPipeline({}, async () => {
+      await this
+        .q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 4, 'r' || (1 + g % 4), now()
+        FROM generate_series(1, 200) g`);
+      await this
+        .q(`INSERT INTO power_consumption SELECT g, 1 + g % 220, (g % 500) / 100.0, 0.5, '${days[0]} 08:00:00'
+        FROM generate_series(1, 30000) g`);
+    });
+    await this.q(`INSERT INTO power_consumption SELECT g, 1 + g % 220, 1.25, 0.5, '${days[1]} 09:00:00'
+      FROM generate_series(30001, 35000) g`);
   }
 
   terminatePipeline(): Promise<void> {
@@ -221,8 +249,13 @@ export class TestContext {
     return layers;
   }
 
-  /** assertConverged for a sink in another database: the oracle runs on the source, the layers on the sink. */
+  /**
+   * assertConverged for a pipeline with its own sink URL. A sink in the source database gets the whole oracle
+   * (is_final, windows, dead letters, ODS metadata, the WAL audit if any); for a sink in another database the
+   * oracle runs on the source and the layers (without is_final) are read on the sink.
+   */
   async assertConvergedWithSink(sinkUrl: string): Promise<void> {
+    if (sinkUrl === this.cfg.sourceUrl) return this.assertConverged();
     const rowsOf = async (c: pg.ClientBase | pg.Pool, query: string) =>
       (await c.query<{ r: string }>(`SELECT (x.*)::text AS r FROM (${query}) x ORDER BY 1`)).rows.map(
         (r) => r.r,
@@ -235,6 +268,25 @@ export class TestContext {
           `${l.name} differs from source`,
         );
     });
+  }
+
+  /**
+   * The change log against the source's consumptions with ids from `fromId` (the streamed ones): how many there
+   * are, how many have no insert logged, how many have more than one, and how many inserts are logged in all.
+   */
+  async insertsInChangeLog(
+    fromId: number,
+  ): Promise<{ streamed: number; lost: number; duplicated: number; logged: number }> {
+    const rows = await this.q<{ streamed: number; lost: number; duplicated: number; logged: number }>(
+      `WITH src AS (SELECT consumption_id AS id FROM power_consumption WHERE consumption_id >= $1),
+         log AS (SELECT (row_data->>'consumption_id')::bigint AS id, count(*) AS n FROM ods_change_log
+           WHERE table_name = 'power_consumption' AND op = 'I' GROUP BY 1)
+       SELECT (SELECT count(*) FROM src)::int AS streamed,
+         (SELECT count(*) FROM src WHERE NOT EXISTS (SELECT 1 FROM log WHERE log.id = src.id))::int AS lost,
+         (SELECT count(*) FROM log WHERE n > 1)::int AS duplicated, (SELECT count(*) FROM log)::int AS logged`,
+      [fromId],
+    );
+    return rows[0];
   }
 
   /**
@@ -275,9 +327,19 @@ export async function spawnWorker(env: NodeJS.ProcessEnv): Promise<{ pid: number
 
 /** The `stategrid` CLI as an operator runs it, in the test's environment. */
 export function runStategrid(args: string[], timeoutMs = 120000): SpawnSyncReturns<string> {
+  return runStategridIn(process.env, args, timeoutMs);
+}
+
+/** The same in another environment (another home, another Temporal). */
+export function runStategridIn(
+  env: NodeJS.ProcessEnv,
+  args: string[],
+  timeoutMs = 120000,
+): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), ...args], {
     encoding: 'utf8',
     timeout: timeoutMs,
+    env,
   });
 }
 

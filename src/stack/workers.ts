@@ -1,0 +1,120 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AppConfig } from '../config';
+import { logFile, ownedPid, runFile, type Log } from './home-files';
+import { isAlive, readPid, spawnDetached, stopPid, waitFor } from './proc';
+
+/**
+ * The worker processes of `stack up --workers N`: `worker`, `worker-2` … `worker-N`, each with its own pid, ready
+ * and log file and metrics port (STATEGRID_METRICS_PORT + i - 1). The count is remembered in run/workers.
+ */
+const MARKER = 'worker.js';
+
+export function workerEntry(): string {
+  return path.resolve(__dirname, '..', 'worker.js');
+}
+
+export const workerName = (i: number) => (i === 1 ? 'worker' : `worker-${i}`);
+const countFile = (cfg: AppConfig) => path.join(cfg.home, 'run', 'workers');
+
+/** The count asked for now, else the one remembered, else 1. */
+export function workerCount(cfg: AppConfig, asked?: number): number {
+  if (asked) {
+    fs.writeFileSync(countFile(cfg), `${asked}\n`);
+    return asked;
+  }
+  const remembered = readPid(countFile(cfg));
+  return remembered ?? 1;
+}
+
+/** Names with a pid file, whether the process still runs or not. */
+function knownWorkers(cfg: AppConfig): string[] {
+  const dir = path.join(cfg.home, 'run');
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^worker(-\d+)?\.pid$/.test(f))
+    .map((f) => f.replace(/\.pid$/, ''));
+}
+
+async function startWorker(
+  cfg: AppConfig,
+  i: number,
+  env: NodeJS.ProcessEnv,
+): Promise<'running' | 'started'> {
+  const name = workerName(i);
+  if (ownedPid(cfg, name, MARKER)) return 'running';
+  if (!fs.existsSync(workerEntry()))
+    throw new Error(`worker not built (${workerEntry()} missing): run npm run build`);
+  const metricsPort = cfg.metricsPort ? String(cfg.metricsPort + i - 1) : '0';
+  // Memory: a small young generation (the apply loop allocates short-lived batches; V8's default 16 MB
+  // semi-spaces add ~50 MB resident) and an old-space cap that makes V8 collect before it grows; the live set
+  // is two batches (<= 2 x batchRows changes) plus the SDK, far below the cap.
+  const pid = spawnDetached(
+    process.execPath,
+    ['--max-semi-space-size=4', '--max-old-space-size=256', workerEntry()],
+    {
+      logFile: logFile(cfg, name),
+      env: {
+        ...env,
+        STATEGRID_HOME: cfg.home,
+        STATEGRID_WORKER_NAME: name,
+        STATEGRID_METRICS_PORT: metricsPort,
+      },
+    },
+  );
+  fs.writeFileSync(runFile(cfg, name), `${pid}\n`);
+  // The worker writes its pid to <name>.ready once its poll loops start (stale pollers don't count).
+  const ready = path.join(cfg.home, 'run', `${name}.ready`);
+  await waitFor(
+    `${name} to poll ${cfg.taskQueue} (see ${logFile(cfg, name)})`,
+    async () => {
+      if (!isAlive(pid)) throw new Error(`${name} exited at start; see ${logFile(cfg, name)}`);
+      return readPid(ready) === pid;
+    },
+    120000,
+  );
+  return 'started';
+}
+
+/** Starts workers 1..count that do not run and stops those above count; returns what each one did. */
+export async function startWorkers(
+  cfg: AppConfig,
+  count: number,
+  env: NodeJS.ProcessEnv,
+  log: Log,
+): Promise<string[]> {
+  for (const name of knownWorkers(cfg)) {
+    const i = name === 'worker' ? 1 : Number(name.split('-')[1]);
+    if (i > count) await stopWorker(cfg, name, log);
+  }
+  const started = await Promise.all(Array.from({ length: count }, (_, k) => startWorker(cfg, k + 1, env)));
+  started.forEach((state, k) =>
+    log(`${workerName(k + 1)}: ${state} (log ${logFile(cfg, workerName(k + 1))})`),
+  );
+  return started;
+}
+
+async function stopWorker(cfg: AppConfig, name: string, log: Log): Promise<void> {
+  const pid = ownedPid(cfg, name, MARKER);
+  if (pid) {
+    await stopPid(pid, 20000);
+    log(`${name} stopped (pid ${pid})`);
+  }
+  fs.rmSync(runFile(cfg, name), { force: true });
+}
+
+export async function stopWorkers(cfg: AppConfig, log: Log): Promise<void> {
+  await Promise.all(knownWorkers(cfg).map((name) => stopWorker(cfg, name, log)));
+}
+
+export type WorkerProcess = { name: string; pid?: number; up: boolean };
+
+export function workerProcesses(cfg: AppConfig): WorkerProcess[] {
+  return knownWorkers(cfg)
+    .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
+    .map((name) => {
+      const pid = ownedPid(cfg, name, MARKER);
+      return { name, pid, up: !!pid };
+    });
+}

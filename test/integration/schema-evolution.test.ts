@@ -1,0 +1,201 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { PipelineStatus } from '../../src/control/pipeline';
+import type { VerifyReport } from '../../src/verify/warehouse';
+import { PIPELINE_ID, pipelineTestContext, runStategrid, type TestContext } from './helpers/pipeline';
+
+/**
+ * Schema evolution reaches ODS: columns added to a source table while the pipeline streams (or before its
+ * snapshot) appear in the ODS mirror with their values; dropped ones stay, nullable, and are reported; verify
+ * compares them. Checked on real rows, with both decoding plugins.
+ */
+describe('schema evolution', function () {
+  this.timeout(300000);
+  const t = pipelineTestContext(resetColumns);
+
+  /** The shared source and sink as the other tests expect them: no column beyond the spec. */
+  async function resetColumns(c: TestContext): Promise<void> {
+    await c.terminatePipeline();
+    await c.q(`ALTER TABLE power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS _op,
+      DROP COLUMN IF EXISTS mood`);
+    await c.q('DROP SCHEMA IF EXISTS stategrid_test_types CASCADE');
+    await c.q('ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id');
+    await c.q('DELETE FROM stategrid_ods_column');
+  }
+
+  const seedUsers = () =>
+    t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
+      FROM generate_series(1, 20) g`);
+
+  /** Rows whose meter_id differs between the source and its ODS mirror (either way). */
+  const meterDiff = () =>
+    t.diff(
+      'SELECT consumption_id, meter_id FROM power_consumption',
+      'SELECT consumption_id, meter_id FROM ods_power_consumption',
+    );
+
+  const odsColumn = async (name: string) =>
+    (
+      await t.q<{ type: string; not_null: boolean }>(
+        `SELECT format_type(atttypid, atttypmod) AS type, attnotnull AS not_null FROM pg_attribute
+         WHERE attrelid = 'ods_power_consumption'::regclass AND attname = $1 AND NOT attisdropped`,
+        [name],
+      )
+    )[0];
+
+  const status = (): PipelineStatus => {
+    const r = runStategrid(['pipeline', 'status', '--id', PIPELINE_ID, '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as PipelineStatus;
+  };
+
+  const verifyOds = () => {
+    const r = runStategrid(['verify', '--id', PIPELINE_ID, '--layer', 'ods', '--json'], 180000);
+    assert.notEqual(r.status, 2, r.stderr);
+    return { code: r.status, report: JSON.parse(r.stdout) as VerifyReport };
+  };
+
+  /** What the worker logged since `from` (a byte offset of its log). */
+  const workerLog = () => path.join(t.cfg.home, 'logs', 'worker.log');
+  const loggedSince = (from: number) => fs.readFileSync(workerLog()).subarray(from).toString('utf8');
+
+  for (const plugin of ['pgoutput', 'wal2json'] as const) {
+    it(`${plugin}: ADD COLUMN meter_id TEXT is mirrored with its values; DROP COLUMN keeps it, nullable, reported`, async () => {
+      await resetColumns(t);
+      const logStart = fs.statSync(workerLog()).size;
+      await t.freshPipeline({ plugin }, async () => {
+        await seedUsers();
+        await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.50, 0.75, '2026-11-20 08:00:00'
+          FROM generate_series(1, 500) g`);
+      });
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 2.00, 1.00, '2026-11-20 09:00:00'
+        FROM generate_series(501, 600) g`);
+
+      await t.q('ALTER TABLE power_consumption ADD COLUMN meter_id TEXT');
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 3.00, 1.50, '2026-11-20 10:00:00', 'M-' || g
+        FROM generate_series(601, 1600) g`);
+      await t.q(
+        `UPDATE power_consumption SET meter_id = 'M-old-' || consumption_id WHERE consumption_id <= 10`,
+      );
+      await t.q(`INSERT INTO power_consumption VALUES (1601, 1, 1.00, 0.50, '2026-11-20 11:00:00', NULL)`);
+      // A type of another schema is not written into ODS DDL: skipped, its value kept in the change log.
+      await t.q(`CREATE SCHEMA stategrid_test_types;
+        CREATE TYPE stategrid_test_types.mood AS ENUM ('calm', 'busy');
+        ALTER TABLE power_consumption ADD COLUMN mood stategrid_test_types.mood`);
+      await t.q(
+        `INSERT INTO power_consumption VALUES (1603, 3, 1.00, 0.50, '2026-11-20 11:00:00', 'M-mood', 'busy')`,
+      );
+      // A user change in the same transaction takes the general (multi-table) batch path.
+      await t.q(`BEGIN; UPDATE power_user SET user_name = 'renamed' WHERE user_id = 2;
+        INSERT INTO power_consumption VALUES (1602, 2, 1.00, 0.50, '2026-11-20 11:00:00', 'M-with-user'); COMMIT`);
+      await t.caughtUp();
+
+      assert.deepEqual(await odsColumn('meter_id'), { type: 'text', not_null: false });
+      assert.equal(await meterDiff(), 0, 'ods_power_consumption.meter_id equals the source');
+      const meters = await t.q<{ n: number }>(
+        `SELECT count(meter_id)::int AS n FROM ods_power_consumption WHERE meter_id LIKE 'M-%'`,
+      );
+      assert.equal(meters[0].n, 1000 + 10 + 1 + 1);
+      await t.assertConverged(); // DWD and DWS are untouched by the new columns
+      assert.equal(await odsColumn('mood'), undefined);
+      const mood = await t.q<{ mood: string }>(
+        `SELECT row_data->>'mood' AS mood FROM ods_change_log WHERE row_data->>'consumption_id' = '1603'`,
+      );
+      assert.deepEqual(mood, [{ mood: 'busy' }]);
+
+      const before = await t.q<{ consumption_id: string; meter_id: string }>(
+        `SELECT consumption_id, meter_id FROM ods_power_consumption WHERE consumption_id IN (700, 701) ORDER BY 1`,
+      );
+      await t.q('ALTER TABLE power_consumption DROP COLUMN meter_id');
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 4.00, 2.00, '2026-11-20 12:00:00'
+        FROM generate_series(1604, 1700) g`);
+      await t.q(`UPDATE power_consumption SET consumption_amount = 9.99 WHERE consumption_id = 701`);
+      await t.caughtUp();
+
+      assert.deepEqual(await odsColumn('meter_id'), { type: 'text', not_null: false }, 'kept, nullable');
+      const after = await t.q<{ consumption_id: string; meter_id: string | null }>(
+        `SELECT consumption_id, meter_id FROM ods_power_consumption
+         WHERE consumption_id IN (700, 701, 1650) ORDER BY 1`,
+      );
+      assert.deepEqual(after, [
+        before[0], // untouched since the drop: keeps its value
+        { consumption_id: '701', meter_id: null }, // written since: the column no longer has a value
+        { consumption_id: '1650', meter_id: null },
+      ]);
+      await t.assertConverged(); // streaming went on
+
+      const columns = status().sink.odsColumns;
+      const reported = columns.find((c) => c.name === 'meter_id');
+      assert.equal(reported?.state, 'dropped');
+      assert.equal(reported?.table, 'power_consumption');
+      const skipped = columns.find((c) => c.name === 'mood');
+      assert.equal(skipped?.state, 'skipped');
+      assert.equal(skipped?.detail, 'type stategrid_test_types.mood cannot be mirrored');
+      const log = loggedSince(logStart);
+      assert.match(log, /power_consumption\.meter_id \(text\) added to ods_power_consumption/);
+      assert.match(
+        log,
+        /power_consumption\.meter_id was dropped at the source: kept in ods_power_consumption/,
+      );
+      assert.match(log, /power_consumption\.mood \(stategrid_test_types\.mood\) is not mirrored/);
+    });
+  }
+
+  it('a snapshot fills the extra column, a clashing name stays in the change log, verify compares and repair fills meter_id', async () => {
+    await resetColumns(t);
+    await t.q('ALTER TABLE power_consumption ADD COLUMN meter_id TEXT, ADD COLUMN _op TEXT');
+    await t.freshPipeline({}, async () => {
+      await seedUsers();
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.50, 0.75, '2026-11-21 08:00:00',
+        'S-' || g, 'source-op' FROM generate_series(1, 2000) g`);
+    });
+    assert.equal(await meterDiff(), 0, 'the snapshot filled meter_id');
+    assert.equal(
+      (
+        await t.q<{ n: number }>(
+          `SELECT count(*)::int AS n FROM ods_power_consumption WHERE meter_id LIKE 'S-%'`,
+        )
+      )[0].n,
+      2000,
+    );
+
+    await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 2.50, 1.25, '2026-11-21 09:00:00',
+      'T-' || g, 'streamed-op' FROM generate_series(2001, 2100) g`);
+    await t.caughtUp();
+    assert.equal(await meterDiff(), 0);
+    await t.assertConverged();
+
+    // `_op` is ODS metadata: the source column is not mirrored, its values are in the change log, ODS keeps its own.
+    const clash = status().sink.odsColumns.find((c) => c.name === '_op');
+    assert.equal(clash?.state, 'skipped');
+    assert.match(clash?.detail ?? '', /taken by ODS metadata/);
+    const logged = await t.q<{ op: string; ods_op: string }>(
+      `SELECT l.row_data->>'_op' AS op, o._op AS ods_op FROM ods_change_log l
+       JOIN ods_power_consumption o ON o.consumption_id = (l.row_data->>'consumption_id')::bigint
+       WHERE l.table_name = 'power_consumption' AND l.row_data->>'consumption_id' = '2050'`,
+    );
+    assert.deepEqual(logged, [{ op: 'streamed-op', ods_op: 'I' }]);
+
+    const equal = verifyOds();
+    assert.equal(equal.code, 0, JSON.stringify(equal.report));
+    await t.q(`UPDATE ods_power_consumption SET meter_id = 'WRONG' WHERE consumption_id = 1234`);
+    const differs = verifyOds();
+    assert.equal(differs.code, 1);
+    const ods = differs.report.tables.find((x) => x.table === 'ods_power_consumption')!;
+    assert.deepEqual(ods.different, ['1234']);
+    assert.deepEqual(ods.counts, { missing: 0, extra: 0, different: 1 });
+
+    // A repair re-reads the key from the source, extra columns included.
+    const repair = runStategrid(
+      ['verify', '--id', PIPELINE_ID, '--layer', 'ods', '--repair', '--json'],
+      180000,
+    );
+    assert.equal(repair.status, 0, repair.stdout + repair.stderr);
+    const fixed = await t.q<{ meter_id: string }>(
+      `SELECT meter_id FROM ods_power_consumption WHERE consumption_id = 1234`,
+    );
+    assert.deepEqual(fixed, [{ meter_id: 'S-1234' }]);
+    assert.equal(await meterDiff(), 0);
+  });
+});
