@@ -240,13 +240,24 @@ export function finalityLayers(o: OracleInputs | null): OracleLayer[] {
 
 /**
  * ODS metadata against the change log: a row whose key has a streamed change after the last TRUNCATE of its table
- * carries that last change's op and commit LSN (and was synced after that commit); any other row came from the
- * snapshot ('R', at the one snapshot LSN, not after the first streamed commit). Returns the rows that break it.
+ * carries that last change's op and commit LSN (and was synced after that commit); a row that `verify --repair`
+ * wrote after its key's last change (stategrid_repair) is 'R' at that repair's low watermark, as
+ * docs/data-semantics.md says; any other row came from the snapshot ('R', at the one snapshot LSN, not after the
+ * first streamed commit). Returns the rows that break it.
  */
 export const ODS_METADATA_VIOLATIONS = `
-WITH snapshot AS (
-  SELECT max(_lsn) AS lsn, count(DISTINCT _lsn) AS lsns FROM (
-    SELECT _lsn FROM ods_power_user WHERE _op = 'R' UNION ALL SELECT _lsn FROM ods_power_consumption WHERE _op = 'R') r),
+WITH repaired AS (
+  SELECT DISTINCT ON (table_name, record_key) substr(table_name, 5) AS table_name, record_key AS key, low_lsn
+  FROM stategrid_repair WHERE table_name IN ('ods_power_user', 'ods_power_consumption')
+    AND action IN ('inserted', 'updated')
+  ORDER BY table_name, record_key, low_lsn DESC),
+ods AS (
+  SELECT 'power_user' AS table_name, user_id::text AS key, _op::text AS op, _lsn, _synced_at FROM ods_power_user
+  UNION ALL
+  SELECT 'power_consumption', consumption_id::text, _op::text, _lsn, _synced_at FROM ods_power_consumption),
+snapshot AS (
+  SELECT max(_lsn) AS lsn, count(DISTINCT _lsn) AS lsns FROM ods o WHERE op = 'R' AND NOT EXISTS (
+    SELECT 1 FROM repaired r WHERE r.table_name = o.table_name AND r.key = o.key AND r.low_lsn = o._lsn)),
 log AS (SELECT l.* FROM ods_change_log l, snapshot WHERE snapshot.lsn IS NULL OR l.commit_lsn >= snapshot.lsn),
 keyed AS (
   SELECT table_name, row_data->>(CASE table_name WHEN 'power_user' THEN 'user_id' ELSE 'consumption_id' END) AS key,
@@ -258,17 +269,16 @@ last AS (SELECT DISTINCT ON (table_name, key) * FROM keyed ORDER BY table_name, 
   op = 'moved away'),
 truncated AS (
   SELECT DISTINCT ON (t) t AS table_name, commit_lsn, seq FROM log, jsonb_array_elements_text(row_data->'tables') t
-  WHERE op = 'T' ORDER BY t, commit_lsn DESC, seq DESC),
-ods AS (
-  SELECT 'power_user' AS table_name, user_id::text AS key, _op::text AS op, _lsn, _synced_at FROM ods_power_user
-  UNION ALL
-  SELECT 'power_consumption', consumption_id::text, _op::text, _lsn, _synced_at FROM ods_power_consumption)
+  WHERE op = 'T' ORDER BY t, commit_lsn DESC, seq DESC)
 SELECT o.table_name, o.key, o.op, o._lsn::text, l.op AS last_op, l.commit_lsn::text AS last_lsn
 FROM ods o CROSS JOIN snapshot s
 LEFT JOIN truncated t ON t.table_name = o.table_name
 LEFT JOIN last l ON l.table_name = o.table_name AND l.key = o.key
   AND (t.table_name IS NULL OR (l.commit_lsn, l.seq) > (t.commit_lsn, t.seq))
-WHERE NOT coalesce(CASE WHEN l.key IS NOT NULL
+LEFT JOIN repaired r ON r.table_name = o.table_name AND r.key = o.key
+  AND (l.key IS NULL OR r.low_lsn > l.commit_lsn)
+WHERE NOT coalesce(CASE WHEN r.key IS NOT NULL THEN o.op = 'R' AND o._lsn = r.low_lsn
+    WHEN l.key IS NOT NULL
     THEN o.op = l.op AND o._lsn = l.commit_lsn AND o._synced_at >= coalesce(l.commit_time, '-infinity')
     ELSE o.op = 'R' AND s.lsns = 1 AND o._lsn <= coalesce((SELECT min(commit_lsn) FROM log), o._lsn) END, false)
 ORDER BY 1, 2`;
