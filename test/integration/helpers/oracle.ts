@@ -194,8 +194,11 @@ function windowLayer(o: OracleInputs): OracleLayer {
 /** ODS, DWD and DWS, each as the oracle computes it and as the sink holds it (is_final and windows with `o`). */
 export function oracleLayers(o: OracleInputs | null): OracleLayer[] {
   const odsUsers = `SELECT user_id, user_name, usage_type, region_id, region_name, update_time FROM power_user`;
-  const odsConsumptions = `SELECT consumption_id, user_id, consumption_amount, consumption_cost, consumption_date
-    FROM power_consumption`;
+  // wal2json prints a NaN amount or cost as null: a streamed NaN (an invalid row) reaches ODS as null, a
+  // snapshotted one as NaN, so under wal2json NaN reads as null on both sides.
+  const amount = (c: string) => (o?.nanArrivesAsNull ? `nullif(${c}, 'NaN') AS ${c}` : c);
+  const odsConsumptions = `SELECT consumption_id, user_id, ${amount('consumption_amount')},
+    ${amount('consumption_cost')}, consumption_date FROM power_consumption`;
   return [
     { name: 'ods_power_user', expected: odsUsers, actual: odsUsers.replace('power_user', 'ods_power_user') },
     {
