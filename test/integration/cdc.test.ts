@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { REGION_DAY_STATS_JSON } from './helpers/oracle';
 import { pipelineTestContext } from './helpers/pipeline';
 
 /**
  * CDC semantics against the real stack (PostgreSQL + Temporal dev server + worker process), for both decoding
- * plugins: after `wait`, ODS, DWD and DWS equal the semantics of docs/data-semantics.md computed directly on the source tables.
+ * plugins: after `wait`, ODS, DWD and DWS equal the semantics of docs/data-semantics.md computed directly on the source tables,
+ * and the change log equals the WAL as a second slot reads it (helpers/wal-audit.ts).
  */
 const USERS = `INSERT INTO power_user (user_id, user_name, usage_type, region_id, region_name, update_time) VALUES
   (1, '张三', '居民用电', 1, '北京', '2026-11-01 08:00:00'),
@@ -13,7 +15,7 @@ const USERS = `INSERT INTO power_user (user_id, user_name, usage_type, region_id
 for (const plugin of ['pgoutput', 'wal2json'] as const) {
   describe(`CDC pipeline with ${plugin}`, function () {
     this.timeout(180000);
-    const t = pipelineTestContext();
+    const t = pipelineTestContext(undefined, { walAudit: true });
 
     it('snapshots existing rows, then streams inserts, updates and deletes, each change logged once', async () => {
       await t.freshPipeline({ plugin }, async () => {
@@ -182,18 +184,71 @@ for (const plugin of ['pgoutput', 'wal2json'] as const) {
       );
       const before = await t.q(`SELECT is_final FROM dws_region_daily_stats WHERE stat_date = '2026-10-01'`);
       assert.deepEqual(before, [{ is_final: true }]);
+      // The oracle's view of the region before the late event, and what the revision log and window hold so far.
+      const oracleBefore = await t.q<{ rows: string }>(`SELECT (${REGION_DAY_STATS_JSON})::text AS rows`, [
+        '2026-10-01',
+        1,
+      ]);
+      const revisionsBefore = (
+        await t.q<{ id: string }>(`SELECT coalesce(max(id), 0) AS id FROM dws_revision`)
+      )[0].id;
+      const windowBefore = await t.q<{ late: number; revisions: number }>(
+        `SELECT late_events::int AS late, revisions FROM stategrid_window WHERE stat_date = '2026-10-01'`,
+      );
       await t.q(`INSERT INTO power_consumption VALUES (3, 1, 2.50, 1.40, '2026-10-01 23:00:00')`);
       await t.caughtUp();
       await t.assertConverged();
       const after = await t.q(`SELECT total_consumption::text AS t, is_final FROM dws_region_daily_stats
         WHERE stat_date = '2026-10-01'`);
       assert.deepEqual(after, [{ t: '12.50', is_final: true }]);
-      const rev = await t.q(`SELECT reason FROM dws_revision WHERE stat_date = '2026-10-01'`);
-      assert.ok(rev.length >= 1, 'a revision of the closed day is recorded');
-      const late = await t.q<{ n: number }>(
-        `SELECT late_events::int AS n FROM stategrid_window WHERE stat_date = '2026-10-01'`,
+      assert.deepEqual(
+        await t.q(
+          `SELECT region_id, reason, before = $3::jsonb AS before_is_oracle_before,
+            after = (${REGION_DAY_STATS_JSON}) AS after_is_oracle_after
+          FROM dws_revision WHERE id > $4 ORDER BY id`,
+          ['2026-10-01', 1, oracleBefore[0].rows, revisionsBefore],
+        ),
+        [{ region_id: 1, reason: 'late data', before_is_oracle_before: true, after_is_oracle_after: true }],
+        'exactly one revision of the closed day, holding its region stats before and after the late event',
       );
-      assert.ok(late[0].n >= 1);
+      const window = await t.q<{ late: number; revisions: number }>(
+        `SELECT late_events::int AS late, revisions FROM stategrid_window WHERE stat_date = '2026-10-01'`,
+      );
+      assert.deepEqual(window, [
+        { late: windowBefore[0].late + 1, revisions: windowBefore[0].revisions + 1 },
+      ]);
+    });
+
+    it('closes a day by its timer, a later day by the watermark, and keeps the newest day provisional', async () => {
+      await t.freshPipeline({ plugin, segmentSeconds: 5 }, () => t.q(USERS).then(() => undefined));
+      // Days relative to the local date in the pipeline's zone: three days ago (its timer is due), in two days
+      // (only the watermark can close it) and in five (open: no timer due, the watermark stops before it).
+      const day = (offset: number) =>
+        `(now() AT TIME ZONE '${t.cfg.timeZone}')::date + ${offset} + time '10:00'`;
+      const windows = () =>
+        t.q(`SELECT stat_date - (now() AT TIME ZONE '${t.cfg.timeZone}')::date AS day, is_final, closed_by
+          FROM stategrid_window ORDER BY stat_date`);
+      await t.q(`INSERT INTO power_consumption VALUES (1, 1, 10.00, 5.60, ${day(-3)})`);
+      await t.caughtUp();
+      await t.assertConverged();
+      assert.deepEqual(await windows(), [{ day: -3, is_final: true, closed_by: 'timer' }]);
+      await t.q(`INSERT INTO power_consumption VALUES (2, 2, 4.00, 3.40, ${day(2)}), (3, 3, 7.00, 2.00, ${day(5)}),
+        (4, 1, 1.00, 1.00, ${day(5)})`);
+      await t.caughtUp();
+      await t.assertConverged();
+      assert.deepEqual(await windows(), [
+        { day: -3, is_final: true, closed_by: 'timer' },
+        { day: 2, is_final: true, closed_by: 'watermark' },
+      ]);
+      const rows = await t.q(`SELECT stat_date - (now() AT TIME ZONE '${t.cfg.timeZone}')::date AS day,
+          bool_and(is_final) AS all_final, bool_or(is_final) AS any_final, count(*)::int AS n
+        FROM (SELECT stat_date, is_final FROM dws_region_daily_stats
+          UNION ALL SELECT stat_date, is_final FROM dws_user_ranking) r GROUP BY 1 ORDER BY 1`);
+      assert.deepEqual(rows, [
+        { day: -3, all_final: true, any_final: true, n: 2 },
+        { day: 2, all_final: true, any_final: true, n: 2 },
+        { day: 5, all_final: false, any_final: false, n: 4 },
+      ]);
     });
   });
 }

@@ -22,10 +22,17 @@ function workerPeakRssMb(home: string): number {
 
 describe('capture recovery paths', function () {
   this.timeout(600000);
-  const t = pipelineTestContext();
+  const t = pipelineTestContext(undefined, { walAudit: true });
 
   it('applies a single 1,000,000-row source transaction in bounded batches', async () => {
-    await t.freshPipeline({ batchRows: 5000 }, () => t.q(USERS).then(() => undefined));
+    // Decoding a million changes a second time through the SQL interface would take minutes on its own: this test
+    // checks exactly-once by counting the change log's distinct ids below instead of auditing the WAL.
+    t.walAudit = false;
+    try {
+      await t.freshPipeline({ batchRows: 5000 }, () => t.q(USERS).then(() => undefined));
+    } finally {
+      t.walAudit = true;
+    }
     await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 3, (g % 50000) / 100.0, (g % 30000) / 100.0,
       '2026-11-20'::timestamp + make_interval(secs => g % 86400) FROM generate_series(1, 1000000) g`);
     // Mid-transaction checkpoints show the transaction was committed to the sink in pieces.
@@ -46,8 +53,10 @@ describe('capture recovery paths', function () {
     await t.caughtUp(300000);
     await t.assertConverged();
     assert.ok(sawPartial, 'parts of the transaction were visible before its end (bounded batches)');
-    const log = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM ods_change_log`);
-    assert.equal(log[0].n, 1_000_000);
+    const log = await t.q<{ n: number; d: number }>(
+      `SELECT count(*)::int AS n, count(DISTINCT row_data->>'consumption_id')::int AS d FROM ods_change_log`,
+    );
+    assert.deepEqual(log[0], { n: 1_000_000, d: 1_000_000 });
     const peak = workerPeakRssMb(t.cfg.home);
     console.log(`      worker peak RSS ${peak.toFixed(0)} MB`);
     assert.ok(peak < 300, `worker peak RSS ${peak.toFixed(0)} MB stays under 300 MB`);

@@ -24,9 +24,25 @@ export async function runWholePipeline(t: TestContext, cfg: AppConfig, client: C
      FROM generate_series(1, 1000) g`,
     [day],
   );
-  await startPipeline(cfg, client, { pipelineId, segmentSeconds: 5, batchDelayMs: 50 });
-  await waitStreaming(cfg, pipelineId, 90000);
+  // The oracle's change log check: everything the pipeline streams is audited from a second slot.
+  await t.startAudit(cfg.decodingPlugin);
+  try {
+    await startPipeline(cfg, client, { pipelineId, segmentSeconds: 5, batchDelayMs: 50 });
+    await waitStreaming(cfg, pipelineId, 90000);
+    await streamAndRecompute(t, cfg, client, pipelineId, day);
+  } finally {
+    await t.dropAudit();
+  }
+}
 
+/** Streamed inserts, updates and deletes, the day closed by the watermark, then a scheduled recompute of it. */
+async function streamAndRecompute(
+  t: TestContext,
+  cfg: AppConfig,
+  client: Client,
+  pipelineId: string,
+  day: string,
+) {
   await t.q(
     `INSERT INTO power_consumption SELECT g, 1 + g % 40, 2.00, 1.00, $1::date + make_interval(secs => g * 20)
      FROM generate_series(1001, 3000) g`,
