@@ -40,9 +40,10 @@ describe('capture recovery paths', function () {
     await t.waitFor(
       'the big transaction applied',
       async () => {
-        const cp = await t.q<{ seq: number; n: number }>(
-          `SELECT seq, (SELECT count(*)::int FROM ods_power_consumption) AS n FROM stategrid_checkpoint
-           WHERE pipeline_id = $1`,
+        // The checkpoint's count, not count(*) of ODS: a scan of a million rows every 200 ms would slow the
+        // pipeline it watches.
+        const cp = await t.q<{ n: number }>(
+          `SELECT changes_applied::int AS n FROM stategrid_checkpoint WHERE pipeline_id = $1`,
           [PIPELINE_ID],
         );
         if (cp[0].n > 0 && cp[0].n < 1_000_000) sawPartial = true;

@@ -229,10 +229,10 @@ async function seed(consumptionRows: number): Promise<void> {
 }
 
 /** Fresh pipeline with seeded rows; the load runs from here on. */
-async function begin(consumptionRows = 20000): Promise<void> {
+async function begin(consumptionRows = 20000, rowsPerSecond?: number): Promise<void> {
   await t.freshPipeline({ segmentSeconds: 10, batchDelayMs: 50, plugin }, async () => seed(consumptionRows));
   load.kinds.clear();
-  load.start();
+  load.start(rowsPerSecond);
 }
 
 type Faults = { injected: number; disrupted: number };
@@ -338,14 +338,24 @@ function slotConflictsSince(sizes: Map<string, number>): number {
  * Three workers under the load: the one holding the capture (its own task queue in the pipeline state) is killed;
  * another must take the stream over within seconds, and no two streams may race for the slot.
  */
-async function captureHolderKills(kills: number): Promise<void> {
+async function captureHolderKills(
+  kills: number,
+  steady?: { rowsPerSecond: number; seconds: number },
+): Promise<void> {
   const started = Date.now();
   await stackUp(t.cfg, () => undefined, { workers: 3 });
   const logs = workerLogSizes();
-  await begin();
+  await begin(20000, steady?.rowsPerSecond);
   const takeovers: string[] = [];
   const segments: RunningActivity[] = [];
+  let offered = '';
   try {
+    if (steady) {
+      // The steady phase before the first kill: three workers under the load, no slot race allowed.
+      const from = load.nextId;
+      await sleep(steady.seconds * 1000);
+      offered = `, ${Math.round((load.nextId - from) / steady.seconds)} rows/s for ${steady.seconds} s before the kills`;
+    }
     for (let i = 0; i < kills; i++) {
       await waitGrowth(3000);
       let queue: string | undefined;
@@ -376,7 +386,7 @@ async function captureHolderKills(kills: number): Promise<void> {
     { injected: kills, disrupted },
     started,
     STREAM_BASE,
-    `takeover ${takeovers.join(', ')} s`,
+    `takeover ${takeovers.join(', ')} s${offered}`,
   );
   results[results.length - 1].slotConflicts = slotConflictsSince(logs);
   await stackUp(t.cfg, () => undefined, { workers: 1 });
@@ -643,7 +653,8 @@ async function scenarios(): Promise<void> {
     1,
   );
   await singleRowBurst(QUICK ? 20000 : 100000);
-  await captureHolderKills(QUICK ? 1 : 3);
+  // Full: the acceptance load of the scale-out work (5,000 rows/s for a minute on three workers) before the kills.
+  await captureHolderKills(QUICK ? 1 : 3, QUICK ? undefined : { rowsPerSecond: 5000, seconds: 60 });
   await snapshotChunkKill();
   if (!QUICK) {
     await snapshotKills('kill -9 worker x3 during snapshot', [['worker'], ['worker'], ['worker']]);

@@ -342,11 +342,11 @@ export class TestContext {
   /**
    * Every layer equals what the semantics of docs/data-semantics.md compute directly on the source tables: ODS,
    * DWD, DWS with is_final, the window table, dead letters and ODS metadata; with a WAL audit, the change log
-   * equals the changes the source committed.
+   * equals the changes the source committed. Day closes may still be settling: `settleMs` (60 s) bounds the wait.
    */
-  async assertConverged(): Promise<void> {
+  async assertConverged(opts: { settleMs?: number } = {}): Promise<void> {
     const o = await this.oracleInputs();
-    await this.settleWindows(o);
+    await this.settleWindows(o, opts.settleMs);
     for (const l of [...oracleLayers(o), ...this.deadLetterLayers(o)]) {
       const d = await this.layerDivergence(l);
       if (d.missing || d.extra)
