@@ -10,11 +10,10 @@ import { loadConfig, type AppConfig } from '../../../src/config';
 import { withClient } from '../../../src/db/client';
 import { workerEntry } from '../../../src/stack';
 import { readPid, spawnDetached, waitFor } from '../../../src/stack/proc';
+import { CHANGE_LOG_AS_STREAMED, OracleCompare, type LayerDivergence } from './oracle-compare';
 import {
   currentDeadLetterLayer,
-  finalityLayers,
   invalidSourceRows,
-  ODS_METADATA_VIOLATIONS,
   SNAPSHOT_DEAD_LETTERS,
   oracleLayers,
   streamedDeadLetterLayer,
@@ -47,6 +46,7 @@ keepValuesAsText();
 export class TestContext {
   readonly cfg: AppConfig = loadConfig();
   readonly db = new pg.Pool({ connectionString: this.cfg.sourceUrl, max: 4 });
+  private readonly oracle = new OracleCompare(this.db);
 
   constructor() {
     // An idle connection dropped by a database restart is replaced on next use; unheard it would crash the run.
@@ -146,10 +146,7 @@ export class TestContext {
 
   /** What the oracle needs beyond the source rows; the streamed changes come from the WAL audit when there is one. */
   private async oracleInputs(): Promise<OracleInputs> {
-    const streamed = this.audit
-      ? await this.audit.changes()
-      : `(SELECT commit_lsn, seq AS pos, table_name, op::text AS op, row_data, old_key, commit_time
-          FROM ods_change_log)`;
+    const streamed = this.audit ? await this.audit.changes() : CHANGE_LOG_AS_STREAMED;
     return { streamed, rules: this.rules, nanArrivesAsNull: this.plugin === 'wal2json' };
   }
 
@@ -198,84 +195,15 @@ export class TestContext {
     return Number(rows[0].n);
   }
 
-  /**
-   * A query comparing a layer with the oracle, without nested loops: the planner guesses that the oracle's validity
-   * tests (CASE … IS NULL) keep 0.5 % of the rows and joins users to consumptions in nested loops, which took
-   * 18-100 s per query at 50,000 consumptions (hash joins: under a second). Other queries keep the default.
-   */
-  private async oracleQuery<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
-    const c = await this.db.connect();
-    try {
-      await c.query('BEGIN');
-      await c.query('SET LOCAL enable_nestloop = off');
-      const rows = (await c.query<T>(sql, params)).rows;
-      await c.query('COMMIT');
-      return rows;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      c.release();
-    }
-  }
-
-  /** Oracle rows missing from a layer, and layer rows the oracle does not have. */
-  private async layerDivergence(l: OracleLayer, params: unknown[] = []) {
-    const rows = await this.oracleQuery<{ missing: string; extra: string }>(
-      `SELECT (SELECT count(*) FROM ((${l.expected}) EXCEPT ALL (${l.actual})) m) AS missing,
-         (SELECT count(*) FROM ((${l.actual}) EXCEPT ALL (${l.expected})) x) AS extra`,
-      params,
-    );
-    return { layer: l.name, missing: Number(rows[0].missing), extra: Number(rows[0].extra) };
-  }
-
-  /** A few rows the layer misses and holds beyond the oracle, for failure messages. */
-  private async layerSamples(l: OracleLayer): Promise<string> {
-    const sample = async (a: string, b: string) =>
-      (
-        await this.oracleQuery<{ r: string }>(
-          `SELECT (d.*)::text AS r FROM ((${a}) EXCEPT ALL (${b})) d ORDER BY 1 LIMIT 5`,
-        )
-      ).map((r) => r.r);
-    return JSON.stringify({
-      missing: await sample(l.expected, l.actual),
-      extra: await sample(l.actual, l.expected),
-    });
-  }
-
-  /**
-   * Day closes run after the capture segment that saw the day ends, so is_final settles a little after `wait`:
-   * waits (up to `timeoutMs`) until DWS and the window table agree with the oracle, which re-evaluates the window
-   * rules at each look. Days the rules leave open must be provisional at every look.
-   */
-  async settleWindows(o: OracleInputs, timeoutMs = 60000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      let equal = true;
-      for (const l of finalityLayers(o)) {
-        const d = await this.layerDivergence(l);
-        if (d.missing || d.extra) equal = false;
-      }
-      if (equal) return;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-
   /** Per layer: oracle rows missing from the layer, and layer rows the oracle does not have. */
-  async divergence(): Promise<{ layer: string; missing: number; extra: number }[]> {
+  async divergence(): Promise<LayerDivergence[]> {
     const o = await this.oracleInputs();
-    await this.settleWindows(o);
-    const out = [];
-    for (const l of [...oracleLayers(o), ...this.deadLetterLayers(o)])
-      out.push(await this.layerDivergence(l));
-    const ods = await this.q(ODS_METADATA_VIOLATIONS);
-    out.push({ layer: 'ODS metadata (_op, _lsn, _synced_at)', missing: 0, extra: ods.length });
-    return out;
+    return this.oracle.everyLayer(o, this.deadLetterLayers(o));
   }
 
-  /** Dead letters: the stream's exactly, the snapshot's when this context recorded its seed, the latest per row. */
+  /** Dead letters beyond the latest per row: the stream's exactly, the snapshot's when this context recorded its seed. */
   private deadLetterLayers(o: OracleInputs): OracleLayer[] {
-    const layers = [streamedDeadLetterLayer(o, !!this.audit), currentDeadLetterLayer(o)];
+    const layers = [streamedDeadLetterLayer(o, !!this.audit)];
     if (this.snapshotDeadLetters !== undefined)
       layers.push({
         name: 'stategrid_dead_letter (snapshot)',
@@ -346,13 +274,14 @@ export class TestContext {
    */
   async assertConverged(opts: { settleMs?: number } = {}): Promise<void> {
     const o = await this.oracleInputs();
-    await this.settleWindows(o, opts.settleMs);
-    for (const l of [...oracleLayers(o), ...this.deadLetterLayers(o)]) {
-      const d = await this.layerDivergence(l);
-      if (d.missing || d.extra)
-        assert.fail(`${l.name} differs from the oracle: ${await this.layerSamples(l)}`);
+    const layers = [...oracleLayers(o), currentDeadLetterLayer(o), ...this.deadLetterLayers(o)];
+    for (const d of await this.oracle.everyLayer(o, this.deadLetterLayers(o), opts.settleMs)) {
+      if (!d.missing && !d.extra) continue;
+      const l = layers.find((l) => l.name === d.layer);
+      assert.fail(
+        `${d.layer} differs from the oracle: ${l ? await this.oracle.samples(l) : JSON.stringify(d)}`,
+      );
     }
-    assert.deepEqual(await this.q(ODS_METADATA_VIOLATIONS), [], 'ODS metadata differs from the change log');
     await this.audit?.assertMatchesChangeLog();
   }
 }
