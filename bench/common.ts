@@ -2,10 +2,14 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import pg from 'pg';
+import { parseLsn } from '../src/cdc/changes';
 import type { AppConfig } from '../src/config';
 import { waitCaughtUp } from '../src/control/pipeline';
 import { withClient } from '../src/db/client';
 import { verifyWarehouse } from '../src/verify/warehouse';
+import { oracleLayers, type OracleInputs } from '../test/integration/helpers/oracle';
+import { CHANGE_LOG_AS_STREAMED, OracleCompare } from '../test/integration/helpers/oracle-compare';
 
 export type Figure = {
   name: string;
@@ -40,17 +44,27 @@ export function percentile(values: number[], q: number): number {
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
-/** CPU seconds (user + system) a process has used so far, or null once it is gone. */
-export function processCpuSeconds(pid: number, withReapedChildren = false): number | null {
+/** The fields of /proc/<pid>/stat after the command name (state, ppid, …), or null once the process is gone. */
+function statFields(pid: number | string): string[] | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const own = Number(fields[11]) + Number(fields[12]);
-    const reaped = withReapedChildren ? Number(fields[13]) + Number(fields[14]) : 0;
-    return (own + reaped) / CLOCK_TICKS;
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return null;
   }
+}
+
+/** CPU seconds (user + system) in stat fields, with the reaped children's when asked. */
+function cpuOf(fields: string[], withReapedChildren = false): number {
+  const own = Number(fields[11]) + Number(fields[12]);
+  const reaped = withReapedChildren ? Number(fields[13]) + Number(fields[14]) : 0;
+  return (own + reaped) / CLOCK_TICKS;
+}
+
+/** CPU seconds (user + system) a process has used so far, or null once it is gone. */
+export function processCpuSeconds(pid: number, withReapedChildren = false): number | null {
+  const fields = statFields(pid);
+  return fields ? cpuOf(fields, withReapedChildren) : null;
 }
 
 /**
@@ -65,22 +79,73 @@ export function clusterCpuSeconds(cfg: AppConfig): number {
   let total = processCpuSeconds(postmaster, true) ?? 0;
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (parent === postmaster) total += processCpuSeconds(Number(entry)) ?? 0;
-    } catch {
-      // the process ended between the listing and the read
-    }
+    // null: the process ended between the listing and the read
+    const fields = statFields(entry);
+    if (fields && Number(fields[1]) === postmaster) total += cpuOf(fields);
   }
   return total;
 }
 
-/** Consumptions whose day follows their id: `days` days from `firstDay`, every second of each day used in turn. */
-export const SPREAD_CONSUMPTIONS = `INSERT INTO power_consumption
-  SELECT g, 1 + g % $3::int, (g % 50000) / 100.0, (g % 30000) / 100.0,
-    $4::date + make_interval(days => (g % $5::int)::int, secs => (g / $5::int) % 86400)
+/**
+ * The spread of issue 15, shared by the spread scenario and the scale-out parts: users in SPREAD.regions regions,
+ * consumptions over SPREAD.days days from SPREAD.firstDay.
+ */
+export const SPREAD = { firstDay: '2026-10-01', lastDay: '2026-10-30', days: 30, regions: 10 };
+
+/** Users 1..`users`, user g in region 1 + g % SPREAD.regions. */
+export async function insertSpreadUsers(cfg: AppConfig, users: number): Promise<void> {
+  await sql(
+    cfg,
+    `INSERT INTO power_user SELECT g, 'user' || g, '居民用电', 1 + g % $2::int, 'region' || (1 + g % $2::int), now()
+     FROM generate_series(1, $1::int) g`,
+    [users, SPREAD.regions],
+  );
+}
+
+// Consumptions $1..$2 of users 1..$3 over $5 days from $4, every $6 ids (one per region) on the next day.
+const SPREAD_INSERT = `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, (g % 50000) / 100.0,
+    (g % 30000) / 100.0, $4::timestamp + make_interval(days => ((g / $6::int) % $5::int)::int, secs => (g / 3000) % 86000)
   FROM generate_series($1::bigint, $2::bigint) g`;
+
+/**
+ * Inserts consumptions [from, to] in `perTx`-row transactions, spread evenly over the days and, within a day, over
+ * all regions (consumption g belongs to user 1 + g % users, so its region follows g; the day changes every
+ * SPREAD.regions ids, so every transaction touches every (day, region) partition).
+ */
+export async function insertSpreadConsumptions(
+  cfg: AppConfig,
+  from: number,
+  to: number,
+  perTx: number,
+  users: number,
+): Promise<void> {
+  await withClient(cfg.sourceUrl, async (c) => {
+    for (let start = from; start <= to; start += perTx)
+      await c.query(SPREAD_INSERT, [
+        start,
+        Math.min(to, start + perTx - 1),
+        users,
+        SPREAD.firstDay,
+        SPREAD.days,
+        SPREAD.regions,
+      ]);
+  });
+}
+
+/** Waits until every spread day but the last is final (a recompute or a burst should not race the closes). */
+export async function waitDaysClosed(cfg: AppConfig): Promise<void> {
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    const [{ n }] = await sinkSql<{ n: number }>(
+      cfg,
+      'SELECT count(*)::int AS n FROM stategrid_window WHERE is_final AND stat_date < $1',
+      [SPREAD.lastDay],
+    );
+    if (n >= SPREAD.days - 1) return;
+    if (Date.now() > deadline) throw new Error(`only ${n} of ${SPREAD.days - 1} days closed`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 export type SteadyLoad = {
   firstId: number;
@@ -89,8 +154,8 @@ export type SteadyLoad = {
   /** Rows per source transaction; one transaction every `everyMs`. */
   perTx: number;
   everyMs: number;
-  /** The day the rows fall on (an open day, so no late-event path is measured). */
-  at: string;
+  /** The day the rows fall on (an open day, so no late-event path is measured), or the whole spread's days. */
+  at: string | 'spread';
 };
 
 /** Offers the load at its rate: each transaction at its due time, whatever the previous one took. */
@@ -101,11 +166,15 @@ export async function offerSteadyLoad(cfg: AppConfig, load: SteadyLoad): Promise
       const wait = start + i * load.everyMs - Date.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const a = load.firstId + i * load.perTx;
-      await c.query(
-        `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, 1.00, 0.50, $4::timestamp
-         FROM generate_series($1::bigint, $2::bigint) g`,
-        [a, a + load.perTx - 1, load.users, load.at],
-      );
+      const range = [a, a + load.perTx - 1, load.users];
+      if (load.at === 'spread')
+        await c.query(SPREAD_INSERT, [...range, SPREAD.firstDay, SPREAD.days, SPREAD.regions]);
+      else
+        await c.query(
+          `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, 1.00, 0.50, $4::timestamp
+           FROM generate_series($1::bigint, $2::bigint) g`,
+          [...range, load.at],
+        );
     }
   });
 }
@@ -145,9 +214,110 @@ export async function commitToDwdLatency(cfg: AppConfig, firstId: number): Promi
   };
 }
 
-/** Ends a part: the warehouse must equal its source, or the run fails instead of reporting a figure. */
+/**
+ * Polls the pipeline's DWS cursor (dws_lsn: DWS holds every change up to it) every 100 ms until `stop` resolves:
+ * when each position was first seen, to tell when each source commit reached DWS.
+ */
+export async function sampleDwsCursor(
+  cfg: AppConfig,
+  pipelineId: string,
+  stop: Promise<unknown>,
+): Promise<{ at: number; lsn: string }[]> {
+  const samples: { at: number; lsn: string }[] = [];
+  let done = false;
+  void stop.finally(() => (done = true));
+  await withClient(cfg.sinkUrl, async (c) => {
+    while (!done) {
+      const { rows } = await c.query<{ lsn: string; at: string }>(
+        `SELECT dws_lsn::text AS lsn, extract(epoch FROM clock_timestamp())::text AS at FROM stategrid_checkpoint
+         WHERE pipeline_id = $1`,
+        [pipelineId],
+      );
+      if (rows[0] && samples[samples.length - 1]?.lsn !== rows[0].lsn)
+        samples.push({ at: Number(rows[0].at), lsn: rows[0].lsn });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+  return samples;
+}
+
+/**
+ * Commit -> DWS current of each consumption from `firstId` on: its source commit time and LSN (as the change log
+ * recorded them) against the first cursor sample at or past that LSN (resolution 100 ms, the sampling period).
+ */
+export async function commitToDwsLatency(
+  cfg: AppConfig,
+  firstId: number,
+  samples: { at: number; lsn: string }[],
+): Promise<Latency> {
+  const commits = await sinkSql<{ lsn: string; t: string; n: number }>(
+    cfg,
+    `SELECT commit_lsn::text AS lsn, extract(epoch FROM commit_time)::text AS t, count(*)::int AS n
+     FROM ods_change_log WHERE table_name = 'power_consumption' AND op = 'I'
+       AND (row_data->>'consumption_id')::bigint >= $1 GROUP BY 1, 2`,
+    [firstId],
+  );
+  const cursor = samples.map((s) => ({ at: s.at, lsn: parseLsn(s.lsn) }));
+  const delays: number[] = [];
+  for (const c of commits) {
+    const lsn = parseLsn(c.lsn);
+    const seen = cursor.find((s) => s.lsn >= lsn);
+    if (!seen) throw new Error(`commit ${c.lsn} not in DWS by the last cursor sample`);
+    for (let i = 0; i < c.n; i++) delays.push(seen.at - Number(c.t));
+  }
+  if (!delays.length) throw new Error('no streamed rows to measure');
+  return {
+    p50: percentile(delays, 0.5),
+    p95: percentile(delays, 0.95),
+    p99: percentile(delays, 0.99),
+    rows: delays.length,
+  };
+}
+
+/**
+ * The test oracle (test/integration/helpers/oracle.ts: the documented semantics written directly against the
+ * source) over the bench's pipeline, which runs with the default plugin and window rules. With the sink in the
+ * source database every layer is compared row for row, is_final, windows, dead letters and ODS metadata included;
+ * with the sink elsewhere, ODS, DWD and DWS (without is_final) by row count and a hash of every row on each side.
+ * Returns the layers that differ.
+ */
+async function oracleDifferences(cfg: AppConfig): Promise<string[]> {
+  const o: OracleInputs = {
+    streamed: CHANGE_LOG_AS_STREAMED,
+    rules: { timeZone: cfg.timeZone, closeGraceMinutes: 30, allowedLatenessMinutes: 10 },
+    nanArrivesAsNull: cfg.decodingPlugin === 'wal2json',
+  };
+  if (cfg.sinkUrl === cfg.sourceUrl) {
+    const db = new pg.Pool({ connectionString: cfg.sourceUrl, max: 1 });
+    try {
+      const layers = await new OracleCompare(db).everyLayer(o);
+      return layers
+        .filter((l) => l.missing || l.extra)
+        .map((l) => `${l.layer} (${l.missing} missing, ${l.extra} extra)`);
+    } finally {
+      await db.end();
+    }
+  }
+  const digest = (query: string) =>
+    `SELECT count(*)::text || ':' || coalesce(sum(hashtextextended((x.*)::text, 0)), 0)::text AS d FROM (${query}) x`;
+  const differing: string[] = [];
+  for (const l of oracleLayers(null)) {
+    const [expected] = await sql<{ d: string }>(cfg, digest(l.expected));
+    const [actual] = await sinkSql<{ d: string }>(cfg, digest(l.actual));
+    if (expected.d !== actual.d) differing.push(l.name);
+  }
+  return differing;
+}
+
+/**
+ * Ends a part: the warehouse must equal its source, by the product's verify and by the test oracle, or the run
+ * fails instead of reporting a figure.
+ */
 export async function mustEqualSource(cfg: AppConfig, pipelineId: string, part: string): Promise<void> {
   if (!(await waitCaughtUp(cfg, pipelineId, 600_000))) throw new Error(`${part}: not caught up`);
   const verified = await verifyWarehouse(cfg, pipelineId, ['ods', 'dwd', 'dws']);
-  if (!verified.equal) throw new Error(`${part}: the warehouse differs from its source`);
+  if (!verified.equal) throw new Error(`${part}: the warehouse differs from its source (verify)`);
+  const differing = await oracleDifferences(cfg);
+  if (differing.length)
+    throw new Error(`${part}: the warehouse differs from the oracle: ${differing.join('; ')}`);
 }

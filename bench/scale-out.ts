@@ -5,7 +5,6 @@
  * source. On a 2-core machine the workers and PostgreSQL share the same two cores, so the CPU figures are printed
  * beside the rates: a ratio near 1 is the machine's bound, not the design's.
  */
-import fs from 'node:fs';
 import type { Client } from '@temporalio/client';
 import type { AppConfig } from '../src/config';
 import {
@@ -16,8 +15,7 @@ import {
   waitStreaming,
 } from '../src/control/pipeline';
 import { stackUp } from '../src/stack';
-import { logFile } from '../src/stack/home-files';
-import { workerProcesses } from '../src/stack/workers';
+import { slotConflictsInWorkerLogs, workerLogSizes, workerProcesses } from '../src/stack/workers';
 import {
   clusterCpuSeconds,
   commitToDwdLatency,
@@ -25,46 +23,21 @@ import {
   offerSteadyLoad,
   processCpuSeconds,
   seconds,
-  sinkSql,
-  SPREAD_CONSUMPTIONS,
-  sql,
+  SPREAD,
+  insertSpreadConsumptions,
+  insertSpreadUsers,
+  waitDaysClosed,
   type Figure,
 } from './common';
 
 export type ScaleOutSizes = { users: number; snapshotRows: number; steadySeconds: number };
 
-const FIRST_DAY = '2026-10-01';
-const DAYS = 30;
-const LAST_DAY = '2026-10-30';
 const RECOMPUTE_CONCURRENCY = 4;
 
 /** CPU of the cluster and of every worker process so far. */
 function machineCpuSeconds(cfg: AppConfig): number {
   const workers = workerProcesses(cfg).reduce((s, w) => s + (w.pid ? (processCpuSeconds(w.pid) ?? 0) : 0), 0);
   return clusterCpuSeconds(cfg) + workers;
-}
-
-/** Times the replication slot was found busy (SQLSTATE 55006) in every worker log so far. */
-function slotRaces(cfg: AppConfig): number {
-  return workerProcesses(cfg).reduce((n, w) => {
-    const file = logFile(cfg, w.name);
-    return n + (fs.existsSync(file) ? (fs.readFileSync(file, 'utf8').match(/55006/g)?.length ?? 0) : 0);
-  }, 0);
-}
-
-/** Waits for the watermark to close every day but the last (the recompute should not race the closes). */
-async function waitDaysClosed(cfg: AppConfig): Promise<void> {
-  const deadline = Date.now() + 600_000;
-  for (;;) {
-    const [{ n }] = await sinkSql<{ n: number }>(
-      cfg,
-      'SELECT count(*)::int AS n FROM stategrid_window WHERE is_final AND stat_date < $1',
-      [LAST_DAY],
-    );
-    if (n >= DAYS - 1) return;
-    if (Date.now() > deadline) throw new Error(`only ${n} of ${DAYS - 1} days closed`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 type SnapshotRun = { rowsPerS: number; cpuUsPerRow: number; recomputeS: number; drift: number };
@@ -77,20 +50,8 @@ async function snapshotAndRecompute(
   sizes: ScaleOutSizes,
 ): Promise<SnapshotRun> {
   await resetEverything(cfg, client, pipelineId);
-  await sql(
-    cfg,
-    `INSERT INTO power_user SELECT g, 'user' || g, '居民用电', 1 + g % 10, 'region' || (1 + g % 10), now()
-     FROM generate_series(1, $1::int) g`,
-    [sizes.users],
-  );
-  for (let from = 1; from <= sizes.snapshotRows; from += 100_000)
-    await sql(cfg, SPREAD_CONSUMPTIONS, [
-      from,
-      Math.min(sizes.snapshotRows, from + 99_999),
-      sizes.users,
-      FIRST_DAY,
-      DAYS,
-    ]);
+  await insertSpreadUsers(cfg, sizes.users);
+  await insertSpreadConsumptions(cfg, 1, sizes.snapshotRows, 100_000, sizes.users);
   const rows = sizes.users + sizes.snapshotRows;
   const cpu0 = machineCpuSeconds(cfg);
   let t0 = process.hrtime.bigint();
@@ -104,7 +65,7 @@ async function snapshotAndRecompute(
   const recomputed = await recomputeRangeWorkflowRun(
     cfg,
     client,
-    { pipelineId, from: FIRST_DAY, to: LAST_DAY, concurrency: RECOMPUTE_CONCURRENCY },
+    { pipelineId, from: SPREAD.firstDay, to: SPREAD.lastDay, concurrency: RECOMPUTE_CONCURRENCY },
     () => undefined,
     'bench-recompute-range',
   );
@@ -123,7 +84,7 @@ async function steadyP99(cfg: AppConfig, pipelineId: string, sizes: ScaleOutSize
     users: sizes.users,
     perTx: 50,
     everyMs: 10,
-    at: `${LAST_DAY} 12:00:00`,
+    at: `${SPREAD.lastDay} 12:00:00`,
   });
   await mustEqualSource(cfg, pipelineId, 'steady load');
   return { latency: await commitToDwdLatency(cfg, firstId), nextId: firstId + rows };
@@ -138,7 +99,7 @@ export async function scaleOutFigures(
 ): Promise<Figure[]> {
   const runs: Record<number, SnapshotRun> = {};
   const p99: Record<number, number> = {};
-  const racesBefore = slotRaces(cfg);
+  const logsBefore = workerLogSizes(cfg);
   let nextId = sizes.snapshotRows + 1;
   for (const workers of [1, 2, 3]) {
     await stackUp(cfg, () => undefined, { restartWorker: true, workers });
@@ -174,12 +135,12 @@ export async function scaleOutFigures(
       ...vsOne(runs[1].cpuUsPerRow),
     },
     {
-      name: `recompute ${DAYS} days (concurrency ${RECOMPUTE_CONCURRENCY}, drift ${runs[1].drift}), 1 worker`,
+      name: `recompute ${SPREAD.days} days (concurrency ${RECOMPUTE_CONCURRENCY}, drift ${runs[1].drift}), 1 worker`,
       ours: runs[1].recomputeS,
       unit: 's',
     },
     {
-      name: `recompute ${DAYS} days (concurrency ${RECOMPUTE_CONCURRENCY}, drift ${runs[2].drift}), 2 workers`,
+      name: `recompute ${SPREAD.days} days (concurrency ${RECOMPUTE_CONCURRENCY}, drift ${runs[2].drift}), 2 workers`,
       ours: runs[2].recomputeS,
       unit: 's',
       ...vsOne(runs[1].recomputeS),
@@ -194,7 +155,7 @@ export async function scaleOutFigures(
     },
     {
       name: 'replication slot busy (55006) in worker logs',
-      ours: slotRaces(cfg) - racesBefore,
+      ours: slotConflictsInWorkerLogs(cfg, logsBefore),
       unit: 'errors',
     },
   ];

@@ -123,3 +123,35 @@ export function workerProcesses(cfg: AppConfig): WorkerProcess[] {
       return { name, pid, up: !!pid };
     });
 }
+
+/** Log files of the local workers (`worker.log`, `worker-2.log` …) that exist. */
+function workerLogs(cfg: AppConfig): string[] {
+  const dir = path.join(cfg.home, 'logs');
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^worker(-\d+)?\.log$/.test(f))
+    .map((f) => path.join(dir, f));
+}
+
+/** Bytes of each local worker log now, so that a later count reads only what was added. */
+export function workerLogSizes(cfg: AppConfig): Map<string, number> {
+  return new Map(workerLogs(cfg).map((f) => [f, fs.statSync(f).size]));
+}
+
+/**
+ * Log lines with the error "replication slot … is active" (SQLSTATE 55006) in the local workers' logs after
+ * `since` (bytes per log, from workerLogSizes; whole logs without it): each is two streams racing for the slot,
+ * which capture affinity must prevent.
+ */
+export function slotConflictsInWorkerLogs(cfg: AppConfig, since = new Map<string, number>()): number {
+  let n = 0;
+  for (const f of workerLogs(cfg)) {
+    const added = fs
+      .readFileSync(f)
+      .subarray(since.get(f) ?? 0)
+      .toString('utf8');
+    n += added.split('\n').filter((line) => /55006|replication slot "[^"]+" is active/.test(line)).length;
+  }
+  return n;
+}
