@@ -72,25 +72,29 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
         // Pausing or stopping: no segment follows soon, so leave DWS current now.
         await refresher.stop(cancelled);
       } catch (err) {
+        stopHeartbeats();
         await refresher.stop(false).catch(() => undefined);
         for (const [type, name] of NON_RETRYABLE) {
           if (err instanceof type) throw ApplicationFailure.nonRetryable(err.message, name);
         }
         throw err;
+      }
+      // Still beating: under load these reads can take longer than the short heartbeat timeout of a segment.
+      try {
+        const slot = await slotFigures(cfg.sourceUrl, config.slotName);
+        if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
+        const health = await sinkHealth(sink);
+        return {
+          ...progress,
+          ...refresher.takeStats(),
+          slotLagBytes: slot.lagBytes,
+          orphans: health.orphans,
+          deadLettersTotal: health.deadLetters,
+          worker,
+        };
       } finally {
         stopHeartbeats();
       }
-      const slot = await slotFigures(cfg.sourceUrl, config.slotName);
-      if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
-      const health = await sinkHealth(sink);
-      return {
-        ...progress,
-        ...refresher.takeStats(),
-        slotLagBytes: slot.lagBytes,
-        orphans: health.orphans,
-        deadLettersTotal: health.deadLetters,
-        worker,
-      };
     },
   };
 }
