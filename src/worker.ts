@@ -61,8 +61,9 @@ export async function runWorker(cfg = loadConfig()): Promise<void> {
       : { workflowsPath: require.resolve('./workflows') }),
     maxConcurrentActivityTaskExecutions: 20,
     // A workflow cached on a worker that died waits this long on that worker's sticky queue before any other
-    // worker takes its next task (10 s by default): capture moves elsewhere only after that task.
-    stickyQueueScheduleToStartTimeout: '2s',
+    // worker takes its next task (10 s by default): capture moves elsewhere only after that task. A live worker
+    // keeps a poll waiting on its sticky queue, so even 1 s costs it nothing but under a stall (a replay).
+    stickyQueueScheduleToStartTimeout: '1s',
   });
   const captureWorker = await Worker.create({
     ...common,

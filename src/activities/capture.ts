@@ -25,72 +25,86 @@ const NON_RETRYABLE: [new (...args: never[]) => Error, string][] = [
 export function captureActivities({ cfg, sink, streams, refreshers, worker }: ActivityDeps) {
   return {
     async captureChanges(config: PipelineConfig): Promise<CaptureSegmentResult> {
-      const ctx = Context.current();
-      const cp = await readCheckpoint(sink, config.pipelineId);
-      if (!cp || cp.phase !== 'streaming') {
-        throw ApplicationFailure.nonRetryable(
-          `pipeline ${config.pipelineId} has no completed snapshot (phase ${cp?.phase ?? 'missing'})`,
-          ErrorType.NotReady,
-        );
-      }
-      const refresher = refreshers.forPipeline(config.pipelineId);
-      refresher.start(config.dwsRefreshMs);
-      let progress: CaptureProgress;
-      let cancelled = false;
-      const segmentEnds = Promise.race([ctx.cancelled, refresher.failedOnce]);
-      ctx.cancelled.catch(() => (cancelled = true));
       let latest: CaptureProgress | undefined;
+      // Beating from the first moment to the return: under load the reads before and after the segment alone
+      // could outlast a segment's short heartbeat timeout.
       const stopHeartbeats = heartbeatEverySecond(() => latest);
       try {
-        progress = await captureSegment(
-          {
-            park: streams,
-            sink: new PgBatchSink(sink, config.pipelineId, cp.epoch, (level, message, fields) =>
-              log[level](message, { pipelineId: config.pipelineId, ...fields }),
-            ),
-          },
-          {
-            pipelineId: config.pipelineId,
-            slotName: config.slotName,
-            publication: config.publication,
-            plugin: config.plugin,
-            sourceUrl: cfg.sourceUrl,
-          },
-          { lsn: parseLsn(cp.confirmed_lsn), epoch: cp.epoch },
-          {
-            maxSeconds: config.segmentSeconds,
-            maxBatchRows: config.batchRows,
-            maxBatchDelayMs: config.batchDelayMs,
-          },
-          {
-            heartbeat: (p) => (latest = p),
-            cancelled: segmentEnds,
-            log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
-            debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
-          },
-        );
-        // Pausing or stopping: no segment follows soon, so leave DWS current now.
-        await refresher.stop(cancelled);
-      } catch (err) {
-        await refresher.stop(false).catch(() => undefined);
-        for (const [type, name] of NON_RETRYABLE) {
-          if (err instanceof type) throw ApplicationFailure.nonRetryable(err.message, name);
-        }
-        throw err;
+        return await segment(config, (p) => (latest = p));
       } finally {
         stopHeartbeats();
       }
-      const slot = await slotFigures(cfg.sourceUrl, config.slotName);
-      if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
-      const health = await sinkHealth(sink);
-      return {
-        ...progress,
-        ...refresher.takeStats(),
-        slotLagBytes: slot.lagBytes,
-        orphans: health.orphans,
-        deadLettersTotal: health.deadLetters,
-        worker,
-      };
     },
   };
+
+  async function segment(
+    config: PipelineConfig,
+    beat: (p: CaptureProgress) => void,
+  ): Promise<CaptureSegmentResult> {
+    const ctx = Context.current();
+    const cp = await readCheckpoint(sink, config.pipelineId);
+    if (!cp || cp.phase !== 'streaming') {
+      throw ApplicationFailure.nonRetryable(
+        `pipeline ${config.pipelineId} has no completed snapshot (phase ${cp?.phase ?? 'missing'})`,
+        ErrorType.NotReady,
+      );
+    }
+    const refresher = refreshers.forPipeline(config.pipelineId);
+    refresher.start(config.dwsRefreshMs);
+    let progress: CaptureProgress;
+    let cancelled = false;
+    const segmentEnds = Promise.race([ctx.cancelled, refresher.failedOnce]);
+    // A cancellation (pause, or a heartbeat timeout) can come while the stream is still being opened, before
+    // the segment listens: unhandled, its rejection would end the worker process.
+    segmentEnds.catch(() => undefined);
+    ctx.cancelled.catch(() => (cancelled = true));
+    try {
+      progress = await captureSegment(
+        {
+          park: streams,
+          sink: new PgBatchSink(sink, config.pipelineId, cp.epoch, (level, message, fields) =>
+            log[level](message, { pipelineId: config.pipelineId, ...fields }),
+          ),
+        },
+        {
+          pipelineId: config.pipelineId,
+          slotName: config.slotName,
+          publication: config.publication,
+          plugin: config.plugin,
+          sourceUrl: cfg.sourceUrl,
+        },
+        { lsn: parseLsn(cp.confirmed_lsn), epoch: cp.epoch },
+        {
+          maxSeconds: config.segmentSeconds,
+          maxBatchRows: config.batchRows,
+          maxBatchDelayMs: config.batchDelayMs,
+        },
+        {
+          heartbeat: beat,
+          cancelled: segmentEnds,
+          log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
+          debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
+        },
+      );
+      // Pausing or stopping: no segment follows soon, so leave DWS current now.
+      await refresher.stop(cancelled);
+    } catch (err) {
+      await refresher.stop(false).catch(() => undefined);
+      for (const [type, name] of NON_RETRYABLE) {
+        if (err instanceof type) throw ApplicationFailure.nonRetryable(err.message, name);
+      }
+      throw err;
+    }
+    const slot = await slotFigures(cfg.sourceUrl, config.slotName);
+    if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
+    const health = await sinkHealth(sink);
+    return {
+      ...progress,
+      ...refresher.takeStats(),
+      slotLagBytes: slot.lagBytes,
+      orphans: health.orphans,
+      deadLettersTotal: health.deadLetters,
+      worker,
+    };
+  }
 }

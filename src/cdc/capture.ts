@@ -33,6 +33,12 @@ export type SegmentHooks = {
 /** At most one batch in the sink and one prepared behind it while the next is decoded: bounded memory. */
 const MAX_QUEUED_WRITES = 2;
 const READ_WAIT_MS = 50;
+/**
+ * While changes flow, the source logs its running transactions this often (RunningTransactionsMark): the slot's
+ * restart_lsn then trails the confirmed position by a second or two of WAL, not the background writer's 15 s, so
+ * a stream opened on another worker after a takeover has that much less to re-decode.
+ */
+const RESTART_MARK_MS = 1000;
 
 /**
  * One capture segment: takes over this worker's parked stream of the slot (or opens one at the sink checkpoint),
@@ -48,14 +54,21 @@ export async function captureSegment(
 ): Promise<CaptureProgress> {
   const key = `${target.sourceUrl}|${target.publication}|${target.plugin}|${start.epoch}`;
   let stream = await deps.park.take(target.slotName, key, start.lsn);
+  // A fresh stream (first segment, a takeover, a retry): its steps are logged, they make up a takeover's time.
+  const opening = stream ? undefined : Date.now();
   if (!stream) {
-    hooks.debug('opening replication stream', { at: formatLsn(start.lsn) });
     await untilSlotFree(target, hooks);
+    const slotFreeMs = Date.now() - opening!;
     stream = await ReplicationStream.open(target, start.lsn);
+    hooks.log('replication stream opened', {
+      at: formatLsn(start.lsn),
+      slotFreeMs,
+      ms: Date.now() - opening!,
+    });
   }
   let segment: { progress: CaptureProgress; cancelled: boolean };
   try {
-    segment = await new CaptureSegment(stream, deps.sink, target.pipelineId, limits, hooks).run();
+    segment = await new CaptureSegment(stream, deps.sink, target.pipelineId, limits, hooks, opening).run();
   } catch (err) {
     await stream.close();
     throw err;
@@ -93,6 +106,9 @@ class CaptureSegment {
   private queuedWrites = 0;
   private writeSettled: (() => void) | null = null;
   private writeFailure: unknown;
+  private marking: Promise<unknown> | undefined;
+  private lastMark = 0;
+  private batchesAtMark = 0;
 
   constructor(
     private readonly stream: ReplicationStream,
@@ -100,6 +116,8 @@ class CaptureSegment {
     private readonly pipelineId: string,
     private readonly limits: SegmentLimits,
     private readonly hooks: SegmentHooks,
+    /** When the segment began opening a fresh stream: its first applied batch is logged. */
+    private readonly openedAt?: number,
   ) {
     this.progress = newProgress(formatLsn(stream.confirmedLsn));
     hooks.cancelled.then(
@@ -128,11 +146,13 @@ class CaptureSegment {
         lastBeat = now;
         this.hooks.heartbeat(this.snapshotProgress());
       }
+      this.markRestartPoint(now);
     }
     // Detach first, so the handler takes no new message; then apply what is decoded and committed up to here.
     this.stream.detach();
     this.enqueue(await this.stream.cut());
     await this.writing;
+    await this.marking;
     if (this.writeFailure) throw this.writeFailure;
     this.stream.throwIfBroken();
     await this.stream.checkPublication(true);
@@ -144,6 +164,18 @@ class CaptureSegment {
       writeMs: progress.writeMs,
     });
     return { progress, cancelled: this.cancelled };
+  }
+
+  /** Every RESTART_MARK_MS while batches are applied, one mark at a time beside the loop; a failed mark is logged. */
+  private markRestartPoint(now: number) {
+    if (this.marking || now - this.lastMark < RESTART_MARK_MS || this.progress.batches === this.batchesAtMark)
+      return;
+    this.lastMark = now;
+    this.batchesAtMark = this.progress.batches;
+    this.marking = this.stream
+      .markRestartPoint()
+      .catch((err: Error) => this.hooks.debug('restart point not marked', { err: err.message }))
+      .finally(() => (this.marking = undefined));
   }
 
   /** Prepares the batch now and queues its write behind earlier ones: writes never run concurrently. */
@@ -170,6 +202,12 @@ class CaptureSegment {
     const writeMs = Date.now() - started;
     this.progress.writeMs += writeMs;
     if (batch.changes.length) this.count(batch, result, writeMs);
+    if (this.openedAt !== undefined && this.progress.batches === 1 && batch.changes.length)
+      this.hooks.log('first batch of a fresh stream applied', {
+        rows: batch.changes.length,
+        writeMs,
+        ms: Date.now() - this.openedAt,
+      });
     if (confirmLsn !== null) {
       this.stream.acknowledge(confirmLsn);
       this.progress.confirmedLsn = formatLsn(confirmLsn);

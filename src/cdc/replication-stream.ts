@@ -10,7 +10,7 @@ import {
 } from './changes';
 import { decoderFor, type Decoder } from './decoders';
 import type { ChangeBatch } from './ports';
-import { PublicationGuard, SlotMissingError, sourceColumns } from './source-admin';
+import { PublicationGuard, RunningTransactionsMark, SlotMissingError, sourceColumns } from './source-admin';
 
 /** Where a stream reads from: one pipeline's slot and publication on the source. */
 export type StreamTarget = {
@@ -57,6 +57,7 @@ export class ReplicationStream {
   /** The reader waiting for a batch, and the handler waiting for a full batch to be taken. */
   private readerWaiting: (() => void) | null = null;
   private handlerWaiting: (() => void) | null = null;
+  private readonly restartMark: RunningTransactionsMark;
 
   private constructor(
     readonly target: StreamTarget,
@@ -67,6 +68,7 @@ export class ReplicationStream {
   ) {
     this.confirmed = startLsn;
     this.lastCommitEnd = startLsn;
+    this.restartMark = new RunningTransactionsMark(target.sourceUrl, `${target.slotName}_restart_mark`);
   }
 
   /** Opens the slot's stream at `startLsn` (the sink checkpoint). */
@@ -297,6 +299,11 @@ export class ReplicationStream {
     if (lsn > 0n) void this.service.acknowledge(formatLsn(lsn - 1n), ping);
   }
 
+  /** Lets the slot's restart_lsn catch up with what is confirmed soon (RunningTransactionsMark). */
+  markRestartPoint(): Promise<void> {
+    return this.closed ? Promise.resolve() : this.restartMark.mark();
+  }
+
   checkPublication(force = false): Promise<void> {
     return this.guard.check(force);
   }
@@ -325,6 +332,7 @@ export class ReplicationStream {
     this.handlerWaiting?.();
     await this.service.destroy().catch(() => undefined);
     await this.guard.close();
+    await this.restartMark.close();
   }
 }
 

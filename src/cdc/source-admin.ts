@@ -112,6 +112,56 @@ export async function slotFigures(sourceUrl: string, slotName: string): Promise<
   });
 }
 
+/**
+ * Has the source log its running transactions (a running-xacts WAL record) whenever asked. A logical slot moves its
+ * restart_lsn forward only at such a record, which the background writer logs every 15 s; a stream opened after a
+ * takeover re-decodes all WAL from restart_lsn, which under load (the sink writing to the same database) was
+ * ~140 MB, several seconds. PostgreSQL 15 has no function for it (16's pg_log_standby_snapshot is for superusers),
+ * but creating a logical slot logs the record first thing: a temporary slot is begun under a short statement
+ * timeout, so its wait for a consistent point is cut short (an error, which drops the slot) or, on an idle source,
+ * it is created and dropped at once. One session for all marks; needs a free slot entry and the REPLICATION
+ * attribute the stream needs anyway.
+ */
+export class RunningTransactionsMark {
+  private client: pg.Client | null = null;
+
+  constructor(
+    private readonly sourceUrl: string,
+    private readonly markSlot: string,
+  ) {}
+
+  async mark(): Promise<void> {
+    const client = await this.session();
+    try {
+      await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput', true)`, [this.markSlot]);
+      await client.query(`SELECT pg_drop_replication_slot($1)`, [this.markSlot]);
+    } catch (err) {
+      // 57014: the statement timeout, after the record was logged; 42710: another worker's mark under way.
+      if (['57014', '42710'].includes((err as { code?: string }).code ?? '')) return;
+      await this.close();
+      throw err;
+    }
+  }
+
+  private async session(): Promise<pg.Client> {
+    if (this.client) return this.client;
+    const client = new pg.Client({
+      connectionString: this.sourceUrl,
+      application_name: 'stategrid-restart-mark',
+    });
+    client.on('error', () => undefined); // surfaced by the failing query
+    await client.connect();
+    await client.query(`SET statement_timeout = 50`);
+    return (this.client = client);
+  }
+
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = null;
+    await client?.end().catch(() => undefined);
+  }
+}
+
 /** A slot created on a replication connection, with the snapshot it exported (valid while that connection lives). */
 export async function createSlotWithSnapshot(
   repl: pg.Client,

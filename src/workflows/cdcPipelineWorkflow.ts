@@ -61,8 +61,10 @@ const CAPTURE_NON_RETRYABLE: string[] = [
 function captureActivity(config: PipelineConfig, workerQueue?: string) {
   return proxyActivities<PipelineActivities>({
     startToCloseTimeout: `${config.segmentSeconds + 300} seconds`,
-    // Segments heartbeat every second; a lost worker is noticed after this long.
-    heartbeatTimeout: '5 seconds',
+    // Segments heartbeat every second (the worker's throttle lets each through); a lost worker is noticed after
+    // this long, 3-4 s after it died. 3 s timed live segments out on a 2-core machine at load 14. A worker merely
+    // slow to beat is told at its next beat and lets go of the slot, which the next segment waits for.
+    heartbeatTimeout: '4 seconds',
     // On pause/stop, wait until the segment has really stopped (flushed and left the slot) before going on.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     ...(workerQueue

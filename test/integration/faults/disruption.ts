@@ -49,3 +49,61 @@ export async function wasInterrupted(
   const pending = (await handle.describe()).raw.pendingActivities ?? [];
   return pending.some((p) => p.activityId === a.activityId && (p.attempt ?? 1) > a.attempt);
 }
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+const at = (e?: HistoryEvent | null) =>
+  e?.eventTime ? Number(e.eventTime.seconds) * 1000 + Math.round((e.eventTime.nanos ?? 0) / 1e6) : undefined;
+
+/**
+ * Where the time of a capture takeover went, read from the pipeline's history: when the segment `killed` ended
+ * (and how), when the workflow next ran (after how many workflow task timeouts: a sticky cache on the dead worker),
+ * when the next segment was scheduled and when a worker started it. Milliseconds since epoch, absent if not seen.
+ */
+export async function takeoverSteps(
+  client: Client,
+  workflowId: string,
+  killed: RunningActivity,
+): Promise<{
+  ended?: number;
+  endedBy?: string;
+  workflowTask?: number;
+  stickyTimeouts: number;
+  scheduled?: number;
+  started?: number;
+}> {
+  const handle = client.workflow.getHandle(workflowId, killed.runId);
+  const events = (await handle.fetchHistory()).events ?? [];
+  const scheduledId = String(
+    events.find((e) => e.activityTaskScheduledEventAttributes?.activityId === killed.activityId)?.eventId,
+  );
+  const endIndex = events.findIndex((e) =>
+    [e.activityTaskTimedOutEventAttributes, e.activityTaskFailedEventAttributes].some(
+      (a) => a && String(a.scheduledEventId) === scheduledId,
+    ),
+  );
+  if (endIndex < 0) return { stickyTimeouts: 0 };
+  const end = events[endIndex];
+  const after = events.slice(endIndex + 1);
+  const next = after.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === killed.type);
+  const nextId = next ? String(next.eventId) : undefined;
+  const startedEvent = after.find(
+    (e) => nextId && String(e.activityTaskStartedEventAttributes?.scheduledEventId) === nextId,
+  );
+  const pending = (await handle.describe()).raw.pendingActivities?.find(
+    (p) => p.activityId === next?.activityTaskScheduledEventAttributes?.activityId,
+  );
+  const started =
+    at(startedEvent) ?? (pending?.lastStartedTime ? at({ eventTime: pending.lastStartedTime }) : undefined);
+  const failure = end.activityTaskTimedOutEventAttributes?.failure;
+  const timeoutType = (failure?.timeoutFailureInfo ?? failure?.cause?.timeoutFailureInfo)?.timeoutType;
+  return {
+    ended: at(end),
+    endedBy: timeoutType ? temporal.api.enums.v1.TimeoutType[timeoutType] : 'failed',
+    workflowTask: at(after.find((e) => e.workflowTaskStartedEventAttributes)),
+    stickyTimeouts: after
+      .slice(0, next ? after.indexOf(next) : after.length)
+      .filter((e) => e.workflowTaskTimedOutEventAttributes).length,
+    scheduled: at(next),
+    started,
+  };
+}

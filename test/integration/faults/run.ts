@@ -12,7 +12,7 @@ import { stopPostgres } from '../../../src/stack/postgres';
 import { readPid } from '../../../src/stack/proc';
 import type { PipelineState } from '../../../src/workflows/contract';
 import { PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
-import { runningActivity, wasInterrupted, type RunningActivity } from './disruption';
+import { runningActivity, takeoverSteps, wasInterrupted, type RunningActivity } from './disruption';
 import { STREAM_BASE, USERS, WriteLoad } from './load';
 import { REPO_ROOT } from '../setup/env';
 
@@ -348,6 +348,67 @@ function slotConflictsSince(sizes: Map<string, number>): number {
   return n;
 }
 
+const mb = (bytes: string) => (Number(bytes) / 1e6).toFixed(0);
+
+/** The backend pid of the walsender holding `slot`, or null while it is free. */
+async function slotHolder(slot?: string): Promise<number | null> {
+  const rows = await t.q<{ pid: number | null }>(
+    `SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  return rows[0]?.pid ?? null;
+}
+
+/**
+ * Kills the worker `pid` holding the capture (running `segment`) and waits for another worker to stream: its first
+ * rows (ODS grows after a new walsender took the slot: commits of the dead worker have landed by then), and 200 rows
+ * past what ODS held at the kill. Prints where the time went (slot, workflow history). Seconds since the kill.
+ */
+async function killCaptureHolder(
+  n: number,
+  pid: number,
+  segment: RunningActivity,
+): Promise<{ firstRows: string; rows: string }> {
+  // Read before the kill: the status query is answered by a workflow task, slow while the workflow moves.
+  const slotName = (await status()).config?.slotName;
+  const holder = await slotHolder(slotName);
+  const [lag] = await t.q<{ restart: string; behind: string }>(
+    `SELECT (confirmed_flush_lsn - restart_lsn)::bigint AS restart,
+       (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS behind
+     FROM pg_replication_slots WHERE slot_name = $1`,
+    [slotName],
+  );
+  process.kill(pid, 'SIGKILL');
+  const killedAt = Date.now();
+  const before = await streamedHighWater();
+  const seen: { released?: number; taken?: number; firstRows?: number; takenAt?: number } = {};
+  await t.waitFor(
+    'capture on another worker',
+    async () => {
+      const [holding, highWater] = await Promise.all([slotHolder(slotName), streamedHighWater()]);
+      if (holding !== holder) seen.released ??= Date.now();
+      if (seen.takenAt !== undefined && highWater > seen.takenAt) seen.firstRows ??= Date.now();
+      if (holding && holding !== holder && seen.taken === undefined) {
+        seen.taken = Date.now();
+        seen.takenAt = highWater;
+      }
+      return seen.firstRows !== undefined && highWater > before + 200;
+    },
+    60000,
+  );
+  const rowsAt = Date.now();
+  const steps = await takeoverSteps(t.client, WORKFLOW_ID, segment);
+  const since = (ms?: number) => (ms === undefined ? '?' : ((ms - killedAt) / 1000).toFixed(1));
+  say(
+    `takeover ${n} (slot confirmed ${mb(lag.behind)} MB behind the WAL, ${mb(lag.restart)} MB after its ` +
+      `restart_lsn): walsender gone +${since(seen.released)}, segment ${steps.endedBy ?? 'end'} +${since(steps.ended)}` +
+      `, workflow task +${since(steps.workflowTask)} (${steps.stickyTimeouts} timed out), next segment scheduled ` +
+      `+${since(steps.scheduled)}, started +${since(steps.started)}, slot taken +${since(seen.taken)}, first rows ` +
+      `+${since(seen.firstRows)}, 200 rows +${since(rowsAt)}`,
+  );
+  return { firstRows: since(seen.firstRows), rows: since(rowsAt) };
+}
+
 /**
  * Three workers under the load: the one holding the capture (its own task queue in the pipeline state) is killed;
  * another must take the stream over within seconds, and no two streams may race for the slot.
@@ -361,6 +422,7 @@ async function captureHolderKills(
   const logs = workerLogSizes();
   await begin(20000, steady?.rowsPerSecond);
   const takeovers: string[] = [];
+  const hundreds: string[] = [];
   const segments: RunningActivity[] = [];
   let offered = '';
   try {
@@ -378,15 +440,13 @@ async function captureHolderKills(
         async () => !!(queue = (await status()).captureQueue),
       );
       segments.push(await runningCapture());
-      process.kill(Number(queue!.split('-').pop()), 'SIGKILL');
-      const killedAt = Date.now();
-      const before = await streamedHighWater();
-      await t.waitFor(
-        'capture on another worker',
-        async () => (await streamedHighWater()) > before + 200,
-        60000,
+      const { firstRows, rows } = await killCaptureHolder(
+        i + 1,
+        Number(queue!.split('-').pop()),
+        segments.at(-1)!,
       );
-      takeovers.push(((Date.now() - killedAt) / 1000).toFixed(1));
+      takeovers.push(firstRows);
+      hundreds.push(rows);
       await stackUp(t.cfg, () => undefined, { workers: 3 });
     }
     await waitGrowth(3000);
@@ -400,7 +460,7 @@ async function captureHolderKills(
     { injected: kills, disrupted },
     started,
     STREAM_BASE,
-    `takeover ${takeovers.join(', ')} s${offered}`,
+    `takeover ${takeovers.join(', ')} s (200 rows: ${hundreds.join(', ')} s)${offered}`,
   );
   results[results.length - 1].slotConflicts = slotConflictsSince(logs);
   await stackUp(t.cfg, () => undefined, { workers: 1 });
