@@ -78,6 +78,7 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
           maxSeconds: config.segmentSeconds,
           maxBatchRows: config.batchRows,
           maxBatchDelayMs: config.batchDelayMs,
+          restartMarkMs: config.restartMarkMs ?? 1000,
         },
         {
           heartbeat: beat,

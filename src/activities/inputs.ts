@@ -37,6 +37,8 @@ export function pipelineInputSchema(cfg: AppConfig) {
       snapshotChunkRows: z.number().int().min(100).max(1000000).default(100000),
       // Chunk loads in flight across all workers (each an activity any worker takes).
       snapshotParallelism: z.number().int().min(1).max(32).default(4),
+      // How often the source logs its running transactions while changes flow (0: never; see capture.ts).
+      restartMarkMs: z.number().int().min(0).max(600000).default(1000),
       allowedLatenessMinutes: z.number().min(0).max(10080).default(10),
       closeGraceMinutes: z.number().min(0).max(10080).default(30),
       maxHistoryEvents: z.number().int().min(20).max(40000).default(4000),

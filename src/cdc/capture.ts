@@ -6,7 +6,13 @@ import { ReplicationStream, type StreamTarget } from './replication-stream';
 import type { StreamPark } from './stream-park';
 
 /** Batch and time bounds of one capture segment. */
-export type SegmentLimits = { maxSeconds: number; maxBatchRows: number; maxBatchDelayMs: number };
+export type SegmentLimits = {
+  maxSeconds: number;
+  maxBatchRows: number;
+  maxBatchDelayMs: number;
+  /** How often the source logs its running transactions while batches are applied; 0: never. */
+  restartMarkMs: number;
+};
 
 export type CaptureProgress = {
   confirmedLsn: string;
@@ -33,13 +39,6 @@ export type SegmentHooks = {
 /** At most one batch in the sink and one prepared behind it while the next is decoded: bounded memory. */
 const MAX_QUEUED_WRITES = 2;
 const READ_WAIT_MS = 50;
-/**
- * While changes flow, the source logs its running transactions this often (RunningTransactionsMark): the slot's
- * restart_lsn then trails the confirmed position by a second or two of WAL, not the background writer's 15 s, so
- * a stream opened on another worker after a takeover has that much less to re-decode.
- */
-const RESTART_MARK_MS = 1000;
-
 /**
  * One capture segment: takes over this worker's parked stream of the slot (or opens one at the sink checkpoint),
  * streams bounded batches into the sink, and parks the stream for the next segment when it ends at its time
@@ -166,9 +165,15 @@ class CaptureSegment {
     return { progress, cancelled: this.cancelled };
   }
 
-  /** Every RESTART_MARK_MS while batches are applied, one mark at a time beside the loop; a failed mark is logged. */
+  /**
+   * Every `restartMarkMs` while batches are applied, one mark at a time beside the loop; a failed mark is logged.
+   * The source then logs its running transactions (RunningTransactionsMark): the slot's restart_lsn trails the
+   * confirmed position by a second or two of WAL, not the background writer's 15 s, so a stream opened on another
+   * worker after a takeover has that much less to re-decode.
+   */
   private markRestartPoint(now: number) {
-    if (this.marking || now - this.lastMark < RESTART_MARK_MS || this.progress.batches === this.batchesAtMark)
+    const every = this.limits.restartMarkMs;
+    if (!every || this.marking || now - this.lastMark < every || this.progress.batches === this.batchesAtMark)
       return;
     this.lastMark = now;
     this.batchesAtMark = this.progress.batches;

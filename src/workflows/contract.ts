@@ -43,6 +43,8 @@ export type PipelineConfig = {
   snapshotChunkRows: number;
   /** Snapshot chunks loading at once over all workers; absent in configs of runs from before the fan-out. */
   snapshotParallelism?: number;
+  /** Restart marks while streaming, ms apart (0: none); absent in configs of runs from before them (then 1000). */
+  restartMarkMs?: number;
   allowedLatenessMinutes: number;
   closeGraceMinutes: number;
   /** Continue-as-new once a run's history has this many events (keeps each run's history bounded). */
