@@ -10,6 +10,7 @@ import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
 import { stopPostgres } from '../../../src/stack/postgres';
 import { readPid } from '../../../src/stack/proc';
+import { slotConflictsInWorkerLogs, workerLogSizes } from '../../../src/stack/workers';
 import type { PipelineState } from '../../../src/workflows/contract';
 import { PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
 import { runningActivity, takeoverSteps, wasInterrupted, type RunningActivity } from './disruption';
@@ -326,28 +327,6 @@ async function streamingKills(
   await check(scenario, { injected: targets.flat().length, disrupted }, started);
 }
 
-/** Bytes of each worker log now, to read only what a scenario added. */
-function workerLogSizes(): Map<string, number> {
-  const dir = path.join(t.cfg.home, 'logs');
-  const sizes = new Map<string, number>();
-  for (const f of fs.readdirSync(dir).filter((f) => /^worker(-\d+)?\.log$/.test(f)))
-    sizes.set(f, fs.statSync(path.join(dir, f)).size);
-  return sizes;
-}
-
-function slotConflictsSince(sizes: Map<string, number>): number {
-  const dir = path.join(t.cfg.home, 'logs');
-  let n = 0;
-  for (const f of fs.readdirSync(dir).filter((f) => /^worker(-\d+)?\.log$/.test(f))) {
-    const text = fs
-      .readFileSync(path.join(dir, f))
-      .subarray(sizes.get(f) ?? 0)
-      .toString('utf8');
-    n += (text.match(/55006|replication slot "[^"]+" is active/g) ?? []).length;
-  }
-  return n;
-}
-
 const mb = (bytes: string) => (Number(bytes) / 1e6).toFixed(0);
 
 /** The backend pid of the walsender holding `slot`, or null while it is free. */
@@ -419,7 +398,7 @@ async function captureHolderKills(
 ): Promise<void> {
   const started = Date.now();
   await stackUp(t.cfg, () => undefined, { workers: 3 });
-  const logs = workerLogSizes();
+  const logs = workerLogSizes(t.cfg);
   await begin(20000, steady?.rowsPerSecond);
   const takeovers: string[] = [];
   const hundreds: string[] = [];
@@ -462,7 +441,7 @@ async function captureHolderKills(
     STREAM_BASE,
     `takeover ${takeovers.join(', ')} s (200 rows: ${hundreds.join(', ')} s)${offered}`,
   );
-  results[results.length - 1].slotConflicts = slotConflictsSince(logs);
+  results[results.length - 1].slotConflicts = slotConflictsInWorkerLogs(t.cfg, logs);
   await stackUp(t.cfg, () => undefined, { workers: 1 });
 }
 
