@@ -4,9 +4,16 @@
  * one-statement streaming batch.
  */
 import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../schema/tables';
-import { named, type Statement } from '../db/sql';
+import { named, quoteIdent, quoteLiteral, type Statement } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
-import { insertChangeLog, insertOds, recordsetOf, unlessUnchanged, updateFromExcluded } from './ods';
+import {
+  changeLogEntries,
+  insertChangeLogFrom,
+  insertOds,
+  recordsetOf,
+  unlessUnchanged,
+  updateFromExcluded,
+} from './ods';
 import { insertDeadLetters } from './ops';
 
 const USER_COLUMNS = USER_TABLE.columns.map((c) => c.name);
@@ -144,10 +151,25 @@ export const DELTAS_ENTERING_FOR_KEYS = recordDeltas(detailsOfKeys(`${DELTA_COLU
 export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}`);
 
 /**
+ * The consumption columns of a change log entry `alias`'s row_data, converted as jsonb_to_recordset converts
+ * them: spec columns to their type, `extra` ones as text. Reading fields of the parsed entry is cheaper than
+ * parsing the row's JSON a second time (or calling jsonb_to_record once per row).
+ */
+function columnsOfRowData(alias: string, extra: readonly Column[]): string {
+  const field = (name: string) => `${alias}.row_data ->> ${quoteLiteral(name)}`;
+  return [
+    ...CONSUMPTION_TABLE.columns.map((c) => `(${field(c.name)})::${c.type} AS ${c.name}`),
+    ...extra.map((c) => `${field(c.name)} AS ${quoteIdent(c.name)}`),
+  ].join(', ');
+}
+
+/**
  * A batch that touches only consumptions, in one statement: change log, dead letters, ODS, DWD and the DWS deltas
  * of the rows' old and new states (the old ones read from the statement's snapshot, before its writes).
- * Named parameters: change_log (JSON), rows (final rows JSON with _lsn, _op, _valid), deleted (keys), leaving
- * (keys leaving DWD: deleted or invalid), touched (every key), dead_letters (JSON).
+ * Named parameters: change_log (JSON), upsert_at (the place in change_log of the change that left each upserted
+ * key's final row), upsert_valid (whether that row is valid), deleted (keys), leaving (keys leaving DWD: deleted
+ * or invalid), touched (every key), dead_letters (JSON). The final rows are read from the change log's parsed
+ * row_data, with that change's commit_lsn and op as their _lsn and _op: each row's JSON is parsed once.
  *
  * `atCheckpoint`: the statement is the whole transaction. It locks the checkpoint row and writes only if the
  * epoch matches and the batch's first change (first_lsn, first_seq) follows the checkpoint, then advances it to
@@ -163,16 +185,13 @@ gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
 advanced AS (${ADVANCE_CHECKPOINT_SQL}${gate}),
 `
     : '';
-  const meta = [
-    { name: '_lsn', type: 'pg_lsn' },
-    { name: '_op', type: 'char(1)' },
-    { name: '_valid', type: 'boolean' },
-  ];
-  const rows = `jsonb_to_recordset(:rows::jsonb) AS ${recordsetOf('power_consumption', 'r', meta, extra)}`;
   return `
-WITH ${checkpoint}logged AS (${insertChangeLog(':change_log')}${where} RETURNING 1),
+WITH ${checkpoint}log AS MATERIALIZED (SELECT * FROM ${changeLogEntries(':change_log', true)}${where}),
+logged AS (${insertChangeLogFrom('log')} RETURNING 1),
 dead AS (${insertDeadLetters(':dead_letters')}${where} RETURNING 1),
-c AS MATERIALIZED (SELECT * FROM ${rows}${where}),
+c AS MATERIALIZED (
+  SELECT ${columnsOfRowData('l', extra)}, l.commit_lsn AS _lsn, l.op AS _op, u.valid AS _valid
+  FROM unnest(:upsert_at::bigint[], :upsert_valid::boolean[]) AS u(at, valid) JOIN log l ON l.at = u.at),
 ods_up AS (${insertOds('power_consumption', 'c', { upsert: true, extra })} RETURNING 1),
 ods_del AS (DELETE FROM ${CONSUMPTION_TABLE.ods} WHERE consumption_id = ANY(:deleted::bigint[])${gate} RETURNING 1),
 old_parts AS (
@@ -187,7 +206,8 @@ SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FR
   (SELECT count(*) FROM deltas)::int AS deltas`;
 }
 
-type BatchParam = 'change_log' | 'rows' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
+type BatchParam =
+  'change_log' | 'upsert_at' | 'upsert_valid' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
 export type ConsumptionBatchParams = Record<BatchParam, unknown>;
 
 type CheckpointParam = BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'first_seq';
