@@ -93,17 +93,34 @@ ON CONFLICT (stat_date, region_id) DO NOTHING`;
 const DELTA_COLUMNS =
   'consumption_date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost';
 
+const INSERT_DELTAS = `
+INSERT INTO stategrid_dws_delta (stat_date, region_id, user_id, region_name, user_name, amount, cost, rows)`;
+
+/** The DWS deltas of detail rows `rows` selects, netted (see recordDeltas), as a SELECT; `also` adds a condition. */
+const netDeltas = (rows: string, also = '') => `
+SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost,
+  sum(n) FROM (${rows}) d
+WHERE region_id IS NOT NULL${also}
+GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING sum(n) <> 0`;
+
 /**
  * Appends the DWS deltas of detail rows: `rows` selects DELTA_COLUMNS and `n`, -1 for a row as it was before the
  * change and +1 as it is after. A row the change left as it was (a user update that kept name and region) cancels
  * out here. Orphans (no region) are outside DWS and leave none.
  */
-export const recordDeltas = (rows: string) => `
-INSERT INTO stategrid_dws_delta (stat_date, region_id, user_id, region_name, user_name, amount, cost, rows)
-SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost,
-  sum(n) FROM (${rows}) d
-WHERE region_id IS NOT NULL
-GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING sum(n) <> 0`;
+export const recordDeltas = (rows: string) => `${INSERT_DELTAS}${netDeltas(rows)}`;
+
+/**
+ * The DWS deltas of the one-statement batch, from its CTEs old_parts (detail rows before, n = -1) and dwd_up (after,
+ * n = +1). A batch that found no detail row before its writes (plain inserts, the common streaming case) has
+ * nothing to cancel: its rows go in as they are, without the hash aggregate over every delta column (which cost
+ * more than inserting them). Any other batch nets old and new rows as recordDeltas does. The refresh sums rows of
+ * equal values either way.
+ */
+const BATCH_DELTAS = `${INSERT_DELTAS}
+SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost, n
+FROM dwd_up WHERE region_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM old_parts)
+UNION ALL${netDeltas('SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up', ' AND EXISTS (SELECT 1 FROM old_parts)')}`;
 
 // $1: JSON array of valid user rows.
 export const UPSERT_DWD_USERS = insertDwdUsers(
@@ -199,7 +216,7 @@ old_parts AS (
   WHERE consumption_id = ANY(:touched::bigint[])${gate}),
 dwd_del AS (DELETE FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY(:leaving::bigint[])${gate} RETURNING 1),
 dwd_up AS (${insertDwdDetails('c', { where: 'c._valid', upsert: true, returning: `${DELTA_COLUMNS}, 1 AS n` })}),
-deltas AS (${recordDeltas('SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up')} RETURNING 1)
+deltas AS (${BATCH_DELTAS} RETURNING 1)
 SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
   (SELECT count(*) FROM ods_up)::int + (SELECT count(*) FROM ods_del)::int AS ods,
   (SELECT count(*) FROM dwd_up)::int + (SELECT count(*) FROM dwd_del)::int AS dwd,
