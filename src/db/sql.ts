@@ -9,6 +9,16 @@ export function quoteIdent(name: string): string {
   return '"' + name.replace(/"/g, '""') + '"';
 }
 
+/**
+ * A name as an SQL string literal, for the rare SQL that reads a column by name from data (a JSON key); the
+ * cluster's standard_conforming_strings (on by default) keeps backslashes literal. Values still travel as
+ * parameters.
+ */
+export function quoteLiteral(name: string): string {
+  if (name.includes('\u0000')) throw new Error(`invalid SQL literal: ${JSON.stringify(name)}`);
+  return "'" + name.replace(/'/g, "''") + "'";
+}
+
 /** Names we create ourselves (slots, publications) are restricted to what PostgreSQL accepts for slots. */
 export function assertSafeName(kind: string, name: string): string {
   if (!/^[a-z0-9_]{1,63}$/.test(name)) {

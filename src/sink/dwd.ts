@@ -4,9 +4,16 @@
  * one-statement streaming batch.
  */
 import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../schema/tables';
-import { named, type Statement } from '../db/sql';
+import { named, quoteIdent, quoteLiteral, type Statement } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
-import { insertChangeLog, insertOds, recordsetOf, unlessUnchanged, updateFromExcluded } from './ods';
+import {
+  changeLogEntries,
+  insertChangeLogFrom,
+  insertOds,
+  recordsetOf,
+  unlessUnchanged,
+  updateFromExcluded,
+} from './ods';
 import { insertDeadLetters } from './ops';
 
 const USER_COLUMNS = USER_TABLE.columns.map((c) => c.name);
@@ -86,17 +93,34 @@ ON CONFLICT (stat_date, region_id) DO NOTHING`;
 const DELTA_COLUMNS =
   'consumption_date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost';
 
+const INSERT_DELTAS = `
+INSERT INTO stategrid_dws_delta (stat_date, region_id, user_id, region_name, user_name, amount, cost, rows)`;
+
+/** The DWS deltas of detail rows `rows` selects, netted (see recordDeltas), as a SELECT; `also` adds a condition. */
+const netDeltas = (rows: string, also = '') => `
+SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost,
+  sum(n) FROM (${rows}) d
+WHERE region_id IS NOT NULL${also}
+GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING sum(n) <> 0`;
+
 /**
  * Appends the DWS deltas of detail rows: `rows` selects DELTA_COLUMNS and `n`, -1 for a row as it was before the
  * change and +1 as it is after. A row the change left as it was (a user update that kept name and region) cancels
  * out here. Orphans (no region) are outside DWS and leave none.
  */
-export const recordDeltas = (rows: string) => `
-INSERT INTO stategrid_dws_delta (stat_date, region_id, user_id, region_name, user_name, amount, cost, rows)
-SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost,
-  sum(n) FROM (${rows}) d
-WHERE region_id IS NOT NULL
-GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING sum(n) <> 0`;
+export const recordDeltas = (rows: string) => `${INSERT_DELTAS}${netDeltas(rows)}`;
+
+/**
+ * The DWS deltas of the one-statement batch, from its CTEs old_parts (detail rows before, n = -1) and dwd_up (after,
+ * n = +1). A batch that found no detail row before its writes (plain inserts, the common streaming case) has
+ * nothing to cancel: its rows go in as they are, without the hash aggregate over every delta column (which cost
+ * more than inserting them). Any other batch nets old and new rows as recordDeltas does. The refresh sums rows of
+ * equal values either way.
+ */
+const BATCH_DELTAS = `${INSERT_DELTAS}
+SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost, n
+FROM dwd_up WHERE region_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM old_parts)
+UNION ALL${netDeltas('SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up', ' AND EXISTS (SELECT 1 FROM old_parts)')}`;
 
 // $1: JSON array of valid user rows.
 export const UPSERT_DWD_USERS = insertDwdUsers(
@@ -144,10 +168,25 @@ export const DELTAS_ENTERING_FOR_KEYS = recordDeltas(detailsOfKeys(`${DELTA_COLU
 export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM ${CONSUMPTION_TABLE.dwd}`);
 
 /**
+ * The consumption columns of a change log entry `alias`'s row_data, converted as jsonb_to_recordset converts
+ * them: spec columns to their type, `extra` ones as text. Reading fields of the parsed entry is cheaper than
+ * parsing the row's JSON a second time (or calling jsonb_to_record once per row).
+ */
+function columnsOfRowData(alias: string, extra: readonly Column[]): string {
+  const field = (name: string) => `${alias}.row_data ->> ${quoteLiteral(name)}`;
+  return [
+    ...CONSUMPTION_TABLE.columns.map((c) => `(${field(c.name)})::${c.type} AS ${c.name}`),
+    ...extra.map((c) => `${field(c.name)} AS ${quoteIdent(c.name)}`),
+  ].join(', ');
+}
+
+/**
  * A batch that touches only consumptions, in one statement: change log, dead letters, ODS, DWD and the DWS deltas
  * of the rows' old and new states (the old ones read from the statement's snapshot, before its writes).
- * Named parameters: change_log (JSON), rows (final rows JSON with _lsn, _op, _valid), deleted (keys), leaving
- * (keys leaving DWD: deleted or invalid), touched (every key), dead_letters (JSON).
+ * Named parameters: change_log (JSON), upsert_at (the place in change_log of the change that left each upserted
+ * key's final row), upsert_valid (whether that row is valid), deleted (keys), leaving (keys leaving DWD: deleted
+ * or invalid), touched (every key), dead_letters (JSON). The final rows are read from the change log's parsed
+ * row_data, with that change's commit_lsn and op as their _lsn and _op: each row's JSON is parsed once.
  *
  * `atCheckpoint`: the statement is the whole transaction. It locks the checkpoint row and writes only if the
  * epoch matches and the batch's first change (first_lsn, first_seq) follows the checkpoint, then advances it to
@@ -163,16 +202,13 @@ gate AS MATERIALIZED (SELECT coalesce((SELECT ok FROM cp), false) AS ok),
 advanced AS (${ADVANCE_CHECKPOINT_SQL}${gate}),
 `
     : '';
-  const meta = [
-    { name: '_lsn', type: 'pg_lsn' },
-    { name: '_op', type: 'char(1)' },
-    { name: '_valid', type: 'boolean' },
-  ];
-  const rows = `jsonb_to_recordset(:rows::jsonb) AS ${recordsetOf('power_consumption', 'r', meta, extra)}`;
   return `
-WITH ${checkpoint}logged AS (${insertChangeLog(':change_log')}${where} RETURNING 1),
+WITH ${checkpoint}log AS MATERIALIZED (SELECT * FROM ${changeLogEntries(':change_log', true)}${where}),
+logged AS (${insertChangeLogFrom('log')} RETURNING 1),
 dead AS (${insertDeadLetters(':dead_letters')}${where} RETURNING 1),
-c AS MATERIALIZED (SELECT * FROM ${rows}${where}),
+c AS MATERIALIZED (
+  SELECT ${columnsOfRowData('l', extra)}, l.commit_lsn AS _lsn, l.op AS _op, u.valid AS _valid
+  FROM unnest(:upsert_at::bigint[], :upsert_valid::boolean[]) AS u(at, valid) JOIN log l ON l.at = u.at),
 ods_up AS (${insertOds('power_consumption', 'c', { upsert: true, extra })} RETURNING 1),
 ods_del AS (DELETE FROM ${CONSUMPTION_TABLE.ods} WHERE consumption_id = ANY(:deleted::bigint[])${gate} RETURNING 1),
 old_parts AS (
@@ -180,14 +216,15 @@ old_parts AS (
   WHERE consumption_id = ANY(:touched::bigint[])${gate}),
 dwd_del AS (DELETE FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY(:leaving::bigint[])${gate} RETURNING 1),
 dwd_up AS (${insertDwdDetails('c', { where: 'c._valid', upsert: true, returning: `${DELTA_COLUMNS}, 1 AS n` })}),
-deltas AS (${recordDeltas('SELECT * FROM old_parts UNION ALL SELECT * FROM dwd_up')} RETURNING 1)
+deltas AS (${BATCH_DELTAS} RETURNING 1)
 SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
   (SELECT count(*) FROM ods_up)::int + (SELECT count(*) FROM ods_del)::int AS ods,
   (SELECT count(*) FROM dwd_up)::int + (SELECT count(*) FROM dwd_del)::int AS dwd,
   (SELECT count(*) FROM deltas)::int AS deltas`;
 }
 
-type BatchParam = 'change_log' | 'rows' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
+type BatchParam =
+  'change_log' | 'upsert_at' | 'upsert_valid' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
 export type ConsumptionBatchParams = Record<BatchParam, unknown>;
 
 type CheckpointParam = BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'first_seq';

@@ -83,11 +83,25 @@ export const deleteOds = (table: SourceTable) =>
   `DELETE FROM ${TABLE[table].ods} WHERE ${TABLE[table].key} = ANY($1::bigint[])`;
 export const emptyOds = (table: SourceTable) => `DELETE FROM ${TABLE[table].ods}`;
 
+const CHANGE_LOG_COLUMNS = 'commit_lsn, seq, table_name, op, row_data, old_key, commit_time';
+
 /**
- * The change log rows of a batch from a JSON array with one object per change: commit_lsn, seq, table_name, op,
- * row_data, old_key, commit_time. `param` is the placeholder of that array.
+ * The change log entries of a batch from a JSON array with one object per change: commit_lsn, seq, table_name,
+ * op, row_data, old_key, commit_time, as recordset `x`; `withPosition` adds each entry's 1-based place in the
+ * array as `at`. `param` is the placeholder of that array.
  */
-export const insertChangeLog = (param: string) => `
-INSERT INTO ods_change_log (commit_lsn, seq, table_name, op, row_data, old_key, commit_time)
-SELECT commit_lsn, seq, table_name, op, row_data, old_key, commit_time FROM jsonb_to_recordset(${param}::jsonb)
-  AS x(commit_lsn pg_lsn, seq int, table_name text, op char(1), row_data jsonb, old_key jsonb, commit_time timestamptz)`;
+export const changeLogEntries = (param: string, withPosition = false) => {
+  const types =
+    'commit_lsn pg_lsn, seq int, table_name text, op char(1), row_data jsonb, old_key jsonb, commit_time timestamptz';
+  return withPosition
+    ? `ROWS FROM (jsonb_to_recordset(${param}::jsonb) AS (${types})) WITH ORDINALITY AS x(${CHANGE_LOG_COLUMNS}, at)`
+    : `jsonb_to_recordset(${param}::jsonb) AS x(${types})`;
+};
+
+/** Appends the change log entries `from` selects (the columns of changeLogEntries). */
+export const insertChangeLogFrom = (from: string) => `
+INSERT INTO ods_change_log (${CHANGE_LOG_COLUMNS})
+SELECT ${CHANGE_LOG_COLUMNS} FROM ${from}`;
+
+/** The change log rows of a batch from the JSON array in `param` (see changeLogEntries). */
+export const insertChangeLog = (param: string) => insertChangeLogFrom(changeLogEntries(param));

@@ -93,8 +93,11 @@ export class PgBatchSink implements BatchSink<PreparedBatch> {
 /** How applyChangeBatch writes ODS: its extra columns (read from the sink if not given), and column changes. */
 export type OdsOptions = { extras?: OdsExtras; newColumns?: boolean; log?: ColumnLog };
 
-/** Last state of a key in the batch (row null = deleted); validity is decided once, when the change is read. */
-type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean };
+/**
+ * Last state of a key in the batch (row null = deleted); validity is decided once, when the change is read. `at`:
+ * the place of the change that left the row among the changes summarized (its change log entry).
+ */
+type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean; at: number };
 
 /** Last state per primary key: set-based statements may touch each key only once. */
 type TableState = Map<string, FinalState>;
@@ -202,16 +205,16 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
 }
 
 /**
- * The change log entries of a batch as one JSON array, written out directly; `bodies` holds row JSON that split
- * already made (each row is serialized once per batch, not once for ODS and again for the log).
+ * The change log entries of a batch as one JSON array, written out directly (the one-statement batch reads its
+ * final rows back from it, so each row is serialized once per batch).
  */
-function changeLogJson(changes: Change[], bodies?: Map<Row, string>): string {
+function changeLogJson(changes: Change[]): string {
   const lsnText = lastLsnText();
   const entries = changes.map((c) => {
     const head = `{"commit_lsn":"${lsnText(c.txLsn)}","seq":${c.seq},"commit_time":${JSON.stringify(c.commitTime)},`;
     if (c.kind !== 'row')
       return `${head}"table_name":${JSON.stringify(c.tables.join(','))},"op":"T","row_data":${JSON.stringify({ tables: c.tables })},"old_key":null}`;
-    const rowData = bodies?.get(c.row) ?? JSON.stringify(c.row);
+    const rowData = JSON.stringify(c.row);
     const oldKey = c.oldKey === undefined ? 'null' : JSON.stringify({ [PRIMARY_KEY[c.table]]: c.oldKey });
     return `${head}"table_name":"${c.table}","op":"${c.op}","row_data":${rowData},"old_key":${oldKey}}`;
   });
@@ -235,17 +238,17 @@ function summarizeRows(
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: DeadLetter[] = [];
   const days = new Set(result.days);
-  for (const c of changes) {
+  for (const [at, c] of changes.entries()) {
     if (c.kind !== 'row') continue;
     const key = c.row[PRIMARY_KEY[c.table]];
     if (key === null || key === undefined) throw new Error(`change without primary key on ${c.table}`);
-    const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false };
+    const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false, at };
     if (c.oldKey !== undefined) states[c.table].set(c.oldKey, deleted);
     if (c.op === 'D') {
       states[c.table].set(key, deleted);
     } else {
       const reason = invalidReason(c.table, c.row);
-      states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason });
+      states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason, at });
       if (reason) {
         const lsn = formatLsn(c.txLsn);
         deadLetters.push({ table_name: c.table, record_key: key, raw_row: c.row, reason, lsn, seq: c.seq });
@@ -268,16 +271,27 @@ function consumptionParams(
   state: TableState,
   deadLetters: DeadLetter[],
 ): dwd.ConsumptionBatchParams {
-  const bodies = new Map<Row, string>();
-  const consumptions = split(state, bodies);
-  return {
-    change_log: changeLogJson(changes, bodies),
-    rows: jsonArray(consumptions.upserts),
-    deleted: consumptions.deletes,
-    leaving: consumptions.gone,
+  const params = {
+    change_log: changeLogJson(changes),
+    upsert_at: [] as number[],
+    upsert_valid: [] as boolean[],
+    deleted: [] as string[],
+    leaving: [] as string[],
     touched: [...state.keys()],
     dead_letters: JSON.stringify(deadLetters),
   };
+  for (const [key, s] of state) {
+    if (s.row === null) {
+      params.deleted.push(key);
+      params.leaving.push(key);
+      continue;
+    }
+    // The statement reads the row from the change's change log entry (1-based, as WITH ORDINALITY counts).
+    params.upsert_at.push(s.at + 1);
+    params.upsert_valid.push(s.valid);
+    if (!s.valid) params.leaving.push(key);
+  }
+  return params;
 }
 
 async function applyRowSegment(
@@ -339,10 +353,7 @@ async function applyRowSegment(
  * deleted or invalid keys out). Rows are JSON text: the source row plus _lsn, _op and _valid, written out
  * directly (copying each row into a new object cost three times as much on a streaming batch).
  */
-function split(
-  state: TableState,
-  bodies?: Map<Row, string>,
-): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
+function split(state: TableState): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
   const out = {
     upserts: [] as string[],
     deletes: [] as string[],
@@ -357,7 +368,6 @@ function split(
       continue;
     }
     const body = JSON.stringify(s.row);
-    bodies?.set(s.row, body);
     const row = `${body.length > 2 ? body.slice(0, -1) + ',' : '{'}"_lsn":"${lsnText(s.lsn)}","_op":${JSON.stringify(s.op)},"_valid":${s.valid}}`;
     out.upserts.push(row);
     if (s.valid) out.valid.push(row);
