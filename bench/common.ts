@@ -181,6 +181,13 @@ export async function offerSteadyLoad(cfg: AppConfig, load: SteadyLoad): Promise
 
 export type Latency = { p50: number; p95: number; p99: number; rows: number };
 
+const latencyOf = (delays: number[]): Latency => ({
+  p50: percentile(delays, 0.5),
+  p95: percentile(delays, 0.95),
+  p99: percentile(delays, 0.99),
+  rows: delays.length,
+});
+
 /**
  * Commit -> DWD delay of each consumption from `firstId` on: the source transaction's commit timestamp against the
  * commit timestamp of the sink transaction that wrote its DWD row (both `track_commit_timestamp`, one cluster
@@ -206,12 +213,7 @@ export async function commitToDwdLatency(cfg: AppConfig, firstId: number): Promi
   const delays = committed.map((c) => (applied.get(c.id) ?? NaN) - Number(c.t));
   if (!delays.length || delays.some(Number.isNaN))
     throw new Error('latency rows missing from DWD after catching up');
-  return {
-    p50: percentile(delays, 0.5),
-    p95: percentile(delays, 0.95),
-    p99: percentile(delays, 0.99),
-    rows: delays.length,
-  };
+  return latencyOf(delays);
 }
 
 /**
@@ -266,12 +268,7 @@ export async function commitToDwsLatency(
     for (let i = 0; i < c.n; i++) delays.push(seen.at - Number(c.t));
   }
   if (!delays.length) throw new Error('no streamed rows to measure');
-  return {
-    p50: percentile(delays, 0.5),
-    p95: percentile(delays, 0.95),
-    p99: percentile(delays, 0.99),
-    rows: delays.length,
-  };
+  return latencyOf(delays);
 }
 
 /**

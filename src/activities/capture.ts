@@ -6,7 +6,12 @@ import { slotLagBytes } from '../observability/metrics';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkHealth } from '../sink/status';
 import { PgBatchSink, StaleCaptureError } from '../sink/writer';
-import { ErrorType, type CaptureSegmentResult, type PipelineConfig } from '../workflows/contract';
+import {
+  DEFAULT_RESTART_MARK_MS,
+  ErrorType,
+  type CaptureSegmentResult,
+  type PipelineConfig,
+} from '../workflows/contract';
 import type { ActivityDeps } from './deps';
 import { heartbeatEverySecond } from './heartbeat';
 
@@ -78,7 +83,7 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
           maxSeconds: config.segmentSeconds,
           maxBatchRows: config.batchRows,
           maxBatchDelayMs: config.batchDelayMs,
-          restartMarkMs: config.restartMarkMs ?? 1000,
+          restartMarkMs: config.restartMarkMs ?? DEFAULT_RESTART_MARK_MS,
         },
         {
           heartbeat: beat,

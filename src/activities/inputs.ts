@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import type { AppConfig } from '../config';
-import type { PipelineConfig, RecomputeInput, RecomputeRangeInput, VerifyInput } from '../workflows/contract';
+import {
+  DEFAULT_RESTART_MARK_MS,
+  type PipelineConfig,
+  type RecomputeInput,
+  type RecomputeRangeInput,
+  type VerifyInput,
+} from '../workflows/contract';
 
 /** zod schemas for workflow inputs; activities validate them so workflows stay free of non-SDK imports. */
 const safeName = z.string().regex(/^[a-z0-9_]{1,48}$/, 'must match [a-z0-9_]{1,48}');
@@ -38,7 +44,7 @@ export function pipelineInputSchema(cfg: AppConfig) {
       // Chunk loads in flight across all workers (each an activity any worker takes).
       snapshotParallelism: z.number().int().min(1).max(32).default(4),
       // How often the source logs its running transactions while changes flow (0: never; see capture.ts).
-      restartMarkMs: z.number().int().min(0).max(600000).default(1000),
+      restartMarkMs: z.number().int().min(0).max(600000).default(DEFAULT_RESTART_MARK_MS),
       allowedLatenessMinutes: z.number().min(0).max(10080).default(10),
       closeGraceMinutes: z.number().min(0).max(10080).default(30),
       maxHistoryEvents: z.number().int().min(20).max(40000).default(4000),

@@ -30,6 +30,9 @@ export const ErrorType = {
 } as const;
 export type ErrorTypeName = (typeof ErrorType)[keyof typeof ErrorType];
 
+/** Restart marks while streaming, ms apart, unless the input sets restartMarkMs (see src/cdc/capture.ts). */
+export const DEFAULT_RESTART_MARK_MS = 1000;
+
 export type PipelineConfig = {
   pipelineId: string;
   slotName: string;
@@ -43,7 +46,7 @@ export type PipelineConfig = {
   snapshotChunkRows: number;
   /** Snapshot chunks loading at once over all workers; absent in configs of runs from before the fan-out. */
   snapshotParallelism?: number;
-  /** Restart marks while streaming, ms apart (0: none); absent in configs of runs from before them (then 1000). */
+  /** Restart marks while streaming, ms apart (0: none); absent in configs of runs from before them (the default). */
   restartMarkMs?: number;
   allowedLatenessMinutes: number;
   closeGraceMinutes: number;
