@@ -488,19 +488,36 @@ async function snapshotChunkKill(): Promise<void> {
   await snapshotUnderLoad({ snapshotParallelism: 3 });
   let victim: ChunkRow | undefined;
   let doneBefore: ChunkRow[] = [];
-  await t.waitFor(
-    'a chunk loading on a worker that does not hold the snapshot, with some chunks done',
-    async () => {
-      const desc = await t.client.workflow.getHandle(`stategrid-pipeline-${PIPELINE_ID}`).describe();
-      const holder = desc.raw.pendingActivities?.find((a) => a.activityType?.name === 'holdSnapshotExport');
-      const rows = await chunkRows();
+  // A chunk seen loading may commit before the kill lands (the test process can be scheduled late on a busy
+  // machine): the loader is frozen first, and killed only if its chunk is still open once it cannot commit.
+  let missed = 0;
+  for (;;) {
+    let candidate: ChunkRow | undefined;
+    await t.waitFor(
+      'a chunk loading on a worker that does not hold the snapshot, with some chunks done',
+      async () => {
+        const desc = await t.client.workflow.getHandle(`stategrid-pipeline-${PIPELINE_ID}`).describe();
+        const holder = desc.raw.pendingActivities?.find((a) => a.activityType?.name === 'holdSnapshotExport');
+        const rows = await chunkRows();
+        doneBefore = rows.filter((r) => r.done);
+        candidate = rows.find((r) => !r.done && r.loaded_by && r.loaded_by !== holder?.lastWorkerIdentity);
+        return doneBefore.length >= 3 && !!candidate && !!holder?.lastWorkerIdentity;
+      },
+      240000,
+    );
+    const pid = Number(candidate!.loaded_by!.split('-').pop());
+    process.kill(pid, 'SIGSTOP');
+    await sleep(300);
+    const rows = await chunkRows();
+    victim = rows.find((r) => !r.done && r.loaded_by === candidate!.loaded_by);
+    if (victim) {
       doneBefore = rows.filter((r) => r.done);
-      victim = rows.find((r) => !r.done && r.loaded_by && r.loaded_by !== holder?.lastWorkerIdentity);
-      return doneBefore.length >= 3 && !!victim && !!holder?.lastWorkerIdentity;
-    },
-    240000,
-  );
-  process.kill(Number(victim!.loaded_by!.split('-').pop()), 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
+      break;
+    }
+    process.kill(pid, 'SIGCONT');
+    if (++missed > 20) throw new Error('no chunk loader could be caught with its chunk open');
+  }
   await sleep(500);
   await stackUp(t.cfg, () => undefined, { workers: 3 });
   await waitStreaming(t.cfg, PIPELINE_ID, 600000);
@@ -517,7 +534,7 @@ async function snapshotChunkKill(): Promise<void> {
     { injected: 1, disrupted: retried > victim!.attempts ? 1 : 0 },
     started,
     logFrom,
-    `${after.length} chunks, ${doneBefore.length} done before the kill, redone ${redone.length}, killed chunk loaded ${retried}x, ${sameSnapshot ? 'same snapshot' : 'SNAPSHOT RESTARTED'}`,
+    `${after.length} chunks, ${doneBefore.length} done before the kill${missed ? ` (${missed} loaders frozen after their chunk committed, let go)` : ''}, redone ${redone.length}, killed chunk loaded ${retried}x, ${sameSnapshot ? 'same snapshot' : 'SNAPSHOT RESTARTED'}`,
   );
   if (!sameSnapshot || redone.length)
     results[results.length - 1].failed = 'the snapshot started over or redid chunks';
