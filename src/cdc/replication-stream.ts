@@ -10,7 +10,13 @@ import {
 } from './changes';
 import { decoderFor, type Decoder } from './decoders';
 import type { ChangeBatch } from './ports';
-import { PublicationGuard, RunningTransactionsMark, SlotMissingError, sourceColumns } from './source-admin';
+import {
+  PublicationGuard,
+  restartMarkSlotName,
+  RunningTransactionsMark,
+  SlotMissingError,
+  sourceColumns,
+} from './source-admin';
 
 /** Where a stream reads from: one pipeline's slot and publication on the source. */
 export type StreamTarget = {
@@ -68,7 +74,7 @@ export class ReplicationStream {
   ) {
     this.confirmed = startLsn;
     this.lastCommitEnd = startLsn;
-    this.restartMark = new RunningTransactionsMark(target.sourceUrl, `${target.slotName}_restart_mark`);
+    this.restartMark = new RunningTransactionsMark(target.sourceUrl, restartMarkSlotName(target.slotName));
   }
 
   /** Opens the slot's stream at `startLsn` (the sink checkpoint). */

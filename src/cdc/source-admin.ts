@@ -2,6 +2,7 @@
  * Source-side SQL in one place: publication, replication slot, snapshot COPY, wait markers and the reads status
  * takes from the source. Identifiers go through quoteIdent; values are parameters.
  */
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { quoteIdent } from '../db/sql';
 import { withClient } from '../db/client';
@@ -110,6 +111,18 @@ export async function slotFigures(sourceUrl: string, slotName: string): Promise<
       walStatus: rows[0].wal_status,
     };
   });
+}
+
+/**
+ * The temporary slot a pipeline's restart marks use: `<slot>_restart_mark`, or, where that passes PostgreSQL's 63
+ * characters (slot names up to 58), the slot name cut short with a hash of the whole name so two long names that
+ * share a prefix still get their own mark slot.
+ */
+export function restartMarkSlotName(slotName: string): string {
+  const plain = `${slotName}_restart_mark`;
+  if (plain.length <= 63) return plain;
+  const hash = createHash('sha1').update(slotName).digest('hex').slice(0, 8);
+  return `${slotName.slice(0, 41)}_${hash}_restart_mark`;
 }
 
 /**

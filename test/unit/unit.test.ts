@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { parsePipelineInput, parseRecomputeInput, parseVerifyInput } from '../../src/activities/inputs';
 import { formatLsn, parseLsn } from '../../src/cdc/changes';
+import { restartMarkSlotName } from '../../src/cdc/source-admin';
 import { consumptionInvalidReason, userInvalidReason } from '../../src/cdc/validate';
 import { ConfigError, loadConfig, maskUrl } from '../../src/config';
 import { quoteIdent } from '../../src/db/sql';
@@ -84,6 +85,16 @@ describe('inputs and identifiers', () => {
     ]);
     assert.deepEqual(plan.keys, { power_user: ['7'], power_consumption: ['12', '40', '41'] });
     assert.deepEqual(plan.partitions, [{ stat_date: '2026-11-20', region_id: 3 }]);
+  });
+  it('names the restart-mark slot within 63 characters, one per pipeline slot', () => {
+    assert.equal(restartMarkSlotName('stategrid_default'), 'stategrid_default_restart_mark');
+    const cfg = loadConfig({});
+    const long = (id: string) => parsePipelineInput(cfg, { pipelineId: id }).slotName;
+    const a = restartMarkSlotName(long('a'.repeat(47) + 'x'));
+    const b = restartMarkSlotName(long('a'.repeat(47) + 'y'));
+    assert.ok(a.length <= 63 && b.length <= 63, `${a} / ${b}`);
+    assert.match(a, /^[a-z0-9_]+$/);
+    assert.notEqual(a, b);
   });
   it('round-trips LSNs', () => {
     assert.equal(formatLsn(parseLsn('1A/FF00AB12')), '1A/FF00AB12');
