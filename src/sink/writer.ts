@@ -102,6 +102,13 @@ type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean; at
 /** Last state per primary key: set-based statements may touch each key only once. */
 type TableState = Map<string, FinalState>;
 
+/**
+ * What a final state does to the layers, the one rule both batch paths follow: a deleted key leaves ODS and DWD; a
+ * present row is written to ODS and enters DWD only when valid (an invalid one leaves DWD).
+ */
+const fateOf = (s: FinalState): 'deleted' | 'valid' | 'invalid' =>
+  s.row === null ? 'deleted' : s.valid ? 'valid' : 'invalid';
+
 const isAfter = (c: Change, lsn: bigint, seq: number) => c.txLsn > lsn || (c.txLsn === lsn && c.seq > seq);
 
 /**
@@ -281,15 +288,16 @@ function consumptionParams(
     dead_letters: JSON.stringify(deadLetters),
   };
   for (const [key, s] of state) {
-    if (s.row === null) {
+    const fate = fateOf(s);
+    if (fate === 'deleted') {
       params.deleted.push(key);
       params.leaving.push(key);
       continue;
     }
     // The statement reads the row from the change's change log entry (1-based, as WITH ORDINALITY counts).
     params.upsert_at.push(s.at + 1);
-    params.upsert_valid.push(s.valid);
-    if (!s.valid) params.leaving.push(key);
+    params.upsert_valid.push(fate === 'valid');
+    if (fate === 'invalid') params.leaving.push(key);
   }
   return params;
 }
@@ -362,7 +370,8 @@ function split(state: TableState): { upserts: string[]; deletes: string[]; valid
   };
   const lsnText = lastLsnText();
   for (const [key, s] of state) {
-    if (s.row === null) {
+    const fate = fateOf(s);
+    if (fate === 'deleted') {
       out.deletes.push(key);
       out.gone.push(key);
       continue;
@@ -370,7 +379,7 @@ function split(state: TableState): { upserts: string[]; deletes: string[]; valid
     const body = JSON.stringify(s.row);
     const row = `${body.length > 2 ? body.slice(0, -1) + ',' : '{'}"_lsn":"${lsnText(s.lsn)}","_op":${JSON.stringify(s.op)},"_valid":${s.valid}}`;
     out.upserts.push(row);
-    if (s.valid) out.valid.push(row);
+    if (fate === 'valid') out.valid.push(row);
     else out.gone.push(key);
   }
   return out;
