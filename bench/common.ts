@@ -231,7 +231,7 @@ export async function sampleDwsCursor(
   await withClient(cfg.sinkUrl, async (c) => {
     while (!done) {
       const { rows } = await c.query<{ lsn: string; at: string }>(
-        `SELECT dws_lsn::text AS lsn, extract(epoch FROM clock_timestamp())::text AS at FROM stategrid_checkpoint
+        `SELECT dws_lsn::text AS lsn, extract(epoch FROM clock_timestamp())::text AS at FROM stategrid_dws_cursor
          WHERE pipeline_id = $1`,
         [pipelineId],
       );

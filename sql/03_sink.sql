@@ -128,11 +128,18 @@ CREATE TABLE IF NOT EXISTS stategrid_checkpoint (
   commit_lsn      PG_LSN NOT NULL DEFAULT '0/0',
   seq             INT NOT NULL DEFAULT 0,
   confirmed_lsn   PG_LSN NOT NULL DEFAULT '0/0',
-  dws_lsn         PG_LSN NOT NULL DEFAULT '0/0',
   snapshot_rows   BIGINT NOT NULL DEFAULT 0,
   changes_applied BIGINT NOT NULL DEFAULT 0,
   max_event_time  TIMESTAMP(3),
   updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- The DWS cursor: DWS holds every change up to dws_lsn of the epoch. A row apart from the checkpoint, which every
+-- batch holds locked while it writes: a refresh that wrote its cursor there waited for the batch in flight.
+CREATE TABLE IF NOT EXISTS stategrid_dws_cursor (
+  pipeline_id TEXT PRIMARY KEY,
+  epoch       BIGINT NOT NULL,
+  dws_lsn     PG_LSN NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS stategrid_dead_letter (
@@ -176,6 +183,8 @@ CREATE TABLE IF NOT EXISTS dws_revision (
 
 -- Upgrades of sink schemas created by earlier versions.
 ALTER TABLE stategrid_checkpoint ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+-- The DWS cursor moved to stategrid_dws_cursor (the next refresh writes it there).
+ALTER TABLE stategrid_checkpoint DROP COLUMN IF EXISTS dws_lsn;
 -- Applies to pages written from now on (a VACUUM FULL repacks the others).
 ALTER TABLE dws_user_day_total SET (fillfactor = 70);
 ALTER TABLE dws_user_ranking SET (fillfactor = 70);

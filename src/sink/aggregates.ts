@@ -82,12 +82,9 @@ async function refreshPartitions(
  * Brings the totals and DWS up to every change committed so far, under the DWS lock: partitions with a dirty mark
  * (snapshot, truncate) rebuilt from DWD, every pending delta applied, each touched partition refreshed once (so a
  * closed day gets one revision per partition however many late changes arrived), marks taken dropped and late
- * events counted. `beforeMarksDropped` runs before any mark row is locked (see refreshDirtyPartitions).
+ * events counted.
  */
-async function catchUp(
-  client: pg.ClientBase,
-  beforeMarksDropped: () => Promise<void> = async () => undefined,
-): Promise<RefreshResult> {
+async function catchUp(client: pg.ClientBase): Promise<RefreshResult> {
   const { rows: marks } = await client.query<DirtyMark>(dws.READ_DIRTY_PARTITIONS);
   const marked = { dates: marks.map((m) => m.stat_date), regions: marks.map((m) => m.region_id) };
   const changes: ChangesByDay = new Map();
@@ -98,7 +95,6 @@ async function catchUp(
     regions: [...marked.regions, ...applied.regions],
   };
   const refreshed = await refreshPartitions(client, touched, 'late data');
-  await beforeMarksDropped();
   await dropTakenMarks(client, marks, changes);
   const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
   return { ...refreshed.result, lateEvents };
@@ -150,16 +146,17 @@ async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null)
 /**
  * Applies every committed DWD change to DWS; late changes to closed days leave revisions. Runs beside batch
  * writes: it reads the confirmed position first, so every batch up to it has its deltas committed and taken by
- * this refresh, and records that position as dws_lsn in the transaction that applies them. The cursor is written
- * before marks are locked: a batch holds the checkpoint row while it writes marks, so the other order could
- * deadlock.
+ * this refresh, and records that position as dws_lsn in the transaction that applies them. The cursor has a row of
+ * its own: on the checkpoint row the refresh waited for the batch in flight, holding the DWS lock meanwhile.
  */
 export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   return withTransaction(pool, async (client) => {
     await client.query(dws.LOCK_DWS);
-    return catchUp(client, () => advanceDwsCursor(client, pipelineId, cp.confirmed_lsn));
+    const result = await catchUp(client);
+    await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);
+    return result;
   });
 }
 

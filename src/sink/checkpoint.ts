@@ -1,7 +1,8 @@
 /**
  * The checkpoint row, single source of truth for resume: one row per pipeline with its phase, epoch (bumped by
  * every snapshot, fencing off stale captures), the last applied change (commit_lsn, seq), the slot position
- * confirmed, the DWS cursor (dws_lsn) and counters. Every read and write of it is here.
+ * confirmed and counters; the DWS cursor (dws_lsn) lives in a row of its own, read with it. Every read and write of
+ * them is here.
  */
 import type pg from 'pg';
 import { bind, named } from '../db/sql';
@@ -23,10 +24,13 @@ export type CheckpointRow = {
 
 type Db = pg.ClientBase | pg.Pool;
 
+// The DWS cursor of the checkpoint's epoch (a cursor left from an earlier epoch reads as 0/0).
 const SELECT_CHECKPOINT = `
-SELECT pipeline_id, slot_name, phase, epoch::text, commit_lsn::text, seq, confirmed_lsn::text, dws_lsn::text,
-  snapshot_rows, changes_applied, max_event_time::text, updated_at::text
-FROM stategrid_checkpoint WHERE pipeline_id = $1`;
+SELECT c.pipeline_id, slot_name, phase, c.epoch::text, commit_lsn::text, seq, confirmed_lsn::text,
+  COALESCE(d.dws_lsn, '0/0')::text AS dws_lsn, snapshot_rows, changes_applied, max_event_time::text, updated_at::text
+FROM stategrid_checkpoint c
+LEFT JOIN stategrid_dws_cursor d ON d.pipeline_id = c.pipeline_id AND d.epoch = c.epoch
+WHERE c.pipeline_id = $1`;
 
 export async function readCheckpoint(db: Db, pipelineId: string): Promise<CheckpointRow | null> {
   const { rows } = await db.query<CheckpointRow>(SELECT_CHECKPOINT, [pipelineId]);
@@ -35,7 +39,7 @@ export async function readCheckpoint(db: Db, pipelineId: string): Promise<Checkp
 
 /** Reads and locks the row until the end of the caller's transaction: batches and snapshots serialize on it. */
 export async function lockCheckpoint(client: pg.ClientBase, pipelineId: string): Promise<CheckpointRow> {
-  const { rows } = await client.query<CheckpointRow>(`${SELECT_CHECKPOINT} FOR UPDATE`, [pipelineId]);
+  const { rows } = await client.query<CheckpointRow>(`${SELECT_CHECKPOINT} FOR UPDATE OF c`, [pipelineId]);
   if (!rows.length) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   return rows[0];
 }
@@ -101,7 +105,7 @@ export async function resetCheckpoint(
 ): Promise<string> {
   const { rows } = await db.query<{ epoch: string }>(
     `UPDATE stategrid_checkpoint SET phase = $2, epoch = epoch + 1, commit_lsn = '0/0', seq = 0,
-       confirmed_lsn = '0/0', dws_lsn = '0/0', snapshot_rows = 0, changes_applied = 0, max_event_time = NULL,
+       confirmed_lsn = '0/0', snapshot_rows = 0, changes_applied = 0, max_event_time = NULL,
        updated_at = now()
      WHERE pipeline_id = $1 RETURNING epoch::text`,
     [pipelineId, phase],
@@ -140,10 +144,23 @@ export async function finishSnapshot(
   return res.rowCount === 1;
 }
 
-/** DWS is current up to `lsn` (the confirmed position read before a refresh); never moves backwards. */
-export async function advanceDwsCursor(db: Db, pipelineId: string, lsn: string): Promise<void> {
+/**
+ * DWS is current up to `lsn` (the confirmed position of `epoch` read before a refresh); never moves backwards, and
+ * a refresh of an earlier epoch leaves a newer epoch's cursor alone.
+ */
+export async function advanceDwsCursor(
+  db: Db,
+  pipelineId: string,
+  epoch: string,
+  lsn: string,
+): Promise<void> {
   await db.query(
-    `UPDATE stategrid_checkpoint SET dws_lsn = GREATEST(dws_lsn, $2::pg_lsn) WHERE pipeline_id = $1`,
-    [pipelineId, lsn],
+    `INSERT INTO stategrid_dws_cursor AS d (pipeline_id, epoch, dws_lsn) VALUES ($1, $2, $3::pg_lsn)
+     ON CONFLICT (pipeline_id) DO UPDATE
+       SET dws_lsn = CASE WHEN d.epoch = excluded.epoch THEN GREATEST(d.dws_lsn, excluded.dws_lsn)
+                     ELSE excluded.dws_lsn END,
+           epoch = excluded.epoch
+       WHERE d.epoch <= excluded.epoch`,
+    [pipelineId, epoch, lsn],
   );
 }

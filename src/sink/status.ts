@@ -65,6 +65,7 @@ export async function truncateSink(db: pg.ClientBase): Promise<void> {
   const tables = [
     ...COUNTED_TABLES,
     'stategrid_checkpoint',
+    'stategrid_dws_cursor',
     'stategrid_dead_letter',
     'stategrid_dws_dirty',
     'stategrid_dws_delta',

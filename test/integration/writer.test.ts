@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Change } from '../../src/cdc/changes';
 import { withTransaction } from '../../src/db/client';
+import { advanceDwsCursor, lockCheckpoint, readCheckpoint, resetCheckpoint } from '../../src/sink/checkpoint';
 import {
   applyChangeBatch,
   applyConsumptionsAtCheckpoint,
@@ -40,6 +41,7 @@ describe('sink writer, one-statement batches', function () {
 
   const cleanUp = async () => {
     await t.q(`DELETE FROM stategrid_checkpoint WHERE pipeline_id = $1`, [pipeline]);
+    await t.q(`DELETE FROM stategrid_dws_cursor WHERE pipeline_id = $1`, [pipeline]);
     await t.q(`DELETE FROM ods_change_log WHERE commit_lsn = $1::pg_lsn`, ['FF/0']);
     await t.q(`DELETE FROM stategrid_dead_letter WHERE lsn = $1::pg_lsn`, ['FF/0']);
     for (const table of ['ods_power_consumption', 'dwd_power_consumption_detail'])
@@ -156,5 +158,27 @@ describe('sink writer, one-statement batches', function () {
       null,
     );
     assert.equal(prepareConsumptions([]), null);
+  });
+  it('keeps the DWS cursor beside the checkpoint: never waits for a batch, never moves back, per epoch', async () => {
+    const dwsLsn = async () => (await readCheckpoint(t.db, pipeline))!.dws_lsn;
+    assert.equal(await dwsLsn(), '0/0');
+    // A batch holds the checkpoint row for its whole transaction; the refresh's cursor write goes past it.
+    await withTransaction(t.db, async (batch) => {
+      await lockCheckpoint(batch, pipeline);
+      await withTransaction(t.db, async (refresh) => {
+        await refresh.query(`SET LOCAL lock_timeout = '2s'`);
+        await advanceDwsCursor(refresh, pipeline, epoch, 'FF/10');
+      });
+    });
+    assert.equal(await dwsLsn(), 'FF/10');
+    await advanceDwsCursor(t.db, pipeline, epoch, 'FF/8');
+    assert.equal(await dwsLsn(), 'FF/10', 'the cursor never moves back');
+    // A new epoch starts at 0/0; a refresh of the old epoch still running changes nothing of it.
+    const next = await resetCheckpoint(t.db, pipeline, 'snapshot');
+    assert.equal(await dwsLsn(), '0/0');
+    await advanceDwsCursor(t.db, pipeline, epoch, 'FF/20');
+    assert.equal(await dwsLsn(), '0/0');
+    await advanceDwsCursor(t.db, pipeline, next, '1/0');
+    assert.equal(await dwsLsn(), '1/0');
   });
 });
