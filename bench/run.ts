@@ -234,6 +234,20 @@ function workerPeakRssMb(cfg: AppConfig): number {
 }
 
 /**
+ * Rows written to dws_user_ranking so far (inserted, updated, deleted), from the statistics collector: a row
+ * streamed into a partition moves its user up past others, each a rank rewritten. Statistics reach the collector
+ * within a second of a commit, so this waits that long first.
+ */
+async function rankingRowsWritten(cfg: AppConfig): Promise<number> {
+  await new Promise((r) => setTimeout(r, 1500));
+  const [row] = await sinkSql<{ n: string }>(
+    cfg,
+    `SELECT n_tup_ins + n_tup_upd + n_tup_del AS n FROM pg_stat_user_tables WHERE relname = 'dws_user_ranking'`,
+  );
+  return Number(row.n);
+}
+
+/**
  * The spread scenario of issue 15: users in 10 regions, the snapshot's consumptions over 30 days, the watermark
  * moved to the last day (29 days closed), then `streamRows` more in `txRows`-row transactions over the same 30
  * days: nearly every streamed row is a late correction of a closed (day, region) partition. Reports ODS+DWD and
@@ -267,6 +281,7 @@ async function spreadScenario(
 
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
+  const rankingBefore = await rankingRowsWritten(cfg);
   t0 = process.hrtime.bigint();
   await insertSpreadConsumptions(cfg, marker + 1, marker + sizes.streamRows, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
@@ -276,6 +291,7 @@ async function spreadScenario(
   if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('spread: not caught up after streaming');
   const dwsS = seconds(t0);
   const revisions = await sinkSql<{ n: string }>(cfg, `SELECT count(*) AS n FROM dws_revision`);
+  const rankingWrites = (await rankingRowsWritten(cfg)) - rankingBefore;
   await mustEqualSource(cfg, PIPELINE, 'spread');
 
   // 5,000 rows/s offered over the same spread (50-row transactions every 10 ms, nearly all of them late
@@ -319,6 +335,11 @@ async function spreadScenario(
     },
     { name: 'spread: DWS lag after the last commit', ours: dwsS - writeS, unit: 's', target: '< 3 s' },
     { name: 'spread: DWS current after ODS+DWD current', ours: dwsS - odsS, unit: 's' },
+    {
+      name: 'spread: dws_user_ranking rows written per streamed row (ranks shifted)',
+      ours: rankingWrites / sizes.streamRows,
+      unit: 'rows',
+    },
     { name: 'spread: streaming CPU per row, all processes', ours: cpuUs, unit: 'us' },
     {
       name: `spread @5k rows/s for ${steadyS} s: commit -> DWS current p50`,
