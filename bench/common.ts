@@ -229,7 +229,9 @@ export async function sampleDwsCursor(
   let done = false;
   void stop.finally(() => (done = true));
   await withClient(cfg.sinkUrl, async (c) => {
-    while (!done) {
+    // One more sample after `stop`: the cursor's last move (what made the pipeline caught up) is always seen.
+    for (;;) {
+      const last = done;
       const { rows } = await c.query<{ lsn: string; at: string }>(
         `SELECT dws_lsn::text AS lsn, extract(epoch FROM clock_timestamp())::text AS at FROM stategrid_dws_cursor
          WHERE pipeline_id = $1`,
@@ -237,6 +239,7 @@ export async function sampleDwsCursor(
       );
       if (rows[0] && samples[samples.length - 1]?.lsn !== rows[0].lsn)
         samples.push({ at: Number(rows[0].at), lsn: rows[0].lsn });
+      if (last) break;
       await new Promise((r) => setTimeout(r, 100));
     }
   });
