@@ -25,27 +25,23 @@ const COLUMNS: [name: string, typeOid: number, flags: number][] = [
 /** A pgoutput message: its one-byte tag, then the fields in network byte order. */
 class MessageWriter {
   private parts: Buffer[] = [];
-  byte(v: number) {
-    this.parts.push(Buffer.from([v]));
+  private fixed(size: number, write: (b: Buffer) => void) {
+    const b = Buffer.alloc(size);
+    write(b);
+    this.parts.push(b);
     return this;
+  }
+  byte(v: number) {
+    return this.fixed(1, (b) => b.writeUInt8(v));
   }
   int16(v: number) {
-    const b = Buffer.alloc(2);
-    b.writeInt16BE(v);
-    this.parts.push(b);
-    return this;
+    return this.fixed(2, (b) => b.writeInt16BE(v));
   }
   int32(v: number) {
-    const b = Buffer.alloc(4);
-    b.writeInt32BE(v);
-    this.parts.push(b);
-    return this;
+    return this.fixed(4, (b) => b.writeInt32BE(v));
   }
   int64(v: bigint) {
-    const b = Buffer.alloc(8);
-    b.writeBigInt64BE(v);
-    this.parts.push(b);
-    return this;
+    return this.fixed(8, (b) => b.writeBigInt64BE(v));
   }
   cstring(s: string) {
     this.parts.push(Buffer.from(s + '\0'));
