@@ -110,8 +110,16 @@ export class ReplicationStream {
 
   // ---- protocol events ----
 
-  private async onData(message: unknown): Promise<void> {
-    if (!this.attached) await this.whenAttached.promise;
+  /**
+   * Synchronous unless the handler has to wait (detached, or a full batch): a promise per message is a measurable
+   * share of the worker's CPU per streamed row, and the library's queue awaits whatever the handler returns.
+   */
+  private onData(message: unknown): Promise<void> | void {
+    if (!this.attached) return this.whenAttached.promise.then(() => this.handleData(message));
+    return this.handleData(message);
+  }
+
+  private handleData(message: unknown): Promise<void> | void {
     this.handled += 1;
     if (this.failure) return;
     const ev = this.decoder.decode(message);
@@ -131,7 +139,11 @@ export class ReplicationStream {
       default:
         return;
     }
-    // Back-pressure: a full batch waits for the reader; meanwhile the library pauses the walsender's socket.
+    if (this.pending.length >= this.maxBatchRows && !this.closed) return this.waitForReader();
+  }
+
+  /** Back-pressure: a full batch waits for the reader; meanwhile the library pauses the walsender's socket. */
+  private async waitForReader(): Promise<void> {
     while (this.pending.length >= this.maxBatchRows && !this.closed) {
       this.wakeReader();
       await new Promise<void>((r) => (this.handlerWaiting = r));

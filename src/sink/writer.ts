@@ -216,16 +216,30 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
  * final rows back from it, so each row is serialized once per batch).
  */
 function changeLogJson(changes: Change[]): string {
-  const lsnText = lastLsnText();
-  const entries = changes.map((c) => {
-    const head = `{"commit_lsn":"${lsnText(c.txLsn)}","seq":${c.seq},"commit_time":${JSON.stringify(c.commitTime)},`;
-    if (c.kind !== 'row')
-      return `${head}"table_name":${JSON.stringify(c.tables.join(','))},"op":"T","row_data":${JSON.stringify({ tables: c.tables })},"old_key":null}`;
-    const rowData = JSON.stringify(c.row);
+  // The changes of one transaction share their position head (LSN text and commit time): built once per transaction.
+  let headLsn = -1n;
+  let headTime: string | null = null;
+  let lsnPart = '';
+  let timePart = '';
+  let out = '[';
+  for (let i = 0; i < changes.length; i++) {
+    const c = changes[i];
+    if (c.txLsn !== headLsn || c.commitTime !== headTime) {
+      headLsn = c.txLsn;
+      headTime = c.commitTime;
+      lsnPart = `{"commit_lsn":"${formatLsn(c.txLsn)}","seq":`;
+      timePart = `,"commit_time":${JSON.stringify(c.commitTime)},`;
+    }
+    if (i > 0) out += ',';
+    out += lsnPart + c.seq + timePart;
+    if (c.kind !== 'row') {
+      out += `"table_name":${JSON.stringify(c.tables.join(','))},"op":"T","row_data":${JSON.stringify({ tables: c.tables })},"old_key":null}`;
+      continue;
+    }
     const oldKey = c.oldKey === undefined ? 'null' : JSON.stringify({ [PRIMARY_KEY[c.table]]: c.oldKey });
-    return `${head}"table_name":"${c.table}","op":"${c.op}","row_data":${rowData},"old_key":${oldKey}}`;
-  });
-  return `[${entries.join(',')}]`;
+    out += `"table_name":"${c.table}","op":"${c.op}","row_data":${JSON.stringify(c.row)},"old_key":${oldKey}}`;
+  }
+  return out + ']';
 }
 
 type DeadLetter = {
@@ -245,15 +259,18 @@ function summarizeRows(
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: DeadLetter[] = [];
   const days = new Set(result.days);
-  for (const [at, c] of changes.entries()) {
+  let lastDay: string | null = null;
+  for (let at = 0; at < changes.length; at++) {
+    const c = changes[at];
     if (c.kind !== 'row') continue;
     const key = c.row[PRIMARY_KEY[c.table]];
     if (key === null || key === undefined) throw new Error(`change without primary key on ${c.table}`);
-    const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false, at };
-    if (c.oldKey !== undefined) states[c.table].set(c.oldKey, deleted);
-    if (c.op === 'D') {
-      states[c.table].set(key, deleted);
-    } else {
+    if (c.oldKey !== undefined || c.op === 'D') {
+      const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false, at };
+      if (c.oldKey !== undefined) states[c.table].set(c.oldKey, deleted);
+      if (c.op === 'D') states[c.table].set(key, deleted);
+    }
+    if (c.op !== 'D') {
       const reason = invalidReason(c.table, c.row);
       states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason, at });
       if (reason) {
@@ -262,7 +279,8 @@ function summarizeRows(
       } else if (c.table === 'power_consumption') {
         const eventTime = c.row.consumption_date as string;
         if (result.maxEventTime === null || eventTime > result.maxEventTime) result.maxEventTime = eventTime;
-        days.add(eventTime.slice(0, 10));
+        // Rows of a batch mostly share their day: slice and hash only when it changes.
+        if (lastDay === null || !eventTime.startsWith(lastDay)) days.add((lastDay = eventTime.slice(0, 10)));
       }
     }
     result.perTable[c.table] += 1;
