@@ -11,7 +11,9 @@
  */
 import { decoderFor } from '../src/cdc/decoders';
 import type { Change } from '../src/cdc/changes';
+import { nextRowChange, type OpenTransaction } from '../src/cdc/replication-stream';
 import { prepareConsumptions } from '../src/sink/writer';
+import { percentile } from './common';
 
 const RELATION_OID = 16390;
 const COLUMNS: [name: string, typeOid: number, flags: number][] = [
@@ -105,26 +107,13 @@ function runRound(messages: Buffer[], batchRows: number): StageCpu {
   const parse = cpuMicros() - t;
 
   t = cpuMicros();
-  let tx: { lsn: bigint; seq: number; commitTime: string | null } | null = null;
+  let tx: OpenTransaction | null = null;
   const changes: Change[] = [];
   for (const message of parsed) {
     const ev = decoder.decode(message);
     if (ev.type === 'begin') tx = { lsn: ev.txLsn, seq: 0, commitTime: ev.commitTime };
     else if (ev.type === 'commit') tx = null;
-    else if (ev.type === 'change' && tx) {
-      tx.seq += 1;
-      const { table, op, row, oldKey } = ev;
-      changes.push({
-        kind: 'row',
-        table,
-        op,
-        row,
-        oldKey,
-        txLsn: tx.lsn,
-        seq: tx.seq,
-        commitTime: tx.commitTime,
-      });
-    }
+    else if (ev.type === 'change' && tx) changes.push(nextRowChange(tx, ev));
   }
   const decode = cpuMicros() - t;
 
@@ -142,7 +131,7 @@ function cpuMicros(): number {
   return u.user + u.system;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const median = (values: number[]) => percentile(values, 0.5);
 
 function main() {
   const rows = Number(process.argv[2] ?? 100_000);

@@ -30,7 +30,26 @@ export type StreamTarget = {
 /** How often an idle slot may be confirmed forward: the checkpoint write itself makes WAL the next keepalive reports. */
 const IDLE_CONFIRM_MS = 5000;
 
-type OpenTransaction = { lsn: bigint; seq: number; commitTime: string | null };
+/** The transaction being decoded: its position, commit time and the number of its last change. */
+export type OpenTransaction = { lsn: bigint; seq: number; commitTime: string | null };
+
+/** The next row change of `tx`, numbered by its place in the transaction (seq). */
+export function nextRowChange(
+  tx: OpenTransaction,
+  ev: Extract<StreamEvent, { type: 'change' }>,
+): RowChange & Change {
+  tx.seq += 1;
+  return {
+    kind: 'row',
+    table: ev.table,
+    op: ev.op,
+    row: ev.row,
+    oldKey: ev.oldKey,
+    txLsn: tx.lsn,
+    seq: tx.seq,
+    commitTime: tx.commitTime,
+  };
+}
 
 /** A pending change that carries its table's column list as the plugin gave it, types not yet looked up. */
 type UnresolvedColumns = { change: RowChange; refs: ColumnRef[] };
@@ -160,18 +179,7 @@ export class ReplicationStream {
   }
 
   private onChange(ev: Extract<StreamEvent, { type: 'change' }>) {
-    const tx = this.inTransaction();
-    tx.seq += 1;
-    const change: RowChange & Change = {
-      kind: 'row',
-      table: ev.table,
-      op: ev.op,
-      row: ev.row,
-      oldKey: ev.oldKey,
-      txLsn: tx.lsn,
-      seq: tx.seq,
-      commitTime: tx.commitTime,
-    };
+    const change = nextRowChange(this.inTransaction(), ev);
     // A column list is not a change of its own: it takes no seq, so replays number changes alike.
     if (ev.columns) this.pendingColumns.push({ change, refs: ev.columns });
     this.push(change);
