@@ -71,24 +71,10 @@ CREATE TABLE IF NOT EXISTS dws_region_daily_stats (
   PRIMARY KEY (stat_date, region_id, region_name)
 );
 
-CREATE TABLE IF NOT EXISTS dws_user_ranking (
-  stat_date         DATE NOT NULL,
-  user_id           BIGINT NOT NULL,
-  user_name         VARCHAR(100),
-  region_id         INT NOT NULL,
-  region_name       VARCHAR(50) NOT NULL,
-  total_consumption NUMERIC(20, 2) NOT NULL,
-  total_cost        NUMERIC(20, 2) NOT NULL,
-  ranking           INT NOT NULL,
-  is_final          BOOLEAN NOT NULL DEFAULT false,
-  updated_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
-  PRIMARY KEY (stat_date, user_id)
-) WITH (fillfactor = 70);
-CREATE INDEX IF NOT EXISTS dws_user_ranking_region_idx ON dws_user_ranking (stat_date, region_id, ranking);
-
 -- Per-user day totals of DWD, the grouping behind both DWS tables, maintained by the DWS refresher from the deltas
 -- batches leave (docs/data-semantics.md#dws-grouping-and-ranking). A row with detail_rows = 0 is a user who left
--- the partition; the refresh that empties it deletes it. Names are part of the key: a rename moves the user's rows.
+-- the partition (the ranking view skips it); the next whole-partition recompute deletes it. Names are part of the
+-- key: a rename moves the user's rows.
 CREATE TABLE IF NOT EXISTS dws_user_day_total (
   stat_date         DATE NOT NULL,
   region_id         INT NOT NULL,
@@ -99,10 +85,11 @@ CREATE TABLE IF NOT EXISTS dws_user_day_total (
   total_cost        NUMERIC(20, 2) NOT NULL,
   detail_rows       BIGINT NOT NULL,
   max_consumption   NUMERIC(12, 2),
+  updated_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (stat_date, region_id, user_id, region_name, user_name)
 ) WITH (fillfactor = 70);
--- Every refresh rewrites the totals and ranks of the users it touched: free room on each page lets most of these
--- updates stay on their page without new index entries (HOT); full pages made four in five of them non-HOT.
+-- Every refresh rewrites the totals of the users it touched: free room on each page lets most of these updates
+-- stay on their page without new index entries (HOT); full pages made four in five of them non-HOT.
 
 -- DWD row changes not yet in dws_user_day_total: each batch appends, in its own transaction, its detail rows
 -- before the change (rows < 0) and after it (rows > 0); the refresher deletes what it applies in the transaction
@@ -171,6 +158,27 @@ CREATE TABLE IF NOT EXISTS stategrid_window (
   revisions   INT NOT NULL DEFAULT 0
 );
 
+-- An earlier version kept dws_user_ranking as a table: every refresh rewrote each rank a change shifted, which
+-- with changes spread over many partitions is most of the table (Flink's Top-N pays the same). It is a view now.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('dws_user_ranking') AND relkind = 'r') THEN
+    DROP TABLE dws_user_ranking;
+  END IF;
+END $$;
+ALTER TABLE dws_user_day_total ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT NULL DEFAULT now();
+
+-- Ranks computed when read, from the per-user day totals the refresher keeps current: a change costs one total,
+-- not the ranks it shifts. A filter on stat_date and region_id (the window's partition) reaches the totals' key,
+-- so reading a (day, region) reads that partition only. updated_at: when the user's total last changed.
+CREATE OR REPLACE VIEW dws_user_ranking AS
+SELECT t.stat_date, t.user_id, t.user_name, t.region_id, t.region_name, t.total_consumption, t.total_cost,
+  (row_number() OVER (PARTITION BY t.stat_date, t.region_id ORDER BY t.total_consumption DESC, t.user_id))::int
+    AS ranking,
+  COALESCE(w.is_final, false) AS is_final, t.updated_at
+FROM dws_user_day_total t LEFT JOIN stategrid_window w ON w.stat_date = t.stat_date
+WHERE t.detail_rows > 0;
+
 CREATE TABLE IF NOT EXISTS dws_revision (
   id         BIGSERIAL PRIMARY KEY,
   stat_date  DATE NOT NULL,
@@ -187,7 +195,6 @@ ALTER TABLE stategrid_checkpoint ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL 
 ALTER TABLE stategrid_checkpoint DROP COLUMN IF EXISTS dws_lsn;
 -- Applies to pages written from now on (a VACUUM FULL repacks the others).
 ALTER TABLE dws_user_day_total SET (fillfactor = 70);
-ALTER TABLE dws_user_ranking SET (fillfactor = 70);
 
 -- One row per `verify` run (command or scheduled workflow): what differed, so status shows the last result.
 CREATE TABLE IF NOT EXISTS stategrid_verify_run (

@@ -17,8 +17,7 @@ export function windowActivities({ sink }: ActivityDeps) {
         date: r.date,
         partitions: r.partitions,
         statsChanged: r.statsChanged,
-        rankingChanged: r.rankingChanged,
-        drift: r.statsChanged + r.rankingChanged + r.totalsDrift,
+        drift: r.statsChanged + r.totalsDrift,
         revisions: r.revisions,
       };
     },

@@ -76,12 +76,14 @@ export const ODS_RESERVED_NAMES: readonly string[] = [
 /** User columns a DWD consumption detail takes from the current valid user row (the LEFT JOIN). */
 export const USER_ENRICHMENT = ['user_name', 'region_id', 'region_name', 'usage_type'] as const;
 
-/** Sink tables that hold pipeline data (emptied together by a re-snapshot or a test reset). */
+/**
+ * Sink tables that hold pipeline data (emptied together by a re-snapshot or a test reset). dws_user_ranking is a
+ * view over the per-user day totals (sql/03_sink.sql), emptied with them.
+ */
 export const LAYER_TABLES = [
   USER_TABLE.ods,
   CONSUMPTION_TABLE.ods,
   USER_TABLE.dwd,
   CONSUMPTION_TABLE.dwd,
   'dws_region_daily_stats',
-  'dws_user_ranking',
 ] as const;

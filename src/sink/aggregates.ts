@@ -11,7 +11,6 @@ import * as dws from './dws';
 export type RefreshResult = {
   partitions: number;
   statsChanged: number;
-  rankingChanged: number;
   revisions: number;
   /** Changes that arrived for days whose window was already closed (final). */
   lateEvents?: number;
@@ -23,7 +22,7 @@ type Partitions = { dates: string[]; regions: number[] };
 /** DWD rows changed per day, from the deltas or dirty marks a refresh took (late events when the day is final). */
 type ChangesByDay = Map<string, number>;
 
-const NOTHING: RefreshResult = { partitions: 0, statsChanged: 0, rankingChanged: 0, revisions: 0 };
+const NOTHING: RefreshResult = { partitions: 0, statsChanged: 0, revisions: 0 };
 
 const distinct = <T>(values: T[]) => [...new Set(values)];
 
@@ -31,12 +30,51 @@ function addChanges(into: ChangesByDay, byDay: Record<string, number | string>):
   for (const [day, n] of Object.entries(byDay)) into.set(day, (into.get(day) ?? 0) + Number(n));
 }
 
-async function applyDeltas(client: pg.ClientBase, changes: ChangesByDay): Promise<Partitions> {
-  const { rows } = await client.query<{ dates: string[]; regions: number[]; changes_by_day: object }>(
-    dws.APPLY_DELTAS,
-  );
+/** What the deltas did to a region stats group (day, region id and name); see dws.STATS_FROM_DELTAS. */
+type GroupChange = { stat_date: string; region_id: number; region_name: string };
+/** What APPLY_DELTAS leaves for STATS_FROM_DELTAS: the groups it moved and the totals it emptied (keys). */
+type Applied = { groups: GroupChange[]; emptied: object[] };
+
+async function applyDeltas(client: pg.ClientBase, changes: ChangesByDay): Promise<Applied> {
+  const { rows } = await client.query<Applied & { changes_by_day: object }>(dws.APPLY_DELTAS);
   addChanges(changes, rows[0].changes_by_day as Record<string, string>);
-  return { dates: rows[0].dates, regions: rows[0].regions };
+  return { groups: rows[0].groups, emptied: rows[0].emptied };
+}
+
+type Refreshed = { result: RefreshResult; revisionsByDay: Record<string, number> };
+
+const partitionCount = (dates: string[], regions: number[]) =>
+  new Set(dates.map((d, i) => `${d}/${regions[i]}`)).size;
+
+/**
+ * Region stats of the groups moved by their deltas, except in partitions recomputed whole (`skip`, which also
+ * deletes their emptied totals).
+ */
+async function statsFromDeltas(
+  client: pg.ClientBase,
+  applied: Applied,
+  skip: Partitions,
+  reason: string,
+): Promise<Refreshed> {
+  const skipped = new Set(skip.dates.map((d, i) => `${d}/${skip.regions[i]}`));
+  const moved = applied.groups.filter((g) => !skipped.has(`${g.stat_date}/${g.region_id}`));
+  if (!moved.length) return { result: NOTHING, revisionsByDay: {} };
+  const { rows } = await client.query(dws.STATS_FROM_DELTAS, [
+    JSON.stringify(moved),
+    reason,
+    JSON.stringify(applied.emptied),
+  ]);
+  return {
+    result: {
+      partitions: partitionCount(
+        moved.map((g) => g.stat_date),
+        moved.map((g) => g.region_id),
+      ),
+      statsChanged: rows[0].stats_changed,
+      revisions: rows[0].revisions,
+    },
+    revisionsByDay: rows[0].revisions_by_day,
+  };
 }
 
 /** Rebuilds the partitions' per-user totals from DWD; returns the totals the incremental state got wrong. */
@@ -62,19 +100,31 @@ async function refreshPartitions(
   client: pg.ClientBase,
   parts: Partitions,
   reason: string,
-): Promise<{ result: RefreshResult; revisionsByDay: Record<string, number> }> {
+): Promise<Refreshed> {
   if (!parts.dates.length) return { result: NOTHING, revisionsByDay: {} };
-  // Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only).
-  await client.query(dws.ENOUGH_WORK_MEM);
   const { rows } = await client.query(dws.REFRESH_PARTITIONS, [parts.dates, parts.regions, reason]);
   return {
     result: {
-      partitions: new Set(parts.dates.map((d, i) => `${d}/${parts.regions[i]}`)).size,
+      partitions: partitionCount(parts.dates, parts.regions),
       statsChanged: rows[0].stats_changed,
-      rankingChanged: rows[0].ranking_changed,
       revisions: rows[0].revisions,
     },
     revisionsByDay: rows[0].revisions_by_day,
+  };
+}
+
+/** Both refresh paths' results as one: they cover different partitions. */
+function together(a: Refreshed, b: Refreshed): Refreshed {
+  const revisionsByDay = { ...a.revisionsByDay };
+  for (const [day, n] of Object.entries(b.revisionsByDay))
+    revisionsByDay[day] = (revisionsByDay[day] ?? 0) + n;
+  return {
+    result: {
+      partitions: a.result.partitions + b.result.partitions,
+      statsChanged: a.result.statsChanged + b.result.statsChanged,
+      revisions: a.result.revisions + b.result.revisions,
+    },
+    revisionsByDay,
   };
 }
 
@@ -90,11 +140,10 @@ async function catchUp(client: pg.ClientBase): Promise<RefreshResult> {
   const changes: ChangesByDay = new Map();
   await rebuildTotals(client, marked, changes);
   const applied = await applyDeltas(client, changes);
-  const touched = {
-    dates: [...marked.dates, ...applied.dates],
-    regions: [...marked.regions, ...applied.regions],
-  };
-  const refreshed = await refreshPartitions(client, touched, 'late data');
+  const refreshed = together(
+    await refreshPartitions(client, marked, 'late data'),
+    await statsFromDeltas(client, applied, marked, 'late data'),
+  );
   await dropTakenMarks(client, marks, changes);
   const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
   return { ...refreshed.result, lateEvents };

@@ -78,7 +78,7 @@ export class DwsRefresher {
     }
   }
 
-  /** A refresh recomputes whole (day, region) partitions: big ones are spaced out to about a third of the time. */
+  /** A long refresh (e.g. partitions rebuilt after a snapshot) is spaced out to about a third of the time. */
   private due(intervalMs: number): boolean {
     return Date.now() - this.lastStart >= Math.max(intervalMs, 2 * this.lastMs);
   }

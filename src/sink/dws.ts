@@ -28,18 +28,18 @@ const TOTALS_FROM_DWD = `
  * Applies every delta batches have committed to the per-user day totals and deletes it, in one statement: one
  * snapshot for the deltas taken and the DWD rows a shrinking max is recomputed from, and one transaction with
  * the deletion, so each delta counts exactly once. Sums and row counts add up; a max only grows by a delta, and
- * is recomputed from the user's DWD rows of that day when a row at or above it left. Returns the partitions
- * touched and the DWD rows changed per day (late events, when the day is closed).
+ * is recomputed from the user's DWD rows of that day when a row at or above it left. Returns, per region stats
+ * group (day, region id and name), what the change does to its row (`groups`, see STATS_FROM_DELTAS), the totals
+ * it emptied (users who left a group, deleted by STATS_FROM_DELTAS) and the DWD rows changed per day (late events,
+ * when the day is closed).
  */
 export const APPLY_DELTAS = `
 WITH taken AS MATERIALIZED (DELETE FROM stategrid_dws_delta RETURNING *),
-by_amount AS (
-  SELECT ${TOTALS_KEY}, amount, sum(rows) AS n, sum(rows * cost) AS cost, sum(abs(rows)) AS touched
-  FROM taken GROUP BY 1, 2, 3, 4, 5, 6),
 net AS MATERIALIZED (
-  SELECT ${TOTALS_KEY}, sum(n * amount) AS total_consumption, sum(cost) AS total_cost, sum(n) AS detail_rows,
-    max(amount) FILTER (WHERE n > 0) AS added_max, max(amount) FILTER (WHERE n < 0) AS removed_max
-  FROM by_amount GROUP BY 1, 2, 3, 4, 5),
+  SELECT ${TOTALS_KEY}, sum(rows * amount) AS total_consumption, sum(rows * cost) AS total_cost,
+    sum(rows) AS detail_rows, max(amount) FILTER (WHERE rows > 0) AS added_max,
+    max(amount) FILTER (WHERE rows < 0) AS removed_max, sum(abs(rows)) AS touched
+  FROM taken GROUP BY 1, 2, 3, 4, 5),
 updated AS (
   UPDATE dws_user_day_total t SET total_consumption = t.total_consumption + n.total_consumption,
     total_cost = t.total_cost + n.total_cost, detail_rows = t.detail_rows + n.detail_rows,
@@ -49,24 +49,43 @@ updated AS (
         SELECT max(d.consumption_amount) FROM ${CONSUMPTION_TABLE.dwd} d
         WHERE d.user_id = t.user_id AND d.consumption_date::date = t.stat_date AND d.region_id = t.region_id
           AND d.region_name = t.region_name AND d.user_name = t.user_name)
-      ELSE GREATEST(t.max_consumption, n.added_max) END
+      ELSE GREATEST(t.max_consumption, n.added_max) END,
+    updated_at = now()
   FROM net n
   WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
     = (n.stat_date, n.region_id, n.user_id, n.region_name, n.user_name)
-  RETURNING 1),
+  RETURNING t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name, t.detail_rows,
+    t.detail_rows - n.detail_rows AS rows_before),
 inserted AS (
   INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, added_max FROM net n
   WHERE n.detail_rows <> 0 AND NOT EXISTS (SELECT 1 FROM dws_user_day_total t
     WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
       = (n.stat_date, n.region_id, n.user_id, n.region_name, n.user_name))
-  RETURNING 1),
-parts AS (SELECT DISTINCT stat_date, region_id FROM net)
+  RETURNING stat_date, region_id, region_name, detail_rows),
+-- Per group: its sums' change, users who joined (first row) or left (last row gone), the largest amount added
+-- and removed. Amounts as text: the groups pass through the worker as JSON, where a number would be a float.
+groups AS (
+  SELECT stat_date, region_id, region_name, sum(total_consumption)::text AS total_consumption,
+    sum(total_cost)::text AS total_cost, max(added_max)::text AS added_max,
+    max(removed_max)::text AS removed_max, sum(users) AS users
+  FROM (
+    SELECT stat_date, region_id, region_name, total_consumption, total_cost, added_max, removed_max, 0 AS users
+    FROM net
+    UNION ALL
+    SELECT stat_date, region_id, region_name, 0, 0, NULL, NULL,
+      CASE WHEN rows_before <= 0 AND detail_rows > 0 THEN 1 WHEN rows_before > 0 AND detail_rows <= 0 THEN -1
+        ELSE 0 END
+    FROM updated
+    UNION ALL
+    SELECT stat_date, region_id, region_name, 0, 0, NULL, NULL, 1 FROM inserted WHERE detail_rows > 0) x
+  GROUP BY 1, 2, 3)
 SELECT (SELECT count(*) FROM updated)::int + (SELECT count(*) FROM inserted)::int AS totals_changed,
-  (SELECT coalesce(array_agg(stat_date::text), '{}') FROM parts) AS dates,
-  (SELECT coalesce(array_agg(region_id), '{}') FROM parts) AS regions,
+  (SELECT coalesce(jsonb_agg(g), '[]') FROM groups g) AS groups,
+  (SELECT coalesce(jsonb_agg(to_jsonb(u) - 'detail_rows' - 'rows_before'), '[]') FROM updated u
+    WHERE u.detail_rows = 0) AS emptied,
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
-    (SELECT stat_date::text, sum(touched)::bigint AS n FROM by_amount GROUP BY 1) x) AS changes_by_day`;
+    (SELECT stat_date::text, sum(touched)::bigint AS n FROM net GROUP BY 1) x) AS changes_by_day`;
 
 /**
  * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
@@ -110,7 +129,8 @@ upserted AS (
   INSERT INTO dws_user_day_total AS t (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM fresh
   ON CONFLICT (${TOTALS_KEY}) DO UPDATE SET total_consumption = EXCLUDED.total_consumption,
-    total_cost = EXCLUDED.total_cost, detail_rows = EXCLUDED.detail_rows, max_consumption = EXCLUDED.max_consumption
+    total_cost = EXCLUDED.total_cost, detail_rows = EXCLUDED.detail_rows, max_consumption = EXCLUDED.max_consumption,
+    updated_at = now()
   WHERE (t.total_consumption, t.total_cost, t.detail_rows, t.max_consumption)
     IS DISTINCT FROM (EXCLUDED.total_consumption, EXCLUDED.total_cost, EXCLUDED.detail_rows, EXCLUDED.max_consumption)
   RETURNING 1)
@@ -119,56 +139,25 @@ SELECT (SELECT count(*) FROM sums_drift)::int + (SELECT count(*) FROM max_drift)
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
     (SELECT stat_date::text, sum(abs(rows))::bigint AS n FROM pending GROUP BY 1) x) AS changes_by_day`;
 
+/** The region stats columns, in the order revisions record them. */
+const STATS_COLUMNS =
+  'region_id, region_name, stat_date, total_consumption, total_cost, user_count, max_consumption';
+
 /**
- * Recomputes both DWS tables for the partitions from their per-user day totals (no DWD detail row is read): the
- * totals are the ranking rows, region stats roll up from them (distinct users are the users with rows, the max
- * the largest user max). Writes only rows whose values changed, deletes totals of users who left, and returns
- * changed rows per table and revisions of closed days: one per partition and refresh, however many changes it
- * took in. $1 date[], $2 int[] (partitions), $3 revision reason.
+ * Writes the region stats rows of `after` (a CTE, one row per group, user_count 0 for a group that is gone), and
+ * a revision per partition of a closed day whose rows changed: `before` and `after` are the partition's rows
+ * (CTEs `old` and `{after}_rows`; `p` the partitions). Only rows whose values changed are written.
  */
-export const REFRESH_PARTITIONS = `
-WITH ${PARTITIONS},
-per_user AS MATERIALIZED (
-  SELECT t.stat_date, t.user_id, t.user_name, t.region_id, t.region_name, t.total_consumption, t.total_cost,
-    t.max_consumption
-  FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id
-  WHERE t.detail_rows > 0),
-emptied AS (
-  DELETE FROM dws_user_day_total t USING p
-  WHERE t.stat_date = p.stat_date AND t.region_id = p.region_id AND t.detail_rows = 0
-  RETURNING 1),
-fresh AS (
-  SELECT region_id, region_name, stat_date, sum(total_consumption) AS total_consumption,
-    sum(total_cost) AS total_cost, count(DISTINCT user_id) AS user_count, max(max_consumption) AS max_consumption
-  FROM per_user GROUP BY region_id, region_name, stat_date),
-ranked AS MATERIALIZED (
-  SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost,
-    row_number() OVER (PARTITION BY stat_date, region_id ORDER BY total_consumption DESC, user_id ASC) AS ranking
-  FROM per_user),
--- Only ranks that differ go to the upsert: ON CONFLICT locks (writes) every row it meets, even one it leaves.
-changed_ranks AS (
-  SELECT f.* FROM ranked f
-  LEFT JOIN dws_user_ranking r ON r.stat_date = f.stat_date AND r.user_id = f.user_id
-  LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
-  WHERE r.user_id IS NULL
-    OR (r.user_name, r.region_id, r.region_name, r.total_consumption, r.total_cost, r.ranking, r.is_final)
-      IS DISTINCT FROM (f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost, f.ranking,
-        COALESCE(w.is_final, false))),
-old AS (
-  SELECT s.region_id, s.region_name, s.stat_date, s.total_consumption, s.total_cost, s.user_count, s.max_consumption
-  FROM dws_region_daily_stats s JOIN p ON s.stat_date = p.stat_date AND s.region_id = p.region_id),
+const writeStats = (after: string) => `
 removed AS (
-  DELETE FROM dws_region_daily_stats s USING p
-  WHERE s.stat_date = p.stat_date AND s.region_id = p.region_id
-    -- NOT IN over a CTE is a hashed subplan; NOT EXISTS let the planner pick a nested loop over it.
-    AND (s.stat_date, s.region_id, s.region_name) NOT IN (SELECT stat_date, region_id, region_name FROM fresh)
+  DELETE FROM dws_region_daily_stats s USING ${after} f
+  WHERE (s.stat_date, s.region_id, s.region_name) = (f.stat_date, f.region_id, f.region_name) AND f.user_count <= 0
   RETURNING 1),
 upserted AS (
-  INSERT INTO dws_region_daily_stats AS s (region_id, region_name, stat_date, total_consumption, total_cost,
-    user_count, max_consumption, is_final, updated_at)
-  SELECT f.region_id, f.region_name, f.stat_date, f.total_consumption, f.total_cost, f.user_count, f.max_consumption,
-    COALESCE(w.is_final, false), now()
-  FROM fresh f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  INSERT INTO dws_region_daily_stats AS s (${STATS_COLUMNS}, is_final, updated_at)
+  SELECT ${STATS_COLUMNS.replace(/(\w+)/g, 'f.$1')}, COALESCE(w.is_final, false), now()
+  FROM ${after} f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
+  WHERE f.user_count > 0
   ON CONFLICT (stat_date, region_id, region_name) DO UPDATE SET total_consumption = EXCLUDED.total_consumption,
     total_cost = EXCLUDED.total_cost, user_count = EXCLUDED.user_count, max_consumption = EXCLUDED.max_consumption,
     is_final = EXCLUDED.is_final, updated_at = now()
@@ -178,38 +167,87 @@ upserted AS (
   RETURNING 1),
 revised AS (
   INSERT INTO dws_revision (stat_date, region_id, reason, before, after)
-  SELECT r.stat_date, r.region_id, $3, r.before, r.after FROM (
+  SELECT r.stat_date, r.region_id, $REASON, r.before, r.after FROM (
     SELECT p.stat_date, p.region_id,
       (SELECT jsonb_agg(to_jsonb(o) ORDER BY o.region_name) FROM old o
         WHERE o.stat_date = p.stat_date AND o.region_id = p.region_id) AS before,
-      (SELECT jsonb_agg(to_jsonb(f) ORDER BY f.region_name) FROM fresh f
+      (SELECT jsonb_agg(to_jsonb(f) ORDER BY f.region_name) FROM ${after}_rows f
         WHERE f.stat_date = p.stat_date AND f.region_id = p.region_id) AS after
     FROM p JOIN stategrid_window w ON w.stat_date = p.stat_date AND w.is_final) r
   WHERE r.before IS DISTINCT FROM r.after
-  RETURNING stat_date),
-removed_ranks AS (
-  DELETE FROM dws_user_ranking r USING p
-  WHERE r.stat_date = p.stat_date AND r.region_id = p.region_id
-    AND (r.stat_date, r.user_id) NOT IN (SELECT stat_date, user_id FROM ranked)
-  RETURNING 1),
-upserted_ranks AS (
-  INSERT INTO dws_user_ranking AS r (stat_date, user_id, user_name, region_id, region_name, total_consumption,
-    total_cost, ranking, is_final, updated_at)
-  SELECT f.stat_date, f.user_id, f.user_name, f.region_id, f.region_name, f.total_consumption, f.total_cost,
-    f.ranking, COALESCE(w.is_final, false), now()
-  FROM changed_ranks f LEFT JOIN stategrid_window w ON w.stat_date = f.stat_date
-  ON CONFLICT (stat_date, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, region_id = EXCLUDED.region_id,
-    region_name = EXCLUDED.region_name, total_consumption = EXCLUDED.total_consumption,
-    total_cost = EXCLUDED.total_cost, ranking = EXCLUDED.ranking, is_final = EXCLUDED.is_final, updated_at = now()
-  WHERE (r.user_name, r.region_id, r.region_name, r.total_consumption, r.total_cost, r.ranking, r.is_final)
-    IS DISTINCT FROM (EXCLUDED.user_name, EXCLUDED.region_id, EXCLUDED.region_name, EXCLUDED.total_consumption,
-      EXCLUDED.total_cost, EXCLUDED.ranking, EXCLUDED.is_final)
-  RETURNING 1)
+  RETURNING stat_date)
 SELECT (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS stats_changed,
-  (SELECT count(*) FROM removed_ranks)::int + (SELECT count(*) FROM upserted_ranks)::int AS ranking_changed,
   (SELECT count(*) FROM revised)::int AS revisions,
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
     (SELECT stat_date::text, count(*) AS n FROM revised GROUP BY 1) x) AS revisions_by_day`;
+
+const OLD_STATS = `old AS MATERIALIZED (
+  SELECT ${STATS_COLUMNS.replace(/(\w+)/g, 's.$1')}
+  FROM dws_region_daily_stats s JOIN p ON s.stat_date = p.stat_date AND s.region_id = p.region_id)`;
+
+/**
+ * Recomputes the region stats of the partitions from their per-user day totals (no DWD detail row is read):
+ * distinct users are the users with rows, the max the largest user max. Deletes totals of users who left, and
+ * returns changed rows and revisions of closed days: one per partition and refresh, however many changes it took
+ * in. The ranking is a view over the same totals (sql/03_sink.sql). $1 date[], $2 int[] (partitions), $3 revision
+ * reason.
+ */
+export const REFRESH_PARTITIONS = `
+WITH ${PARTITIONS},
+emptied AS (
+  DELETE FROM dws_user_day_total t USING p
+  WHERE t.stat_date = p.stat_date AND t.region_id = p.region_id AND t.detail_rows = 0
+  RETURNING 1),
+${OLD_STATS},
+fresh_rows AS MATERIALIZED (
+  SELECT t.region_id, t.region_name, t.stat_date, sum(t.total_consumption) AS total_consumption,
+    sum(t.total_cost) AS total_cost, count(DISTINCT t.user_id) AS user_count, max(t.max_consumption) AS max_consumption
+  FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id
+  WHERE t.detail_rows > 0
+  GROUP BY t.region_id, t.region_name, t.stat_date),
+-- Groups the partitions had and no longer have: user_count 0 deletes them.
+fresh AS (
+  SELECT * FROM fresh_rows
+  UNION ALL
+  SELECT o.region_id, o.region_name, o.stat_date, 0, 0, 0, 0 FROM old o
+  WHERE NOT EXISTS (SELECT 1 FROM fresh_rows f
+    WHERE (f.stat_date, f.region_id, f.region_name) = (o.stat_date, o.region_id, o.region_name))),
+${writeStats('fresh').replace('$REASON', '$3')}`;
+
+/**
+ * Moves the region stats rows of groups by the change APPLY_DELTAS saw in their totals: sums add up, user_count
+ * by the users who joined or left, the max grows to the largest added amount; where a row at or above the
+ * group's max left (or changed), the max is read again from the group's totals (this transaction's, after the
+ * deltas). Exact, like the whole-partition recompute the window close checks it against. Deletes the totals the
+ * deltas emptied. $1 the groups as JSON, $2 revision reason, $3 the emptied totals' keys as JSON.
+ */
+export const STATS_FROM_DELTAS = `
+WITH gone AS (
+  DELETE FROM dws_user_day_total t USING jsonb_to_recordset($3::jsonb)
+    AS x(stat_date date, region_id int, user_id bigint, region_name text, user_name text)
+  WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
+    = (x.stat_date, x.region_id, x.user_id, x.region_name, x.user_name) AND t.detail_rows = 0),
+g AS MATERIALIZED (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(stat_date date, region_id int, region_name text,
+    total_consumption numeric, total_cost numeric, users bigint, added_max numeric, removed_max numeric)),
+p AS (SELECT DISTINCT stat_date, region_id FROM g),
+${OLD_STATS},
+fresh AS MATERIALIZED (
+  SELECT g.region_id, g.region_name, g.stat_date,
+    COALESCE(o.total_consumption, 0) + g.total_consumption AS total_consumption,
+    COALESCE(o.total_cost, 0) + g.total_cost AS total_cost, COALESCE(o.user_count, 0) + g.users AS user_count,
+    CASE WHEN g.removed_max >= o.max_consumption THEN (
+      SELECT max(t.max_consumption) FROM dws_user_day_total t
+      WHERE (t.stat_date, t.region_id, t.region_name) = (g.stat_date, g.region_id, g.region_name)
+        AND t.detail_rows > 0)
+    ELSE GREATEST(o.max_consumption, g.added_max) END AS max_consumption
+  FROM g LEFT JOIN old o ON (o.stat_date, o.region_id, o.region_name) = (g.stat_date, g.region_id, g.region_name)),
+fresh_rows AS (
+  SELECT * FROM fresh WHERE user_count > 0
+  UNION ALL
+  SELECT * FROM old o WHERE NOT EXISTS (SELECT 1 FROM g
+    WHERE (g.stat_date, g.region_id, g.region_name) = (o.stat_date, o.region_id, o.region_name))),
+${writeStats('fresh').replace('$REASON', '$2')}`;
 
 /**
  * DWS writers (refresh, window close, recompute) serialize on this transaction lock; batches never take it, so a
@@ -254,8 +292,7 @@ RETURNING x.changes`;
 export const REGIONS_OF_DAY = `
 SELECT region_id FROM ${USER_TABLE.dwd} WHERE region_id IS NOT NULL
 UNION SELECT region_id FROM dws_user_day_total WHERE stat_date = $1::date
-UNION SELECT region_id FROM dws_region_daily_stats WHERE stat_date = $1::date
-UNION SELECT region_id FROM dws_user_ranking WHERE stat_date = $1::date`;
+UNION SELECT region_id FROM dws_region_daily_stats WHERE stat_date = $1::date`;
 
 export const CLOSE_WINDOW = `
 INSERT INTO stategrid_window (stat_date, is_final, closed_at, closed_by) VALUES ($1::date, true, now(), $2)
@@ -266,7 +303,6 @@ RETURNING (xmax = 0) AS newly_closed`;
 
 export const FINALIZE_DAY_ROWS = [
   `UPDATE dws_region_daily_stats SET is_final = true, updated_at = now() WHERE stat_date = $1::date AND NOT is_final`,
-  `UPDATE dws_user_ranking SET is_final = true, updated_at = now() WHERE stat_date = $1::date AND NOT is_final`,
 ];
 
 export const DROP_DIRTY_OF_DAY = `DELETE FROM stategrid_dws_dirty WHERE stat_date = $1::date`;

@@ -35,11 +35,15 @@ export type SinkFigures = {
 };
 
 const COUNTED_TABLES = [...LAYER_TABLES, 'ods_change_log'];
+// The ranking view's rows, without ranking them: one per total with rows.
+const COUNT_RANKING = `SELECT 'dws_user_ranking' AS t, count(*)::bigint AS n FROM dws_user_day_total WHERE detail_rows > 0`;
 
 export async function sinkFigures(db: pg.ClientBase, pipelineId: string): Promise<SinkFigures> {
   const checkpoint = await readCheckpoint(db, pipelineId);
   const counts = await db.query(
-    COUNTED_TABLES.map((t) => `SELECT '${t}' AS t, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL '),
+    [...COUNTED_TABLES.map((t) => `SELECT '${t}' AS t, count(*)::bigint AS n FROM ${t}`), COUNT_RANKING].join(
+      ' UNION ALL ',
+    ),
   );
   const extra = await db.query(`SELECT ${DEAD_LETTERS}, ${ORPHANS},
     (SELECT COALESCE(sum(late_events), 0) FROM stategrid_window)::bigint AS late_events,

@@ -110,7 +110,6 @@ export type RecomputeResult = {
   date: string;
   partitions: number;
   statsChanged: number;
-  rankingChanged: number;
   drift: number;
   revisions: number;
 };
@@ -179,7 +178,6 @@ export type DayWindowResult = {
   date: string;
   partitions: number;
   statsChanged: number;
-  rankingChanged: number;
   revisions: number;
   lateEvents?: number;
   newlyClosed?: boolean;

@@ -52,7 +52,8 @@ describe('daily recomputation and schedule', function () {
       `UPDATE dws_region_daily_stats SET total_consumption = 0 WHERE stat_date = $1 AND region_id = 1`,
       [yesterday],
     );
-    await t.q(`DELETE FROM dws_user_ranking WHERE stat_date = $1 AND user_id = 2`, [yesterday]);
+    // dws_user_ranking is a view of the per-user totals: a lost total is a lost ranking row.
+    await t.q(`DELETE FROM dws_user_day_total WHERE stat_date = $1 AND user_id = 2`, [yesterday]);
     const first = await recompute({ date: yesterday, pipelineId: PIPELINE_ID });
     assert.equal(first.date, yesterday);
     assert.equal(first.drift, 2);

@@ -130,7 +130,9 @@ describe('stategrid verify --repair', function () {
       FROM dwd_power_user_info WHERE user_id = ${ghostUser}`);
     await t.q(`UPDATE dws_region_daily_stats SET total_consumption = total_consumption + 1
       WHERE stat_date = '${DAY_A}' AND region_id = ${statsRegion}`);
-    await t.q(`DELETE FROM dws_user_ranking WHERE stat_date = '${DAY_B}' AND user_id = ${unranked.u}`);
+    // dws_user_ranking is a view of the per-user totals: a wrong total is a wrong ranking row.
+    await t.q(`UPDATE dws_user_day_total SET total_consumption = total_consumption + 1000
+      WHERE stat_date = '${DAY_B}' AND user_id = ${unranked.u}`);
 
     const found = await verify();
     assert.equal(found.code, 1, found.err);
@@ -267,7 +269,8 @@ describe('stategrid verify --repair', function () {
       await t.q<{ u: number; r: number }>(`SELECT user_id AS u, region_id AS r FROM dws_user_ranking
         WHERE stat_date = '${DAY_A}' ORDER BY user_id LIMIT 1`)
     )[0];
-    await t.q(`DELETE FROM dws_user_ranking WHERE stat_date = '${DAY_A}' AND user_id = ${ranked.u}`);
+    await t.q(`UPDATE dws_user_day_total SET total_consumption = total_consumption + 1000
+      WHERE stat_date = '${DAY_A}' AND user_id = ${ranked.u}`);
     const summary = await t.client.workflow.execute<typeof verifyWorkflow>(WorkflowType.verify, {
       taskQueue: t.cfg.taskQueue,
       workflowId: `stategrid-verify-repair-${Date.now()}`,

@@ -38,7 +38,7 @@ describe('recomputeRangeWorkflow (time-skipping, scripted activities)', function
           await new Promise((r) => setTimeout(r, 50 + (Number(i.date.slice(8)) % 3) * 30));
           running -= 1;
           const drift = i.date.endsWith('-05') ? 2 : 0;
-          return { date: i.date, partitions: 3, statsChanged: drift, rankingChanged: 0, drift, revisions: 0 };
+          return { date: i.date, partitions: 3, statsChanged: drift, drift, revisions: 0 };
         },
       },
     });
