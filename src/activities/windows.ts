@@ -2,12 +2,14 @@ import { closeDayWindow, recomputeDay } from '../sink/aggregates';
 import { readCheckpoint } from '../sink/checkpoint';
 import type { RecomputeResult } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
+import { beating } from './heartbeat';
 
 /** Day windows: close by watermark or timer, and the whole-day recompute with its drift. */
 export function windowActivities({ sink }: ActivityDeps) {
   return {
     async closeDayWindowActivity(input: { pipelineId: string; date: string; closedBy: string }) {
-      return closeDayWindow(sink, input.pipelineId, input.date, input.closedBy);
+      // Beats so that a close lost with its worker is retried elsewhere within seconds (its heartbeat timeout).
+      return beating(() => closeDayWindow(sink, input.pipelineId, input.date, input.closedBy));
     },
 
     async recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult> {

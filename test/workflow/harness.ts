@@ -73,7 +73,9 @@ export type SegmentScript = {
 export class FakePipelineActivities {
   capturesStarted = 0;
   capturesCompleted = 0;
-  closes: { date: string; closedBy: string; scheduledAtMs: number }[] = [];
+  closes: { date: string; closedBy: string; scheduledAtMs: number; attempt: number }[] = [];
+  /** Days whose first close attempt acts like one on a worker that died: no heartbeat, no result. */
+  closesLostOnce = new Set<string>();
   slotDrops = 0;
   private lsn = 0x100;
 
@@ -88,8 +90,16 @@ export class FakePipelineActivities {
       preparePipeline: async () => ({ phase: 'streaming', confirmedLsn: '0/100' }),
       captureChanges: () => this.capture(),
       closeDayWindowActivity: async (input) => {
-        const scheduledAtMs = Context.current().info.scheduledTimestampMs;
-        this.closes.push({ date: input.date, closedBy: input.closedBy, scheduledAtMs });
+        const ctx = Context.current();
+        const { scheduledTimestampMs: scheduledAtMs, attempt } = ctx.info;
+        this.closes.push({ date: input.date, closedBy: input.closedBy, scheduledAtMs, attempt });
+        if (attempt === 1 && this.closesLostOnce.has(input.date)) {
+          // Ends only with the worker's shutdown (or after a minute): the server hears nothing from it meanwhile.
+          await Promise.race([ctx.cancelled, new Promise((r) => setTimeout(r, 60_000))]).catch(
+            () => undefined,
+          );
+          throw new Error('lost with its worker');
+        }
         // The workflow only awaits the close; the refresh counts are not read.
         return { date: input.date, newlyClosed: true } as Awaited<
           ReturnType<Activities['closeDayWindowActivity']>

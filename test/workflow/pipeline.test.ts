@@ -41,8 +41,10 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
       handle: Awaited<ReturnType<TestWorkflowEnvironment['client']['workflow']['start']>>,
       fakes: FakePipelineActivities,
     ) => Promise<void>,
+    script?: (fakes: FakePipelineActivities) => void,
   ) {
     const fakes = new FakePipelineActivities(config, segment);
+    script?.(fakes);
     // A task queue per pipeline: a worker left over from a failed test never serves the next one.
     const taskQueue = `workflow-tier-${++runs}`;
     await withWorker(env, taskQueue, fakes, async () => {
@@ -187,6 +189,29 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
         assert.equal((await handle.query(statusQuery)).phase, 'streaming');
         await handle.executeUpdate(stopUpdate, { args: [{}] });
       },
+    );
+  });
+
+  it('retries a day close lost with its worker and streams on (the segments wait for the close)', async () => {
+    const day = '2020-01-01'; // its close instant has long passed: closed beside the next segment
+    await withPipeline(
+      pipelineConfig(),
+      (n) => ({ days: n === 1 ? [day] : [], ms: n >= 4 ? 'until-cancelled' : 50 }),
+      async (handle, fakes) => {
+        await eventually('segments after the lost close', () => fakes.capturesStarted >= 4, 15000);
+        assert.deepEqual(
+          fakes.closes.map((c) => [c.date, c.attempt]),
+          [
+            [day, 1],
+            [day, 2],
+          ],
+          'the lost attempt, then its retry',
+        );
+        const state = await handle.executeUpdate(stopUpdate, { args: [{}] });
+        assert.deepEqual(state.closedDays, [{ date: day, by: 'timer' }]);
+        assert.deepEqual(state.openDays, []);
+      },
+      (fakes) => fakes.closesLostOnce.add(day),
     );
   });
 

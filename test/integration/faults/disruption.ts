@@ -56,8 +56,11 @@ const at = (e?: HistoryEvent | null) =>
 
 /**
  * Where the time of a capture takeover went, read from the pipeline's history: when the segment `killed` ended
- * (and how), when the workflow next ran (after how many workflow task timeouts: a sticky cache on the dead worker),
- * when the next segment was scheduled and when a worker started it. Milliseconds since epoch, absent if not seen.
+ * (and how), when the workflow next ran (after how many workflow task timeouts: a sticky cache on the dead worker,
+ * or a workflow task it had started, which times out after the run's workflow task timeout and keeps the segment's
+ * end buffered until then, so it is counted from the killed segment's schedule on), which other activities were
+ * retried meanwhile (one the workflow waited for, lost with the worker), when the next segment was scheduled and
+ * when a worker started it. Milliseconds since epoch, absent if not seen.
  */
 export async function takeoverSteps(
   client: Client,
@@ -68,6 +71,8 @@ export async function takeoverSteps(
   endedBy?: string;
   workflowTask?: number;
   stickyTimeouts: number;
+  inFlightTimeouts: number;
+  retriedActivities: string[];
   scheduled?: number;
   started?: number;
 }> {
@@ -81,7 +86,7 @@ export async function takeoverSteps(
       (a) => a && String(a.scheduledEventId) === scheduledId,
     ),
   );
-  if (endIndex < 0) return { stickyTimeouts: 0 };
+  if (endIndex < 0) return { stickyTimeouts: 0, inFlightTimeouts: 0, retriedActivities: [] };
   const end = events[endIndex];
   const after = events.slice(endIndex + 1);
   const next = after.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === killed.type);
@@ -94,15 +99,28 @@ export async function takeoverSteps(
   );
   const started =
     at(startedEvent) ?? (pending?.lastStartedTime ? at({ eventTime: pending.lastStartedTime }) : undefined);
+  const window = events.slice(
+    events.findIndex((e) => String(e.eventId) === scheduledId),
+    next ? events.indexOf(next) : events.length,
+  );
+  const { TIMEOUT_TYPE_SCHEDULE_TO_START, TIMEOUT_TYPE_START_TO_CLOSE } = temporal.api.enums.v1.TimeoutType;
+  const taskTimeouts = (type: number) =>
+    window.filter((e) => e.workflowTaskTimedOutEventAttributes?.timeoutType === type).length;
+  const typeOf = (id: unknown) =>
+    events.find((e) => String(e.eventId) === String(id))?.activityTaskScheduledEventAttributes?.activityType
+      ?.name;
   const failure = end.activityTaskTimedOutEventAttributes?.failure;
   const timeoutType = (failure?.timeoutFailureInfo ?? failure?.cause?.timeoutFailureInfo)?.timeoutType;
   return {
     ended: at(end),
     endedBy: timeoutType ? temporal.api.enums.v1.TimeoutType[timeoutType] : 'failed',
     workflowTask: at(after.find((e) => e.workflowTaskStartedEventAttributes)),
-    stickyTimeouts: after
-      .slice(0, next ? after.indexOf(next) : after.length)
-      .filter((e) => e.workflowTaskTimedOutEventAttributes).length,
+    stickyTimeouts: taskTimeouts(TIMEOUT_TYPE_SCHEDULE_TO_START),
+    inFlightTimeouts: taskTimeouts(TIMEOUT_TYPE_START_TO_CLOSE),
+    // A retried attempt leaves no event of its own: the started event (written at the end) carries the attempt.
+    retriedActivities: window
+      .filter((e) => (e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1)
+      .map((e) => typeOf(e.activityTaskStartedEventAttributes!.scheduledEventId) ?? '?'),
     scheduled: at(next),
     started,
   };

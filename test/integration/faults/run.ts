@@ -378,10 +378,13 @@ async function killCaptureHolder(
   const rowsAt = Date.now();
   const steps = await takeoverSteps(t.client, WORKFLOW_ID, segment);
   const since = (ms?: number) => (ms === undefined ? '?' : ((ms - killedAt) / 1000).toFixed(1));
+  // Another activity the workflow waited for, lost with the killed worker (a day close beside the segment).
+  const retriedNote = steps.retriedActivities.map((a) => `, ${a} retried`).join('');
   say(
     `takeover ${n} (slot confirmed ${mb(lag.behind)} MB behind the WAL, ${mb(lag.restart)} MB after its ` +
       `restart_lsn): walsender gone +${since(seen.released)}, segment ${steps.endedBy ?? 'end'} +${since(steps.ended)}` +
-      `, workflow task +${since(steps.workflowTask)} (${steps.stickyTimeouts} timed out), next segment scheduled ` +
+      `, workflow task +${since(steps.workflowTask)} (${steps.stickyTimeouts} timed out on the sticky queue, ` +
+      `${steps.inFlightTimeouts} in flight${retriedNote}), next segment scheduled ` +
       `+${since(steps.scheduled)}, started +${since(steps.started)}, slot taken +${since(seen.taken)}, first rows ` +
       `+${since(seen.firstRows)}, 200 rows +${since(rowsAt)}`,
   );
