@@ -41,9 +41,9 @@ const snapshot = proxyActivities<PipelineActivities>({
 const windows = proxyActivities<PipelineActivities>({
   startToCloseTimeout: '10 minutes',
   // A day closes beside a capture segment and the next segment waits for it: without a heartbeat timeout, a close
-  // lost with its worker (the capture holder's kill could take one along) held the takeover for the whole start-to-close timeout. It
-  // beats every second; a retry of a close that still runs elsewhere waits for it on the DWS lock, then finds the
-  // day closed.
+  // lost with its worker (the capture holder's kill could take one along) held the takeover for the whole
+  // start-to-close timeout. It beats every second; a retry of a close that still runs elsewhere waits for it on
+  // the DWS lock, then finds the day closed.
   heartbeatTimeout: '4 seconds',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 });
