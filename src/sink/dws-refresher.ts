@@ -78,9 +78,13 @@ export class DwsRefresher {
     }
   }
 
-  /** A long refresh (e.g. partitions rebuilt after a snapshot) is spaced out to about a third of the time. */
+  /**
+   * Every `intervalMs`, or right after the last refresh when it took longer: a refresh costs in proportion to the
+   * changes it takes in, so spacing refreshes out saves no work and only lets DWS fall behind (it waited twice
+   * a refresh's duration when refreshes recomputed whole partitions).
+   */
   private due(intervalMs: number): boolean {
-    return Date.now() - this.lastStart >= Math.max(intervalMs, 2 * this.lastMs);
+    return Date.now() - this.lastStart >= intervalMs;
   }
 
   private async refresh(force: boolean): Promise<void> {
