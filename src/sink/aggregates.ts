@@ -130,9 +130,10 @@ function together(a: Refreshed, b: Refreshed): Refreshed {
 
 /**
  * Brings the totals and DWS up to every change committed so far, under the DWS lock: partitions with a dirty mark
- * (snapshot, truncate) rebuilt from DWD, every pending delta applied, each touched partition refreshed once (so a
+ * (snapshot, truncate) rebuilt from DWD and their region stats recomputed from the totals, every pending delta
+ * applied to the totals and, in the other partitions, to the region stats; each partition is written once (so a
  * closed day gets one revision per partition however many late changes arrived), marks taken dropped and late
- * events counted.
+ * events counted. The ranking is a view of the totals.
  */
 async function catchUp(client: pg.ClientBase): Promise<RefreshResult> {
   const { rows: marks } = await client.query<DirtyMark>(dws.READ_DIRTY_PARTITIONS);
