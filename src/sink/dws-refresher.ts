@@ -80,8 +80,9 @@ export class DwsRefresher {
 
   /**
    * Every `intervalMs`, or right after the last refresh when it took longer: a refresh costs in proportion to the
-   * changes it takes in, so spacing refreshes out saves no work and only lets DWS fall behind (it waited twice
-   * a refresh's duration when refreshes recomputed whole partitions).
+   * totals it changes, so spacing refreshes out saves work only where the same totals change again and again (one
+   * hot day), and it let DWS fall behind by twice a refresh's duration (the wait when refreshes recomputed whole
+   * partitions).
    */
   private due(intervalMs: number): boolean {
     return Date.now() - this.lastStart >= intervalMs;
