@@ -146,9 +146,10 @@ const STATS_COLUMNS =
 /**
  * Writes the region stats rows of `after` (a CTE, one row per group, user_count 0 for a group that is gone), and
  * a revision per partition of a closed day whose rows changed: `before` and `after` are the partition's rows
- * (CTEs `old` and `{after}_rows`; `p` the partitions). Only rows whose values changed are written.
+ * (CTEs `old` and `{after}_rows`; `p` the partitions), `reason` the parameter holding the revision reason. Only
+ * rows whose values changed are written.
  */
-const writeStats = (after: string) => `
+const writeStats = (after: string, reason: string) => `
 removed AS (
   DELETE FROM dws_region_daily_stats s USING ${after} f
   WHERE (s.stat_date, s.region_id, s.region_name) = (f.stat_date, f.region_id, f.region_name) AND f.user_count <= 0
@@ -167,7 +168,7 @@ upserted AS (
   RETURNING 1),
 revised AS (
   INSERT INTO dws_revision (stat_date, region_id, reason, before, after)
-  SELECT r.stat_date, r.region_id, $REASON, r.before, r.after FROM (
+  SELECT r.stat_date, r.region_id, ${reason}, r.before, r.after FROM (
     SELECT p.stat_date, p.region_id,
       (SELECT jsonb_agg(to_jsonb(o) ORDER BY o.region_name) FROM old o
         WHERE o.stat_date = p.stat_date AND o.region_id = p.region_id) AS before,
@@ -212,7 +213,7 @@ fresh AS (
   SELECT o.region_id, o.region_name, o.stat_date, 0, 0, 0, 0 FROM old o
   WHERE NOT EXISTS (SELECT 1 FROM fresh_rows f
     WHERE (f.stat_date, f.region_id, f.region_name) = (o.stat_date, o.region_id, o.region_name))),
-${writeStats('fresh').replace('$REASON', '$3')}`;
+${writeStats('fresh', '$3')}`;
 
 /**
  * Moves the region stats rows of groups by the change APPLY_DELTAS saw in their totals: sums add up, user_count
@@ -247,7 +248,7 @@ fresh_rows AS (
   UNION ALL
   SELECT * FROM old o WHERE NOT EXISTS (SELECT 1 FROM g
     WHERE (g.stat_date, g.region_id, g.region_name) = (o.stat_date, o.region_id, o.region_name))),
-${writeStats('fresh').replace('$REASON', '$2')}`;
+${writeStats('fresh', '$2')}`;
 
 /**
  * DWS writers (refresh, window close, recompute) serialize on this transaction lock; batches never take it, so a
