@@ -20,6 +20,7 @@ import {
 } from '../src/control/pipeline';
 import type { Change } from '../src/cdc/changes';
 import { formatTable } from '../src/cli/output';
+import type { TemporalClient } from '../src/cli/shared';
 import { withClient } from '../src/db/client';
 import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
@@ -256,7 +257,7 @@ async function dwsRowsWritten(cfg: AppConfig): Promise<number> {
  */
 async function spreadScenario(
   cfg: AppConfig,
-  client: Awaited<ReturnType<typeof temporalClient>>['client'],
+  client: TemporalClient,
   sizes: Sizes,
   say: (m: string) => void,
 ): Promise<Figure[]> {
@@ -359,7 +360,7 @@ async function spreadScenario(
 /** Snapshot, streaming, latency, large transaction, one-day recompute and verify on the uniform data. */
 async function uniformFigures(
   cfg: AppConfig,
-  client: Awaited<ReturnType<typeof temporalClient>>['client'],
+  client: TemporalClient,
   sizes: Sizes,
   say: (m: string) => void,
 ): Promise<Figure[]> {
