@@ -16,7 +16,6 @@ export class DwsRefresher {
   private active = false;
   private failure: unknown;
   private lastStart = 0;
-  private lastMs = 0;
   private seenPosition = '';
   private stats: RefreshStats = { dwsRefreshes: 0, revisions: 0, refreshMs: 0 };
   private failed: (err: unknown) => void = () => undefined;
@@ -97,8 +96,7 @@ export class DwsRefresher {
       this.seenPosition = position;
       this.lastStart = Date.now();
       const r = await refreshDirtyPartitions(this.pool, this.pipelineId);
-      this.lastMs = Date.now() - this.lastStart;
-      this.stats.refreshMs += this.lastMs;
+      this.stats.refreshMs += Date.now() - this.lastStart;
       this.stats.dwsRefreshes += 1;
       this.stats.revisions += r.revisions;
       metrics.dwsRevisions.inc({ pipeline: this.pipelineId }, r.revisions);
