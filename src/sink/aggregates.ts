@@ -43,8 +43,10 @@ async function applyDeltas(client: pg.ClientBase, changes: ChangesByDay): Promis
 
 type Refreshed = { result: RefreshResult; revisionsByDay: Record<string, number> };
 
-const partitionCount = (dates: string[], regions: number[]) =>
-  new Set(dates.map((d, i) => `${d}/${regions[i]}`)).size;
+/** One (day, region) partition as a key; parallel arrays of them as a set. */
+const partitionKey = (date: string, region: number) => `${date}/${region}`;
+const partitionSet = (dates: string[], regions: number[]) =>
+  new Set(dates.map((d, i) => partitionKey(d, regions[i])));
 
 /**
  * Region stats of the groups moved by their deltas, except in partitions recomputed whole (`skip`, which also
@@ -56,8 +58,8 @@ async function statsFromDeltas(
   skip: Partitions,
   reason: string,
 ): Promise<Refreshed> {
-  const skipped = new Set(skip.dates.map((d, i) => `${d}/${skip.regions[i]}`));
-  const moved = applied.groups.filter((g) => !skipped.has(`${g.stat_date}/${g.region_id}`));
+  const skipped = partitionSet(skip.dates, skip.regions);
+  const moved = applied.groups.filter((g) => !skipped.has(partitionKey(g.stat_date, g.region_id)));
   if (!moved.length) return { result: NOTHING, revisionsByDay: {} };
   const { rows } = await client.query(dws.STATS_FROM_DELTAS, [
     JSON.stringify(moved),
@@ -66,10 +68,7 @@ async function statsFromDeltas(
   ]);
   return {
     result: {
-      partitions: partitionCount(
-        moved.map((g) => g.stat_date),
-        moved.map((g) => g.region_id),
-      ),
+      partitions: new Set(moved.map((g) => partitionKey(g.stat_date, g.region_id))).size,
       statsChanged: rows[0].stats_changed,
       revisions: rows[0].revisions,
     },
@@ -105,7 +104,7 @@ async function refreshPartitions(
   const { rows } = await client.query(dws.REFRESH_PARTITIONS, [parts.dates, parts.regions, reason]);
   return {
     result: {
-      partitions: partitionCount(parts.dates, parts.regions),
+      partitions: partitionSet(parts.dates, parts.regions).size,
       statsChanged: rows[0].stats_changed,
       revisions: rows[0].revisions,
     },
