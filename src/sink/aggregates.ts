@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { withTransaction } from '../db/client';
 import { advanceDwsCursor, lockCheckpoint, readCheckpoint } from './checkpoint';
 import * as dws from './dws';
+import { partitionKey } from './partition';
 
 /**
  * DWS maintenance: per-user day totals follow DWD by deltas, DWS partitions are recomputed from them (refresh);
@@ -43,10 +44,9 @@ async function applyDeltas(client: pg.ClientBase, changes: ChangesByDay): Promis
 
 type Refreshed = { result: RefreshResult; revisionsByDay: Record<string, number> };
 
-/** One (day, region) partition as a key; parallel arrays of them as a set. */
-const partitionKey = (date: string, region: number) => `${date}/${region}`;
+/** Partitions given as parallel arrays, as a set of their keys. */
 const partitionSet = (dates: string[], regions: number[]) =>
-  new Set(dates.map((d, i) => partitionKey(d, regions[i])));
+  new Set(dates.map((stat_date, i) => partitionKey({ stat_date, region_id: regions[i] })));
 
 /**
  * Region stats of the groups moved by their deltas, except in partitions recomputed whole (`skip`, which also
@@ -59,7 +59,7 @@ async function statsFromDeltas(
   reason: string,
 ): Promise<Refreshed> {
   const skipped = partitionSet(skip.dates, skip.regions);
-  const moved = applied.groups.filter((g) => !skipped.has(partitionKey(g.stat_date, g.region_id)));
+  const moved = applied.groups.filter((g) => !skipped.has(partitionKey(g)));
   if (!moved.length) return { result: NOTHING, revisionsByDay: {} };
   const { rows } = await client.query(dws.STATS_FROM_DELTAS, [
     JSON.stringify(moved),
@@ -68,7 +68,7 @@ async function statsFromDeltas(
   ]);
   return {
     result: {
-      partitions: new Set(moved.map((g) => partitionKey(g.stat_date, g.region_id))).size,
+      partitions: new Set(moved.map((g) => partitionKey(g))).size,
       statsChanged: rows[0].stats_changed,
       revisions: rows[0].revisions,
     },

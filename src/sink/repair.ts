@@ -16,6 +16,7 @@ import {
   type SourceTable,
 } from '../schema/tables';
 import { lockCheckpoint } from './checkpoint';
+import { partitionKey, type Partition } from './partition';
 import {
   detailsOfKeys,
   insertDwdDetails,
@@ -29,7 +30,6 @@ import { validRows } from './verify-sql';
 
 export type RepairAction = 'inserted' | 'updated' | 'deleted' | 'recomputed' | 'skipped';
 export type RepairRecord = { table: string; key: string; action: RepairAction };
-export type Partition = { stat_date: string; region_id: number };
 
 /** One window: the keys to repair per source table, their source rows and the low watermark of that read. */
 export type RepairWindow = {
@@ -214,8 +214,9 @@ async function deriveDwd(
   const after = await states();
   const partitions = new Map<string, Partition>();
   const touch = (s: DetailState | undefined) => {
-    if (s && s.region_id !== null)
-      partitions.set(`${s.stat_date}/${s.region_id}`, { stat_date: s.stat_date, region_id: s.region_id });
+    if (!s || s.region_id === null) return;
+    const p = { stat_date: s.stat_date, region_id: s.region_id };
+    partitions.set(partitionKey(p), p);
   };
   for (const k of new Set([...before.keys(), ...after.keys()])) {
     const [b, a] = [before.get(k), after.get(k)];
@@ -240,7 +241,7 @@ export async function recordRecomputed(
   const records = ['dws_region_daily_stats', 'dws_user_ranking'].flatMap((table) =>
     partitions.map((p): RepairRecord => ({
       table,
-      key: `${p.stat_date}/${p.region_id}`,
+      key: partitionKey(p),
       action: 'recomputed',
     })),
   );

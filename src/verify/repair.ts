@@ -6,7 +6,8 @@ import { readOdsExtras } from '../sink/ods-columns';
 import { SOURCE_TABLES, TABLE, type SourceTable } from '../schema/tables';
 import { recomputePartitions } from '../sink/aggregates';
 import { readCheckpoint } from '../sink/checkpoint';
-import { applyRepairWindow, recordRecomputed, type Partition, type RepairRecord } from '../sink/repair';
+import { parsePartitionKey, partitionKey, type Partition } from '../sink/partition';
+import { applyRepairWindow, recordRecomputed, type RepairRecord } from '../sink/repair';
 import { waitCaughtUp } from './caught-up';
 
 /** Keys per repair window: one source read and one sink transaction (short, since batches wait for it). */
@@ -23,11 +24,7 @@ export function repairPlan(found: Found[]): { keys: Record<SourceTable, string[]
   for (const f of found) {
     const table = SOURCE_TABLES.find((t) => TABLE[t].ods === f.table || TABLE[t].dwd === f.table);
     if (table) for (const k of f.keys) keys[table].add(k);
-    else
-      for (const p of f.keys) {
-        const [stat_date, region] = p.split('/');
-        partitions.push({ stat_date, region_id: Number(region) });
-      }
+    else for (const p of f.keys) partitions.push(parsePartitionKey(p));
   }
   return {
     keys: { power_user: [...keys.power_user], power_consumption: [...keys.power_consumption] },
@@ -53,7 +50,7 @@ export async function repairDifferences(
   sink.on('error', () => undefined); // surfaced by the failing query
   try {
     const records: RepairRecord[] = [];
-    const partitions = new Map(plan.partitions.map((p) => [`${p.stat_date}/${p.region_id}`, p]));
+    const partitions = new Map(plan.partitions.map((p) => [partitionKey(p), p]));
     // Source columns beyond the spec that ODS mirrors (schema evolution): a repair fills them too.
     const extras = await readOdsExtras(sink);
     await withClient(cfg.sourceUrl, async (source) => {
@@ -85,7 +82,7 @@ export async function repairDifferences(
           extras,
         });
         records.push(...applied.records);
-        for (const p of applied.partitions) partitions.set(`${p.stat_date}/${p.region_id}`, p);
+        for (const p of applied.partitions) partitions.set(partitionKey(p), p);
         progress(
           `repair: ${keys.power_user.length + keys.power_consumption.length} keys re-read, ${applied.records.length} written or skipped`,
         );

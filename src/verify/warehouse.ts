@@ -15,6 +15,7 @@ import {
   type ChunkSum,
   type VerifiedTable,
 } from '../sink/verify-sql';
+import { partitionKey } from '../sink/partition';
 import { countRepairs, type RepairCounts, type RepairRecord } from '../sink/repair';
 import { waitCaughtUp } from './caught-up';
 import { repairDifferences } from './repair';
@@ -227,7 +228,7 @@ async function verifyDws(
     verdictOf('dws', table, 0, {
       missing: [],
       extra: [],
-      different: differing.filter((d) => d.table === table).map((d) => `${d.stat_date}/${d.region_id}`),
+      different: differing.filter((d) => d.table === table).map(partitionKey),
     }),
   );
 }
