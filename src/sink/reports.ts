@@ -10,10 +10,14 @@ export const REGION_DAILY_STATS = `
 SELECT stat_date::text, region_id, region_name, total_consumption, total_cost, user_count, max_consumption, is_final
 FROM dws_region_daily_stats ORDER BY stat_date, region_id`;
 
-/** $1: how many ranks per region; the latest day in the ranking only. */
+/**
+ * $1: how many ranks per region; the latest day with totals only. The day is read from the totals' key: taken
+ * from the ranking view, it would rank every day to find the last one.
+ */
 export const TOP_USERS_LATEST_DAY = `
 SELECT stat_date::text, region_name, ranking, user_id, user_name, total_consumption, total_cost, is_final
-FROM dws_user_ranking WHERE ranking <= $1 AND stat_date = (SELECT max(stat_date) FROM dws_user_ranking)
+FROM dws_user_ranking
+WHERE ranking <= $1 AND stat_date = (SELECT max(stat_date) FROM dws_user_day_total WHERE detail_rows > 0)
 ORDER BY region_id, ranking`;
 
 /** $1: how many detail rows, the highest consumption ids first. */

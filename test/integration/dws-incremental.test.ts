@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import pg from 'pg';
+import { TOP_USERS_LATEST_DAY } from '../../src/sink/reports';
 import { stackUp } from '../../src/stack';
 import { readPid } from '../../src/stack/proc';
 import type { RecomputeResult } from '../../src/workflows/contract';
@@ -71,6 +72,13 @@ describe('incremental DWS', function () {
       { user_id: 1, ranking: 1 },
       { user_id: 2, ranking: 2 },
     ]);
+    // The demo's top users of the latest day: DAY2, the same rows as the ranking of that day.
+    const top = await t.q(TOP_USERS_LATEST_DAY, [2]);
+    const rankedDay2 = await t.q(`SELECT stat_date::text, region_name, ranking, user_id, user_name,
+      total_consumption, total_cost, is_final FROM dws_user_ranking
+      WHERE stat_date = '${DAY2}' AND ranking <= 2 ORDER BY region_id, ranking`);
+    assert.equal(rankedDay2.length, 4);
+    assert.deepEqual(top, rankedDay2);
 
     // The max row of user 3 shrinks, user 4's max row goes, a cost-only update, a day move, and a row that turns
     // invalid, each in its own transaction.
