@@ -87,21 +87,15 @@ SELECT (SELECT count(*) FROM updated)::int + (SELECT count(*) FROM inserted)::in
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
     (SELECT stat_date::text, sum(touched)::bigint AS n FROM net GROUP BY 1) x) AS changes_by_day`;
 
+/** The totals of the partitions as the incremental state has them (needs PARTITIONS as p). */
+const CURRENT_TOTALS = `current AS MATERIALIZED (
+  SELECT t.* FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id)`;
+
 /**
- * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
- * partitions' pending deltas (one snapshot: what DWD shows is what those deltas would have added). `drift` counts
- * the totals that the incremental state (totals plus pending deltas) got wrong; a max is compared only where no
- * pending delta touched the user, since deltas cannot tell a max exactly. $1 date[], $2 int[] (partitions), $3
- * and $4 their distinct dates and regions.
+ * Drift, for REBUILD_TOTALS: the totals that the incremental state (totals plus pending deltas) got wrong, against
+ * `fresh`; a max is compared only where no pending delta touched the user, since deltas cannot tell a max exactly.
  */
-export const REBUILD_TOTALS = `
-WITH ${PARTITIONS},
-pending AS MATERIALIZED (
-  DELETE FROM stategrid_dws_delta d USING p WHERE d.stat_date = p.stat_date AND d.region_id = p.region_id
-  RETURNING d.*),
-fresh AS MATERIALIZED (${TOTALS_FROM_DWD}),
-current AS MATERIALIZED (
-  SELECT t.* FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id),
+const TOTALS_DRIFT = `
 incremental AS (
   SELECT ${TOTALS_KEY}, sum(total_consumption) AS total_consumption, sum(total_cost) AS total_cost,
     sum(detail_rows) AS detail_rows FROM (
@@ -119,25 +113,57 @@ max_drift AS (
   SELECT 1 FROM current c JOIN fresh f USING (stat_date, region_id, user_id, region_name, user_name)
   WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
     AND NOT EXISTS (SELECT 1 FROM pending d WHERE (d.stat_date, d.region_id, d.user_id, d.region_name, d.user_name)
-      = (c.stat_date, c.region_id, c.user_id, c.region_name, c.user_name))),
+      = (c.stat_date, c.region_id, c.user_id, c.region_name, c.user_name))),`;
+
+const SAME_TOTAL = (a: string, b: string) =>
+  `(${a}.stat_date, ${a}.region_id, ${a}.user_id, ${a}.region_name, ${a}.user_name)
+    = (${b}.stat_date, ${b}.region_id, ${b}.user_id, ${b}.region_name, ${b}.user_name)`;
+
+/**
+ * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
+ * partitions' pending deltas (one snapshot: what DWD shows is what those deltas would have added). Only totals
+ * whose values changed are written, each by the one statement its case needs (no upsert: on the 600,000 totals
+ * of a snapshot, an insert that first probes for a conflict took twice as long, and only DWS writers under the DWS
+ * lock write totals). With `checkDrift`, `drift` counts what the incremental state got wrong (TOTALS_DRIFT); a
+ * refresh of marked partitions (snapshot, truncate, repair: DWD changed without deltas) has no state to check,
+ * and on a snapshot the check cost as much as the rebuild. $1 date[], $2 int[] (partitions), $3 and $4 their
+ * distinct dates and regions.
+ */
+export const rebuildTotals = (checkDrift: boolean) => `
+WITH ${PARTITIONS},
+pending AS MATERIALIZED (
+  DELETE FROM stategrid_dws_delta d USING p WHERE d.stat_date = p.stat_date AND d.region_id = p.region_id
+  RETURNING d.*),
+fresh AS MATERIALIZED (${TOTALS_FROM_DWD}),
+${CURRENT_TOTALS},${checkDrift ? TOTALS_DRIFT : ''}
+-- Totals present before or after, whose values differ. A full join (hashed or merged, never a nested loop, which
+-- the planner may choose for CTEs it expects to be small: 600,000 x 600,000 totals after a snapshot).
+diff AS MATERIALIZED (
+  SELECT ${TOTALS_KEY}, c.detail_rows IS NOT NULL AS was, f.detail_rows IS NOT NULL AS is,
+    f.total_consumption, f.total_cost, f.detail_rows, f.max_consumption
+  FROM current c FULL JOIN fresh f USING (${TOTALS_KEY})
+  WHERE (c.total_consumption, c.total_cost, c.detail_rows, c.max_consumption)
+    IS DISTINCT FROM (f.total_consumption, f.total_cost, f.detail_rows, f.max_consumption)),
 removed AS (
-  DELETE FROM dws_user_day_total t USING p
-  WHERE t.stat_date = p.stat_date AND t.region_id = p.region_id
-    AND (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name) NOT IN (SELECT ${TOTALS_KEY} FROM fresh)
+  DELETE FROM dws_user_day_total t USING diff d WHERE ${SAME_TOTAL('t', 'd')} AND NOT d.is
   RETURNING 1),
-upserted AS (
-  INSERT INTO dws_user_day_total AS t (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
-  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM fresh
-  ON CONFLICT (${TOTALS_KEY}) DO UPDATE SET total_consumption = EXCLUDED.total_consumption,
-    total_cost = EXCLUDED.total_cost, detail_rows = EXCLUDED.detail_rows, max_consumption = EXCLUDED.max_consumption,
-    updated_at = now()
-  WHERE (t.total_consumption, t.total_cost, t.detail_rows, t.max_consumption)
-    IS DISTINCT FROM (EXCLUDED.total_consumption, EXCLUDED.total_cost, EXCLUDED.detail_rows, EXCLUDED.max_consumption)
+updated AS (
+  UPDATE dws_user_day_total t SET total_consumption = d.total_consumption, total_cost = d.total_cost,
+    detail_rows = d.detail_rows, max_consumption = d.max_consumption, updated_at = now()
+  FROM diff d WHERE ${SAME_TOTAL('t', 'd')} AND d.was AND d.is
+  RETURNING 1),
+inserted AS (
+  INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM diff WHERE NOT was
   RETURNING 1)
-SELECT (SELECT count(*) FROM sums_drift)::int + (SELECT count(*) FROM max_drift)::int AS drift,
-  (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS totals_changed,
+SELECT ${checkDrift ? '(SELECT count(*) FROM sums_drift)::int + (SELECT count(*) FROM max_drift)::int' : '0'} AS drift,
+  (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM updated)::int
+    + (SELECT count(*) FROM inserted)::int AS totals_changed,
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
     (SELECT stat_date::text, sum(abs(rows))::bigint AS n FROM pending GROUP BY 1) x) AS changes_by_day`;
+
+export const REBUILD_TOTALS = rebuildTotals(true);
+export const REBUILD_TOTALS_UNCHECKED = rebuildTotals(false);
 
 /** The region stats columns, in the order revisions record them. */
 const STATS_COLUMNS =
@@ -256,6 +282,12 @@ ${writeStats('fresh', '$2')}`;
  */
 /** Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only). */
 export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
+
+/**
+ * Fresh statistics of the totals, inside the DWS transaction (ANALYZE may run there; a sink role that does not own
+ * the table gets a warning, not an error, and keeps autovacuum's statistics).
+ */
+export const ANALYZE_TOTALS = `ANALYZE dws_user_day_total`;
 
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
 
