@@ -357,15 +357,13 @@ async function spreadScenario(
   ];
 }
 
-/** Snapshot, streaming, latency, large transaction, one-day recompute and verify on the uniform data. */
-async function uniformFigures(
+/** The uniform data's users and snapshot rows, snapshotted until streaming (section 1). */
+async function uniformSnapshot(
   cfg: AppConfig,
   client: TemporalClient,
   sizes: Sizes,
   say: (m: string) => void,
-): Promise<Figure[]> {
-  const figures: Figure[] = [];
-  // 1. Initial snapshot.
+): Promise<Figure> {
   say(`generating ${sizes.users} users and ${sizes.snapshotRows} consumptions`);
   await sql(
     cfg,
@@ -375,18 +373,116 @@ async function uniformFigures(
   );
   await insertConsumptions(cfg, 1, sizes.snapshotRows, 100_000, sizes.users);
   const input = { pipelineId: PIPELINE, segmentSeconds: 30 };
-  let t0 = process.hrtime.bigint();
+  const t0 = process.hrtime.bigint();
   await startPipeline(cfg, client, input);
   await waitStreaming(cfg, PIPELINE, 600_000);
   const snapshotS = seconds(t0);
-  figures.push({
+  say(`snapshot: ${((sizes.users + sizes.snapshotRows) / snapshotS) | 0} rows/s`);
+  await mustEqualSource(cfg, PIPELINE, 'snapshot');
+  return {
     name: 'initial snapshot',
     ours: (sizes.users + sizes.snapshotRows) / snapshotS,
     unit: 'rows/s',
     target: '>= 100,000 rows/s',
+  };
+}
+
+/**
+ * What the one-day recompute reads its totals from: live and dead row versions (the statistics collector's
+ * count), updates and how many were HOT, the last (auto)vacuum, heap and index size.
+ */
+async function totalsTableState(cfg: AppConfig): Promise<Record<string, string>> {
+  const [row] = await sinkSql<Record<string, string>>(
+    cfg,
+    `SELECT n_live_tup, n_dead_tup, n_tup_upd, n_tup_hot_upd, autovacuum_count, vacuum_count,
+       to_char(last_autovacuum, 'HH24:MI:SS') AS last_autovacuum, to_char(now(), 'HH24:MI:SS') AS now,
+       pg_relation_size(relid) AS heap_bytes, pg_indexes_size(relid) AS index_bytes
+     FROM pg_stat_user_tables WHERE relname = 'dws_user_day_total'`,
+  );
+  return row;
+}
+
+/**
+ * A single large source transaction from consumption `firstId` on (section 4), then the one-day recompute of
+ * the largest day against a plain GROUP BY over DWD for the same day (section 5).
+ */
+async function largeTransactionThenRecompute(
+  cfg: AppConfig,
+  client: TemporalClient,
+  sizes: Sizes,
+  bigFirst: number,
+  say: (m: string) => void,
+): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const appliedBeforeBig = await appliedChanges(cfg);
+  let t0 = process.hrtime.bigint();
+  await insertConsumptions(cfg, bigFirst, bigFirst + sizes.bigTxRows - 1, sizes.bigTxRows, sizes.users);
+  await waitApplied(cfg, appliedBeforeBig + sizes.bigTxRows, 900_000);
+  const bigS = seconds(t0);
+  await mustEqualSource(cfg, PIPELINE, 'large transaction');
+  figures.push({
+    name: `single ${sizes.bigTxRows}-row transaction applied`,
+    ours: sizes.bigTxRows / bigS,
+    unit: 'rows/s',
   });
-  say(`snapshot: ${((sizes.users + sizes.snapshotRows) / snapshotS) | 0} rows/s`);
-  await mustEqualSource(cfg, PIPELINE, 'snapshot');
+  // 5. One-day recompute against a plain GROUP BY over DWD for the same day: the largest day, which after the
+  // large transaction holds close to the 1,000,000 rows of docs/performance.md in full mode. DWS is caught up first, so no
+  // refresh competes with either query.
+  if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after large transaction');
+  const day = (
+    await sinkSql<{ d: string }>(
+      cfg,
+      `SELECT consumption_date::date::text AS d FROM dwd_power_consumption_detail GROUP BY 1 ORDER BY count(*) DESC LIMIT 1`,
+    )
+  )[0].d;
+  const dayRows = Number(
+    (
+      await sinkSql<{ n: string }>(
+        cfg,
+        `SELECT count(*) AS n FROM dwd_power_consumption_detail WHERE consumption_date::date = $1`,
+        [day],
+      )
+    )[0].n,
+  );
+  t0 = process.hrtime.bigint();
+  await sinkSql(
+    cfg,
+    `SELECT region_id, region_name, sum(consumption_amount), sum(consumption_cost), count(DISTINCT user_id),
+       max(consumption_amount) FROM dwd_power_consumption_detail WHERE consumption_date::date = $1 GROUP BY 1, 2`,
+    [day],
+  );
+  const groupByS = seconds(t0);
+  const totals = await totalsTableState(cfg);
+  say(`totals before the recompute: ${JSON.stringify(totals)}`);
+  t0 = process.hrtime.bigint();
+  const rec = await recomputeDayWorkflow(cfg, client, { date: day, pipelineId: PIPELINE });
+  const recomputeS = seconds(t0);
+  figures.push({
+    name: `recompute one day (${dayRows} rows, drift ${rec.drift})`,
+    ours: recomputeS,
+    unit: 's',
+    limit: groupByS,
+    limitName: 'plain GROUP BY over DWD',
+    target: '<= 1.5x limit',
+  });
+  figures.push({
+    name: 'dead row versions in dws_user_day_total before the one-day recompute',
+    ours: Number(totals.n_dead_tup),
+    unit: 'rows',
+  });
+  return figures;
+}
+
+/** Snapshot, streaming, latency, large transaction, one-day recompute and verify on the uniform data. */
+async function uniformFigures(
+  cfg: AppConfig,
+  client: TemporalClient,
+  sizes: Sizes,
+  say: (m: string) => void,
+): Promise<Figure[]> {
+  // 1. Initial snapshot.
+  const figures: Figure[] = [await uniformSnapshot(cfg, client, sizes, say)];
+  let t0: bigint;
 
   // 2. Streaming: small transactions, measured from the first source commit to the sink caught up.
   await sql(cfg, `SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
@@ -472,57 +568,8 @@ async function uniformFigures(
     target: '< 1 s',
   });
 
-  // 4. A single large source transaction.
-  const bigFirst = latFirst + latRows;
-  const appliedBeforeBig = await appliedChanges(cfg);
-  t0 = process.hrtime.bigint();
-  await insertConsumptions(cfg, bigFirst, bigFirst + sizes.bigTxRows - 1, sizes.bigTxRows, sizes.users);
-  await waitApplied(cfg, appliedBeforeBig + sizes.bigTxRows, 900_000);
-  const bigS = seconds(t0);
-  await mustEqualSource(cfg, PIPELINE, 'large transaction');
-  figures.push({
-    name: `single ${sizes.bigTxRows}-row transaction applied`,
-    ours: sizes.bigTxRows / bigS,
-    unit: 'rows/s',
-  });
-  // 5. One-day recompute against a plain GROUP BY over DWD for the same day: the largest day, which after the
-  // large transaction holds close to the 1,000,000 rows of docs/performance.md in full mode. DWS is caught up first, so no
-  // refresh competes with either query.
-  if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after large transaction');
-  const day = (
-    await sinkSql<{ d: string }>(
-      cfg,
-      `SELECT consumption_date::date::text AS d FROM dwd_power_consumption_detail GROUP BY 1 ORDER BY count(*) DESC LIMIT 1`,
-    )
-  )[0].d;
-  const dayRows = Number(
-    (
-      await sinkSql<{ n: string }>(
-        cfg,
-        `SELECT count(*) AS n FROM dwd_power_consumption_detail WHERE consumption_date::date = $1`,
-        [day],
-      )
-    )[0].n,
-  );
-  t0 = process.hrtime.bigint();
-  await sinkSql(
-    cfg,
-    `SELECT region_id, region_name, sum(consumption_amount), sum(consumption_cost), count(DISTINCT user_id),
-       max(consumption_amount) FROM dwd_power_consumption_detail WHERE consumption_date::date = $1 GROUP BY 1, 2`,
-    [day],
-  );
-  const groupByS = seconds(t0);
-  t0 = process.hrtime.bigint();
-  const rec = await recomputeDayWorkflow(cfg, client, { date: day, pipelineId: PIPELINE });
-  const recomputeS = seconds(t0);
-  figures.push({
-    name: `recompute one day (${dayRows} rows, drift ${rec.drift})`,
-    ours: recomputeS,
-    unit: 's',
-    limit: groupByS,
-    limitName: 'plain GROUP BY over DWD',
-    target: '<= 1.5x limit',
-  });
+  // 4. and 5. A single large source transaction, then the one-day recompute.
+  figures.push(...(await largeTransactionThenRecompute(cfg, client, sizes, latFirst + latRows, say)));
 
   // 6. Verify of the whole warehouse against its source (ODS and DWD by chunk checksums on both sides, DWS
   // recomputed from DWD), with the pipeline caught up and streaming.
@@ -555,6 +602,11 @@ async function main(): Promise<void> {
       '--spread-only',
       'only the spread scenario (30 days, 10 regions), e.g. to look at DWS on its data',
     )
+    .option(
+      '--recompute-only',
+      'only the snapshot, then the large transaction and the one-day recompute after it (--rounds times)',
+    )
+    .option('--rounds <n>', 'with --recompute-only: large transactions, each followed by a recompute', '1')
     .option('--sink-db <name>', 'sink in another database of the same cluster (default: the source database)')
     .parse(process.argv)
     .opts();
@@ -592,10 +644,16 @@ async function main(): Promise<void> {
       `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'bench_recv'`,
     );
 
-    if (!opts.spreadOnly) figures.push(...(await uniformFigures(cfg, client, sizes, say)));
+    if (opts.recomputeOnly) {
+      figures.push(await uniformSnapshot(cfg, client, sizes, say));
+      for (let round = 0; round < Number(opts.rounds); round++) {
+        const first = sizes.snapshotRows + 1 + round * sizes.bigTxRows;
+        figures.push(...(await largeTransactionThenRecompute(cfg, client, sizes, first, say)));
+      }
+    } else if (!opts.spreadOnly) figures.push(...(await uniformFigures(cfg, client, sizes, say)));
 
     // 7. The same streaming with the changes spread over 30 days and 10 regions, most days closed.
-    figures.push(...(await spreadScenario(cfg, client, sizes, say)));
+    if (!opts.recomputeOnly) figures.push(...(await spreadScenario(cfg, client, sizes, say)));
 
     // Worker peak RSS over the whole run.
     figures.push({
@@ -606,7 +664,7 @@ async function main(): Promise<void> {
     });
 
     // 7. The same work with more worker processes (restarts the workers; last, after the RSS of the one worker).
-    if (!opts.spreadOnly) {
+    if (!opts.spreadOnly && !opts.recomputeOnly) {
       say('scale-out: 1, 2 and 3 workers');
       figures.push(...(await scaleOutFigures(cfg, client, PIPELINE, sizes, say)));
     }
@@ -616,7 +674,7 @@ async function main(): Promise<void> {
   }
 
   const result = {
-    mode: `${opts.quick ? 'quick' : 'full'}${opts.spreadOnly ? '-spread' : ''}`,
+    mode: `${opts.quick ? 'quick' : 'full'}${opts.spreadOnly ? '-spread' : ''}${opts.recomputeOnly ? '-recompute' : ''}`,
     at: new Date().toISOString(),
     machine: {
       cpus: os.cpus().length,
