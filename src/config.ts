@@ -8,6 +8,14 @@ import {
   type TemporalSettings,
 } from './temporal/settings';
 
+/**
+ * Workflow task timeout of the pipeline and day-recompute runs (Temporal's default is 10 s). A workflow task that a
+ * killed worker had started is given up only after it, and the capture's own timeout waits behind it, so it bounds
+ * a takeover. It must still cover a cold replay of a whole run under load: 200 events (the pipeline's
+ * maxHistoryEvents) replayed in up to 1.5 s, 250 in up to 2.4 s at load average ~10 on 2 cores (docs/architecture.md).
+ */
+export const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS = 5000;
+
 /** Environment settings of docs/cli.md#settings, validated once; a bad value names its variable. */
 const urlSetting = z
   .string()
@@ -49,6 +57,13 @@ const envSchema = z.object({
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
   STATEGRID_RECOMPUTE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(4),
+  // Temporal caps a workflow task timeout at 120 s; below 1 s a replay of any real history would not fit.
+  STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .max(120000)
+    .default(DEFAULT_WORKFLOW_TASK_TIMEOUT_MS),
   STATEGRID_WORKER_ID: z
     .string()
     .regex(/^[\w.-]+$/, 'must be letters, digits, dot, dash or underscore')
@@ -86,6 +101,8 @@ export type AppConfig = {
   workerQueue: string;
   /** Days a range recompute or backfill runs at once. */
   recomputeConcurrency: number;
+  /** Workflow task timeout of the pipeline and day-recompute runs this client starts (and the pipeline's default). */
+  workflowTaskTimeoutMs: number;
   /** Name of this worker's pid/ready files under STATEGRID_HOME/run (`stack up --workers N`). */
   workerName: string;
   decodingPlugin: 'pgoutput' | 'wal2json';
@@ -143,6 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     workerQueue: `${e.STATEGRID_TASK_QUEUE}@${workerId}`,
     workerName: e.STATEGRID_WORKER_NAME,
     recomputeConcurrency: e.STATEGRID_RECOMPUTE_CONCURRENCY,
+    workflowTaskTimeoutMs: e.STATEGRID_WORKFLOW_TASK_TIMEOUT_MS,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
     timeZone: e.STATEGRID_TIME_ZONE,
     metricsPort: e.STATEGRID_METRICS_PORT,

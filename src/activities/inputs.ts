@@ -47,9 +47,12 @@ export function pipelineInputSchema(cfg: AppConfig) {
       restartMarkMs: z.number().int().min(0).max(600000).default(DEFAULT_RESTART_MARK_MS),
       allowedLatenessMinutes: z.number().min(0).max(10080).default(10),
       closeGraceMinutes: z.number().min(0).max(10080).default(30),
-      // A worker that takes the workflow over (its cache died with a worker) replays the whole run first: 4,000
-      // events took 4-8 s to replay on a loaded 2-core machine, 1,000 events 1-2 s.
-      maxHistoryEvents: z.number().int().min(20).max(40000).default(1000),
+      // A worker that takes the workflow over (its cache died with a worker) replays the whole run first, within
+      // one workflow task timeout: at load average ~10 on 2 cores 1,000 events took up to 7.3 s, 500 up to 4.4 s,
+      // 200 up to 1.5 s (a streaming run, ~6.5 events per segment, continues as new every ~30 segments).
+      maxHistoryEvents: z.number().int().min(20).max(40000).default(200),
+      // Set on the run by the client that starts it and on every continue-as-new (see src/config.ts).
+      workflowTaskTimeoutMs: z.number().int().min(1000).max(120000).default(cfg.workflowTaskTimeoutMs),
       timeZone: timeZone.default(cfg.timeZone),
     })
     .strict()

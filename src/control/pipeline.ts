@@ -59,6 +59,8 @@ export async function startPipeline(
       taskQueue: cfg.taskQueue,
       workflowId,
       args: [input],
+      // From its first task; every continue-as-new sets it again (cdcPipelineWorkflow).
+      workflowTaskTimeout: config.workflowTaskTimeoutMs,
       staticSummary: `CDC ${config.plugin} slot ${config.slotName} → ODS, DWD, DWS (pipeline ${config.pipelineId})`,
     });
     return { workflowId, alreadyRunning: false };
@@ -105,6 +107,7 @@ export function recomputeDayWorkflow(
     taskQueue: cfg.taskQueue,
     workflowId: `stategrid-recompute-${input.pipelineId}-${input.date}-${Date.now()}`,
     args: [input],
+    workflowTaskTimeout: cfg.workflowTaskTimeoutMs,
   });
 }
 
@@ -119,6 +122,8 @@ export async function recomputeRangeWorkflowRun(
   onProgress: (p: RangeProgress) => void,
   idPrefix = 'stategrid-recompute-range',
 ): Promise<RecomputeRangeResult> {
+  // Temporal's 10-s workflow task timeout: a year's range has a history of thousands of events, whose cold replay
+  // after a worker died would not fit the pipeline's shorter one; nothing waits on this run's next task.
   const handle = await client.workflow.start<typeof recomputeRangeWorkflow>(WorkflowType.recomputeRange, {
     taskQueue: cfg.taskQueue,
     workflowId: `${idPrefix}-${input.pipelineId}-${input.from}-${input.to}-${Date.now()}`,

@@ -37,6 +37,8 @@ export async function createDailySchedules(
         taskQueue: cfg.taskQueue,
         workflowId: `${s.id}-${pipelineId}`,
         args: recompute ? [{ pipelineId, timeZone: cfg.timeZone }] : [{ pipelineId }],
+        // Both runs have short histories; a worker killed in one of their workflow tasks holds them this long.
+        workflowTaskTimeout: cfg.workflowTaskTimeoutMs,
       },
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
     });

@@ -5,7 +5,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
-  continueAsNew,
+  makeContinueAsNewFunc,
   isCancellation,
   log,
   patched,
@@ -176,7 +176,11 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
         workflowInfo().historyLength > (config.maxHistoryEvents ?? DEFAULT_HISTORY_LIMIT))
     ) {
       state.continuedRuns += 1;
-      await continueAsNew<typeof cdcPipelineWorkflow>(input, state);
+      // Set on every run, so a run started without it (`temporal workflow start` with no --task-timeout) has it
+      // from its first continue-as-new on; unset, the next run keeps this run's.
+      await makeContinueAsNewFunc<typeof cdcPipelineWorkflow>({
+        workflowTaskTimeout: config.workflowTaskTimeoutMs,
+      })(input, state);
     }
   }
 

@@ -52,6 +52,11 @@ export type PipelineConfig = {
   closeGraceMinutes: number;
   /** Continue-as-new once a run's history has this many events (keeps each run's history bounded). */
   maxHistoryEvents: number;
+  /**
+   * Workflow task timeout of every run after this one; absent in configs of runs from before it, whose runs keep
+   * the one they started with (their longer histories need it).
+   */
+  workflowTaskTimeoutMs?: number;
   timeZone: string;
 };
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
+import { tsToMs } from '@temporalio/common/lib/time';
 import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { buildProgram, SCHEDULE_ID, VERIFY_SCHEDULE_ID } from '../../src/cli';
@@ -138,6 +139,12 @@ describe('daily recomputation and schedule', function () {
     const result = (await t.client.workflow.getHandle(workflowId!).result()) as RecomputeResult;
     assert.equal(result.date, yesterday);
     assert.equal(result.drift, 0);
+    // The schedule starts its runs with the configured workflow task timeout (a killed worker holds them that long).
+    const taskTimeoutMs = async (id: string) =>
+      tsToMs(
+        (await t.client.workflow.getHandle(id).describe()).raw.executionConfig?.defaultWorkflowTaskTimeout,
+      );
+    assert.equal(await taskTimeoutMs(workflowId!), t.cfg.workflowTaskTimeoutMs);
 
     // Beside it, a daily verify of the whole warehouse (02:00 local), recorded for `pipeline status`.
     const verify = t.client.schedule.getHandle(VERIFY_SCHEDULE_ID);
@@ -150,6 +157,7 @@ describe('daily recomputation and schedule', function () {
     });
     const summary = (await t.client.workflow.getHandle(verifyRun!).result()) as VerifySummary;
     assert.equal(summary.equal, true, JSON.stringify(summary));
+    assert.equal(await taskTimeoutMs(verifyRun!), t.cfg.workflowTaskTimeoutMs);
     assert.equal(summary.mismatched.dwd_power_consumption_detail, 0);
     const status = await pipelineStatus(t.cfg, t.client, PIPELINE_ID);
     assert.equal(status.sink.lastVerify?.equal, true);

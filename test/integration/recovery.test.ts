@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { tsToMs } from '@temporalio/common/lib/time';
 import { pausePipeline, pipelineHandle, pipelineState, resumePipeline } from '../../src/control/pipeline';
 import { readPid } from '../../src/stack/proc';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
@@ -109,14 +110,18 @@ describe('capture recovery paths', function () {
     await t.assertConverged();
   });
 
-  it('continues as new when the history grows, carrying its state', async () => {
-    await t.freshPipeline({ segmentSeconds: 5, maxHistoryEvents: 20 }, () =>
+  it('continues as new when the history grows, carrying its state and its workflow task timeout', async () => {
+    await t.freshPipeline({ segmentSeconds: 5, maxHistoryEvents: 20, workflowTaskTimeoutMs: 4000 }, () =>
       t.q(USERS).then(() => undefined),
     );
     const handle = pipelineHandle(t.client, PIPELINE_ID);
+    const taskTimeoutMs = async () =>
+      tsToMs((await handle.describe()).raw.executionConfig?.defaultWorkflowTaskTimeout);
     const firstRun = (await handle.describe()).runId;
+    assert.equal(await taskTimeoutMs(), 4000, "pipeline start sets the input's workflow task timeout");
     await t.q(`INSERT INTO power_consumption VALUES (1, 1, 2.00, 1.00, '2026-11-22 10:00:00')`);
     await t.waitFor('a continued run', async () => (await handle.describe()).runId !== firstRun, 120000);
+    assert.equal(await taskTimeoutMs(), 4000, 'the continued run has it too');
     await t.q(`INSERT INTO power_consumption VALUES (2, 2, 3.00, 1.50, '2026-11-22 11:00:00')`);
     await t.caughtUp();
     await t.assertConverged();

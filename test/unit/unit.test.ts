@@ -25,6 +25,14 @@ describe('config', () => {
     );
     assert.throws(() => loadConfig({ STATEGRID_TIME_ZONE: 'Mars/Base' }), /STATEGRID_TIME_ZONE/);
     assert.throws(() => loadConfig({ STATEGRID_SINK_URL: 'mysql://x' }), /STATEGRID_SINK_URL/);
+    assert.throws(
+      () => loadConfig({ STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: '500' }),
+      /STATEGRID_WORKFLOW_TASK_TIMEOUT_MS/,
+    );
+    assert.throws(
+      () => loadConfig({ STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: '5s' }),
+      /STATEGRID_WORKFLOW_TASK_TIMEOUT_MS/,
+    );
   });
   it('derives the documented defaults and masks passwords', () => {
     const cfg = loadConfig({});
@@ -67,6 +75,10 @@ describe('inputs and identifiers', () => {
     assert.throws(() => parsePipelineInput(cfg, { pipelineId: 'x; DROP TABLE y' }), /pipelineId/);
     assert.throws(() => parsePipelineInput(cfg, { batchRows: 0 }), /batchRows/);
     assert.throws(() => parsePipelineInput(cfg, { nope: 1 }), /nope/);
+    // The pipeline's workflow task timeout defaults to the setting and is checked like any input.
+    const timeout = loadConfig({ STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: '7000' });
+    assert.equal(parsePipelineInput(timeout, {}).workflowTaskTimeoutMs, 7000);
+    assert.throws(() => parsePipelineInput(cfg, { workflowTaskTimeoutMs: 200_000 }), /workflowTaskTimeoutMs/);
     assert.throws(() => parseRecomputeInput({ date: '2026-02-30x' }), /date/);
     assert.equal(quoteIdent('a"b'), '"a""b"');
     assert.throws(() => quoteIdent(''), /identifier/);

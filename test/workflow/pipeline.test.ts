@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { tsToMs } from '@temporalio/common/lib/time';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import {
   pauseUpdate,
@@ -241,17 +242,26 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
     );
   });
 
-  it('continues as new when the history passes maxHistoryEvents, carrying its totals', async () => {
+  it('continues as new when the history passes maxHistoryEvents, carrying its totals and its task timeout', async () => {
     await withPipeline(
-      pipelineConfig({ maxHistoryEvents: 30 }),
+      pipelineConfig({ maxHistoryEvents: 30, workflowTaskTimeoutMs: 3000 }),
       (n) => ({ applied: 2, ms: n < 12 ? 20 : 'until-cancelled' }),
       async (handle, fakes) => {
-        const firstRunId = (await handle.describe()).runId;
-        await eventually('a continued run', async () => (await handle.describe()).runId !== firstRunId);
+        const first = await handle.describe();
+        const taskTimeoutMs = (d: typeof first) => tsToMs(d.raw.executionConfig?.defaultWorkflowTaskTimeout);
+        // Started without one, like `temporal workflow start` without --task-timeout: the server's default.
+        assert.equal(taskTimeoutMs(first), 10_000);
+        await eventually('a continued run', async () => (await handle.describe()).runId !== first.runId);
+        assert.equal(
+          taskTimeoutMs(await handle.describe()),
+          3000,
+          "the continued run has the input's timeout",
+        );
         await eventually('eleven segments and a twelfth running', () => fakes.capturesStarted >= 12);
         // Paused, the state holds still (no continue-as-new while a pause is in flight).
         const state = await handle.executeUpdate(pauseUpdate);
         assert.ok(state.continuedRuns >= 1);
+        assert.equal(taskTimeoutMs(await handle.describe()), 3000, 'so has every run after it');
         assert.equal(
           state.totals.segments,
           fakes.capturesCompleted,

@@ -125,3 +125,13 @@ export async function takeoverSteps(
     started,
   };
 }
+
+/**
+ * The worker (identity `<host>-<pid>`) that started the current run's last workflow task: the one whose sticky
+ * cache holds the workflow, which gets its next task first.
+ */
+export async function workflowCachedOn(client: Client, workflowId: string): Promise<string | undefined> {
+  const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
+  const started = (events ?? []).filter((e) => e.workflowTaskStartedEventAttributes);
+  return started.at(-1)?.workflowTaskStartedEventAttributes?.identity ?? undefined;
+}

@@ -13,18 +13,29 @@ import { readPid } from '../../../src/stack/proc';
 import { slotConflictsInWorkerLogs, workerLogSizes } from '../../../src/stack/workers';
 import type { PipelineState } from '../../../src/workflows/contract';
 import { PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
-import { runningActivity, takeoverSteps, wasInterrupted, type RunningActivity } from './disruption';
+import {
+  runningActivity,
+  takeoverSteps,
+  wasInterrupted,
+  workflowCachedOn,
+  type RunningActivity,
+} from './disruption';
 import { STREAM_BASE, USERS, WriteLoad } from './load';
 import { REPO_ROOT } from '../setup/env';
 
 /**
- * `npm run test:faults [-- --quick] [--plugin pgoutput|wal2json|both] [--only <regex>]`: injects faults into the real stack under a
+ * `npm run test:faults [-- --quick] [--plugin pgoutput|wal2json|both] [--only <regex>] [--in-flight]`: injects faults into the real stack under a
  * continuous write load of every kind of change (load.ts), confirms each fault interrupted the work it aimed at,
  * and checks that every layer converges to the oracle computed on the source, that the change log holds every row
  * the load wrote, each insert once, and (with the WAL audit) every committed change once. Prints a table and
  * writes test-output/faults.json; exits 1 on any loss, divergence or unconfirmed fault.
  */
 const QUICK = process.argv.includes('--quick');
+/**
+ * The capture-holder kills land while the holder runs a workflow task: the workflow is first cached on the holder
+ * (another worker caching it is killed and restarted until it is), then signalled just before the kill.
+ */
+const IN_FLIGHT = process.argv.includes('--in-flight');
 const say = (m: string) => console.log(`[faults] ${m}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -357,6 +368,11 @@ async function killCaptureHolder(
      FROM pg_replication_slots WHERE slot_name = $1`,
     [slotName],
   );
+  if (IN_FLIGHT) {
+    // A signal no handler takes (buffered, nothing else): only the workflow task it makes the holder start.
+    await t.client.workflow.getHandle(WORKFLOW_ID).signal('faultSuiteNudge');
+    await sleep(5);
+  }
   process.kill(pid, 'SIGKILL');
   const killedAt = Date.now();
   const before = await streamedHighWater();
@@ -391,6 +407,37 @@ async function killCaptureHolder(
   return { firstRows: since(seen.firstRows), rows: since(rowsAt) };
 }
 
+const pidOf = (identity?: string) => Number(identity?.split('-').pop());
+
+/**
+ * The worker holding the capture (its own task queue in the pipeline state) and the segment it runs. With
+ * --in-flight, a workflow cached on another worker is moved first: that worker is killed and restarted until a
+ * workflow task runs on the holder (at most 5 times; the timeline then shows whether one was in flight).
+ */
+async function captureHolder(): Promise<{ pid: number; segment: RunningActivity }> {
+  for (let moved = 0; ; moved++) {
+    let queue: string | undefined;
+    await t.waitFor(
+      'a segment on a worker of its own',
+      async () => !!(queue = (await status()).captureQueue),
+    );
+    const segment = await runningCapture();
+    const pid = pidOf(queue);
+    const cachedOn = pidOf(await workflowCachedOn(t.client, WORKFLOW_ID));
+    if (!IN_FLIGHT || cachedOn === pid || moved === 5) return { pid, segment };
+    say(
+      `workflow cached on worker ${cachedOn}, the capture on ${pid}: killing ${cachedOn} to move the workflow`,
+    );
+    process.kill(cachedOn, 'SIGKILL');
+    await t.waitFor(
+      'a workflow task on another worker',
+      async () => pidOf(await workflowCachedOn(t.client, WORKFLOW_ID)) !== cachedOn,
+      60000,
+    );
+    await stackUp(t.cfg, () => undefined, { workers: 3 });
+  }
+}
+
 /**
  * Three workers under the load: the one holding the capture (its own task queue in the pipeline state) is killed;
  * another must take the stream over within seconds, and no two streams may race for the slot.
@@ -416,17 +463,9 @@ async function captureHolderKills(
     }
     for (let i = 0; i < kills; i++) {
       await waitGrowth(3000);
-      let queue: string | undefined;
-      await t.waitFor(
-        'a segment on a worker of its own',
-        async () => !!(queue = (await status()).captureQueue),
-      );
-      segments.push(await runningCapture());
-      const { firstRows, rows } = await killCaptureHolder(
-        i + 1,
-        Number(queue!.split('-').pop()),
-        segments.at(-1)!,
-      );
+      const holder = await captureHolder();
+      segments.push(holder.segment);
+      const { firstRows, rows } = await killCaptureHolder(i + 1, holder.pid, holder.segment);
       takeovers.push(firstRows);
       hundreds.push(rows);
       await stackUp(t.cfg, () => undefined, { workers: 3 });
