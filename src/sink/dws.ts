@@ -9,6 +9,11 @@ const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::d
 
 const TOTALS_KEY = 'stat_date, region_id, user_id, region_name, user_name';
 
+/** Rows `a` and `b` hold the same per-user day total (its whole key). */
+const SAME_TOTAL = (a: string, b: string) =>
+  `(${a}.stat_date, ${a}.region_id, ${a}.user_id, ${a}.region_name, ${a}.user_name)
+    = (${b}.stat_date, ${b}.region_id, ${b}.user_id, ${b}.region_name, ${b}.user_name)`;
+
 /**
  * Per-user day totals of the partitions computed from scratch from DWD, as two CTEs: `dwd_grouped` aggregates
  * over the index range of the days and regions, `fresh` keeps the partitions' rows (the grouping holds day and
@@ -56,16 +61,14 @@ updated AS (
       ELSE GREATEST(t.max_consumption, n.added_max) END,
     updated_at = now()
   FROM net n
-  WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
-    = (n.stat_date, n.region_id, n.user_id, n.region_name, n.user_name)
+  WHERE ${SAME_TOTAL('t', 'n')}
   RETURNING t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name, t.detail_rows,
     t.detail_rows - n.detail_rows AS rows_before),
 inserted AS (
   INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, added_max FROM net n
   WHERE n.detail_rows <> 0 AND NOT EXISTS (SELECT 1 FROM dws_user_day_total t
-    WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
-      = (n.stat_date, n.region_id, n.user_id, n.region_name, n.user_name))
+    WHERE ${SAME_TOTAL('t', 'n')})
   RETURNING stat_date, region_id, region_name, detail_rows),
 -- Per group: its sums' change, users who joined (first row) or left (last row gone), the largest amount added
 -- and removed. Amounts as text: the groups pass through the worker as JSON, where a number would be a float.
@@ -120,12 +123,7 @@ sums_drift AS (
 max_drift AS (
   SELECT 1 FROM current c JOIN fresh f USING (stat_date, region_id, user_id, region_name, user_name)
   WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
-    AND NOT EXISTS (SELECT 1 FROM pending d WHERE (d.stat_date, d.region_id, d.user_id, d.region_name, d.user_name)
-      = (c.stat_date, c.region_id, c.user_id, c.region_name, c.user_name))),`;
-
-const SAME_TOTAL = (a: string, b: string) =>
-  `(${a}.stat_date, ${a}.region_id, ${a}.user_id, ${a}.region_name, ${a}.user_name)
-    = (${b}.stat_date, ${b}.region_id, ${b}.user_id, ${b}.region_name, ${b}.user_name)`;
+    AND NOT EXISTS (SELECT 1 FROM pending d WHERE ${SAME_TOTAL('d', 'c')})),`;
 
 /**
  * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
@@ -137,7 +135,7 @@ const SAME_TOTAL = (a: string, b: string) =>
  * and on a snapshot the check cost as much as the rebuild. $1 date[], $2 int[] (partitions), $3 and $4 their
  * distinct dates and regions.
  */
-export const rebuildTotals = (checkDrift: boolean) => `
+const rebuildTotalsSql = (checkDrift: boolean) => `
 WITH ${PARTITIONS},
 pending AS MATERIALIZED (
   DELETE FROM stategrid_dws_delta d USING p WHERE d.stat_date = p.stat_date AND d.region_id = p.region_id
@@ -170,8 +168,8 @@ SELECT ${checkDrift ? '(SELECT count(*) FROM sums_drift)::int + (SELECT count(*)
   (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
     (SELECT stat_date::text, sum(abs(rows))::bigint AS n FROM pending GROUP BY 1) x) AS changes_by_day`;
 
-export const REBUILD_TOTALS = rebuildTotals(true);
-export const REBUILD_TOTALS_UNCHECKED = rebuildTotals(false);
+export const REBUILD_TOTALS = rebuildTotalsSql(true);
+export const REBUILD_TOTALS_UNCHECKED = rebuildTotalsSql(false);
 
 /** The region stats columns, in the order revisions record them. */
 const STATS_COLUMNS =
@@ -260,8 +258,7 @@ export const STATS_FROM_DELTAS = `
 WITH gone AS (
   DELETE FROM dws_user_day_total t USING jsonb_to_recordset($3::jsonb)
     AS x(stat_date date, region_id int, user_id bigint, region_name text, user_name text)
-  WHERE (t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name)
-    = (x.stat_date, x.region_id, x.user_id, x.region_name, x.user_name) AND t.detail_rows = 0),
+  WHERE ${SAME_TOTAL('t', 'x')} AND t.detail_rows = 0),
 g AS MATERIALIZED (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(stat_date date, region_id int, region_name text,
     total_consumption numeric, total_cost numeric, users bigint, added_max numeric, removed_max numeric)),
