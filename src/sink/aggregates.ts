@@ -85,7 +85,9 @@ const REANALYZE_AFTER_TOTALS = 50_000;
 
 /**
  * Rebuilds the partitions' per-user totals from DWD. With `checkDrift` (window close, recompute) returns the totals
- * the incremental state got wrong; marked partitions (snapshot, truncate, repair) have no state to check.
+ * the incremental state got wrong; marked partitions (snapshot, truncate, repair) have no state to check, and when
+ * they hold no totals at all (an initial snapshot) nothing to compare either: the fresh totals are only inserted.
+ * Callers hold the DWS lock, so no other writer can add totals between the check and the rebuild.
  */
 async function rebuildTotals(
   client: pg.ClientBase,
@@ -96,10 +98,16 @@ async function rebuildTotals(
   if (!parts.dates.length) return 0;
   // The per-user grouping of a large day fits in memory with this, instead of spilling to disk.
   await client.query(dws.ENOUGH_WORK_MEM);
-  const sql = checkDrift ? dws.REBUILD_TOTALS : dws.REBUILD_TOTALS_UNCHECKED;
+  const days = distinct(parts.dates);
+  const regions = distinct(parts.regions);
+  const sql = checkDrift
+    ? dws.REBUILD_TOTALS
+    : (await client.query<{ any: boolean }>(dws.ANY_TOTALS_IN, [days, regions])).rows[0].any
+      ? dws.REBUILD_TOTALS_UNCHECKED
+      : dws.REBUILD_TOTALS_INTO_EMPTY;
   const { rows } = await client.query<{ drift: number; totals_changed: number; changes_by_day: object }>(
     sql,
-    [parts.dates, parts.regions, distinct(parts.dates), distinct(parts.regions)],
+    [parts.dates, parts.regions, days, regions],
   );
   addChanges(changes, rows[0].changes_by_day as Record<string, string>);
   if (rows[0].totals_changed >= REANALYZE_AFTER_TOTALS) await client.query(dws.ANALYZE_TOTALS);

@@ -102,6 +102,15 @@ const CURRENT_TOTALS = `current AS MATERIALIZED (
   SELECT t.* FROM dws_user_day_total t JOIN p ON t.stat_date = p.stat_date AND t.region_id = p.region_id
   WHERE t.stat_date = ANY($3::date[]) AND t.region_id = ANY($4::int[]))`;
 
+/** Takes (deletes) the partitions' pending deltas, as `pending`: a rebuild from DWD already holds what they add. */
+const TAKE_PENDING = `pending AS MATERIALIZED (
+  DELETE FROM stategrid_dws_delta d USING p WHERE d.stat_date = p.stat_date AND d.region_id = p.region_id
+  RETURNING d.*)`;
+
+/** The DWD rows changed per day that `pending` held (late events, when the day is closed). */
+const PENDING_BY_DAY = `(SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
+    (SELECT stat_date::text, sum(abs(rows))::bigint AS n FROM pending GROUP BY 1) x) AS changes_by_day`;
+
 /**
  * Drift, for REBUILD_TOTALS: the totals that the incremental state (totals plus pending deltas) got wrong, against
  * `fresh`; a max is compared only where no pending delta touched the user, since deltas cannot tell a max exactly.
@@ -137,9 +146,7 @@ max_drift AS (
  */
 const rebuildTotalsSql = (checkDrift: boolean) => `
 WITH ${PARTITIONS},
-pending AS MATERIALIZED (
-  DELETE FROM stategrid_dws_delta d USING p WHERE d.stat_date = p.stat_date AND d.region_id = p.region_id
-  RETURNING d.*),
+${TAKE_PENDING},
 ${TOTALS_FROM_DWD},
 ${CURRENT_TOTALS},${checkDrift ? TOTALS_DRIFT : ''}
 -- Totals present before or after, whose values differ. A full join (hashed or merged, never a nested loop, which
@@ -165,11 +172,31 @@ inserted AS (
 SELECT ${checkDrift ? '(SELECT count(*) FROM sums_drift)::int + (SELECT count(*) FROM max_drift)::int' : '0'} AS drift,
   (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM updated)::int
     + (SELECT count(*) FROM inserted)::int AS totals_changed,
-  (SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') FROM
-    (SELECT stat_date::text, sum(abs(rows))::bigint AS n FROM pending GROUP BY 1) x) AS changes_by_day`;
+  ${PENDING_BY_DAY}`;
 
 export const REBUILD_TOTALS = rebuildTotalsSql(true);
 export const REBUILD_TOTALS_UNCHECKED = rebuildTotalsSql(false);
+
+/**
+ * REBUILD_TOTALS_UNCHECKED for partitions that hold no totals (an initial snapshot): every fresh total is
+ * inserted, in key order, so each lands on the rightmost leaf of the key's index instead of a random one. On a
+ * snapshot's 593,000 totals 5.6-6.7 s against 8.1-9.2 s through the full join (no current totals to compare).
+ * Only a DWS writer under the DWS lock, having found the partitions empty, may run it. Same parameters and result.
+ */
+export const REBUILD_TOTALS_INTO_EMPTY = `
+WITH ${PARTITIONS},
+${TAKE_PENDING},
+${TOTALS_FROM_DWD},
+inserted AS (
+  INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM fresh
+  ORDER BY ${TOTALS_KEY}
+  RETURNING 1)
+SELECT 0 AS drift, (SELECT count(*) FROM inserted)::int AS totals_changed, ${PENDING_BY_DAY}`;
+
+/** Whether any per-user total exists over the days and regions $1 date[], $2 int[] (all pairs of them). */
+export const ANY_TOTALS_IN = `SELECT EXISTS (SELECT 1 FROM dws_user_day_total
+  WHERE stat_date = ANY($1::date[]) AND region_id = ANY($2::int[])) AS any`;
 
 /** The region stats columns, in the order revisions record them. */
 const STATS_COLUMNS =
