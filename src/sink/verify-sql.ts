@@ -110,7 +110,9 @@ export async function rowHashes(
 
 /**
  * DWS partitions whose rows differ from the semantics recomputed from DWD: region stats by (day, region) with
- * exact sums, distinct users and max; the ranking by day and region, ties by user_id. `days` limits the check.
+ * exact sums, distinct users and max; the ranking by day and region, ties by user_id. Both from one grouping of
+ * the detail rows per user and day (`per_user`; sums of its sums and the max of its maxes are the group's, and it
+ * holds each user of a group at least once): DWD is read once, not once per table. `days` limits the check.
  * A partition with a pending dirty mark or delta is in flight, not different: a batch changed its DWD rows and the
  * next refresh brings them in. Read in the same statement, a partition without either has been refreshed after
  * its last DWD change (a batch writes its deltas or marks in the transaction of its DWD rows; a refresh deletes
@@ -125,20 +127,23 @@ export async function differingDwsPartitions(
   const dwsDayFilter = days ? 'WHERE stat_date = ANY($1::date[])' : '';
   const detail = `SELECT * FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NOT NULL ${dayFilter}`;
   const { rows } = await db.query(
-    `WITH stats_expected AS (
-       SELECT region_id, region_name, consumption_date::date AS stat_date, sum(consumption_amount) AS total_consumption,
-         sum(consumption_cost) AS total_cost, count(DISTINCT user_id) AS user_count,
+    `WITH per_user AS MATERIALIZED (
+       SELECT consumption_date::date AS stat_date, user_id, user_name, region_id, region_name,
+         sum(consumption_amount) AS total_consumption, sum(consumption_cost) AS total_cost,
          max(consumption_amount) AS max_consumption
-       FROM (${detail}) d GROUP BY 1, 2, 3),
+       FROM (${detail}) d GROUP BY 1, 2, 3, 4, 5),
+     stats_expected AS (
+       SELECT region_id, region_name, stat_date, sum(total_consumption) AS total_consumption,
+         sum(total_cost) AS total_cost, count(DISTINCT user_id) AS user_count,
+         max(max_consumption) AS max_consumption
+       FROM per_user GROUP BY 1, 2, 3),
      stats_actual AS (
        SELECT region_id, region_name, stat_date, total_consumption, total_cost, user_count, max_consumption
        FROM dws_region_daily_stats ${dwsDayFilter}),
      ranking_expected AS (
-       SELECT consumption_date::date AS stat_date, user_id, user_name, region_id, region_name,
-         sum(consumption_amount) AS total_consumption, sum(consumption_cost) AS total_cost,
-         row_number() OVER (PARTITION BY consumption_date::date, region_id
-           ORDER BY sum(consumption_amount) DESC, user_id) AS ranking
-       FROM (${detail}) d GROUP BY 1, 2, 3, 4, 5),
+       SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost,
+         row_number() OVER (PARTITION BY stat_date, region_id ORDER BY total_consumption DESC, user_id) AS ranking
+       FROM per_user),
      ranking_actual AS (
        SELECT stat_date, user_id, user_name, region_id, region_name, total_consumption, total_cost, ranking
        FROM dws_user_ranking ${dwsDayFilter}),
