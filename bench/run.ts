@@ -270,6 +270,7 @@ async function spreadScenario(
   let t0 = process.hrtime.bigint();
   await startPipeline(cfg, client, { pipelineId: PIPELINE, segmentSeconds: 30 });
   await waitStreaming(cfg, PIPELINE, 600_000);
+  const streamingS = seconds(t0);
   if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('spread: not caught up after snapshot');
   const snapshotS = seconds(t0);
   // One event on the last day moves the watermark past every earlier day: they close.
@@ -326,6 +327,14 @@ async function spreadScenario(
       ours: (sizes.users + sizes.snapshotRows) / snapshotS,
       unit: 'rows/s',
     },
+    // The two parts of it: the chunks loaded (ODS, DWD, the DWD indexes), then the rebuild of every marked
+    // partition's DWS that the snapshot's finish runs.
+    {
+      name: 'spread: snapshot until streaming',
+      ours: (sizes.users + sizes.snapshotRows) / streamingS,
+      unit: 'rows/s',
+    },
+    { name: 'spread: snapshot, DWS current after streaming', ours: snapshotS - streamingS, unit: 's' },
     { name: 'spread: streaming, commit -> ODS+DWD', ours: sizes.streamRows / odsS, unit: 'rows/s' },
     {
       name: `spread: streaming, commit -> DWS current (${revisions[0].n} revisions)`,
