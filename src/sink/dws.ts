@@ -180,7 +180,7 @@ export const REBUILD_TOTALS_UNCHECKED = rebuildTotalsSql(false);
 /**
  * REBUILD_TOTALS_UNCHECKED for partitions that hold no totals (an initial snapshot): every fresh total is
  * inserted, in key order, so each lands on the rightmost leaf of the key's index instead of a random one. On a
- * snapshot's 593,000 totals 5.6-6.7 s against 8.1-9.2 s through the full join (no current totals to compare).
+ * snapshot's 593,000 totals 5.6-7.8 s against 8.1-11.8 s through the full join (no current totals to compare).
  * Only a DWS writer under the DWS lock, having found the partitions empty, may run it. Same parameters and result.
  */
 export const REBUILD_TOTALS_INTO_EMPTY = `
