@@ -6,7 +6,6 @@ import {
   type SnapshotResult,
 } from '../cdc/snapshot';
 import { SOURCE_TABLES, type SourceTable } from '../schema/tables';
-import { refreshDirtyPartitions } from '../sink/aggregates';
 import { chunkTotals, readPlan, startChunk, writePlan, type SnapshotPlan } from '../sink/snapshot-chunks';
 import { PgSnapshotSink } from '../sink/snapshot-load';
 import { ErrorType, type PipelineConfig } from '../workflows/contract';
@@ -120,7 +119,8 @@ export function snapshotFanOutActivities({ cfg, sink, streams, worker }: Activit
       const finishing = new PgSnapshotSink(sink, config.pipelineId);
       await finishing.join(plan.epoch, {});
       await finishing.finish(plan.snapshotLsn, rows, totals.maxEventTime);
-      await refreshDirtyPartitions(sink, config.pipelineId);
+      // DWS of the marked partitions is rebuilt by the first segment's refresher (or a window close), beside the
+      // stream: the segment meanwhile decodes the WAL the snapshot's own sink writes left behind the slot.
       const seconds = totals.seconds;
       log.info('snapshot done', {
         pipelineId: config.pipelineId,

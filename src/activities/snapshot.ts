@@ -1,7 +1,6 @@
 import { Context, log } from '@temporalio/activity';
 import { runSnapshot, type SnapshotOptions, type SnapshotResult } from '../cdc/snapshot';
 import type { AppConfig } from '../config';
-import { refreshDirtyPartitions } from '../sink/aggregates';
 import { PgSnapshotSink } from '../sink/snapshot-load';
 import type { PipelineConfig } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
@@ -29,7 +28,8 @@ export function snapshotActivities({ cfg, sink, streams }: ActivityDeps) {
         snapshotOptions(cfg, config),
         (rows) => ctx.heartbeat({ rows }),
       );
-      await refreshDirtyPartitions(sink, config.pipelineId);
+      // DWS of the marked partitions is rebuilt by the first segment's refresher (or a window close), beside the
+      // stream: the segment meanwhile decodes the WAL the snapshot's own sink writes left behind the slot.
       log.info('snapshot done', {
         pipelineId: config.pipelineId,
         rows: result.rows,
