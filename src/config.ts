@@ -15,6 +15,8 @@ import {
  * maxHistoryEvents) replayed in up to 1.5 s, 250 in up to 2.4 s at load average ~10 on 2 cores (docs/architecture.md).
  */
 export const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS = 5000;
+/** Temporal caps a workflow task timeout at 120 s; below 1 s a replay of any real history would not fit. */
+export const WORKFLOW_TASK_TIMEOUT_LIMITS_MS = { min: 1000, max: 120000 } as const;
 
 /** Environment settings of docs/cli.md#settings, validated once; a bad value names its variable. */
 const urlSetting = z
@@ -57,12 +59,11 @@ const envSchema = z.object({
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
   STATEGRID_RECOMPUTE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(4),
-  // Temporal caps a workflow task timeout at 120 s; below 1 s a replay of any real history would not fit.
   STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: z.coerce
     .number()
     .int()
-    .min(1000)
-    .max(120000)
+    .min(WORKFLOW_TASK_TIMEOUT_LIMITS_MS.min)
+    .max(WORKFLOW_TASK_TIMEOUT_LIMITS_MS.max)
     .default(DEFAULT_WORKFLOW_TASK_TIMEOUT_MS),
   STATEGRID_WORKER_ID: z
     .string()

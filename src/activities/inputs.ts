@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { AppConfig } from '../config';
+import { WORKFLOW_TASK_TIMEOUT_LIMITS_MS, type AppConfig } from '../config';
 import {
   DEFAULT_RESTART_MARK_MS,
   type PipelineConfig,
@@ -52,7 +52,12 @@ export function pipelineInputSchema(cfg: AppConfig) {
       // 200 up to 1.5 s (a streaming run, ~6.5 events per segment, continues as new every ~30 segments).
       maxHistoryEvents: z.number().int().min(20).max(40000).default(200),
       // Set on the run by the client that starts it and on every continue-as-new (see src/config.ts).
-      workflowTaskTimeoutMs: z.number().int().min(1000).max(120000).default(cfg.workflowTaskTimeoutMs),
+      workflowTaskTimeoutMs: z
+        .number()
+        .int()
+        .min(WORKFLOW_TASK_TIMEOUT_LIMITS_MS.min)
+        .max(WORKFLOW_TASK_TIMEOUT_LIMITS_MS.max)
+        .default(cfg.workflowTaskTimeoutMs),
       timeZone: timeZone.default(cfg.timeZone),
     })
     .strict()
