@@ -327,8 +327,8 @@ async function spreadScenario(
       ours: (sizes.users + sizes.snapshotRows) / snapshotS,
       unit: 'rows/s',
     },
-    // The two parts of it: the chunks loaded (ODS, DWD, the DWD indexes), then the rebuild of every marked
-    // partition's DWS that the snapshot's finish runs.
+    // The two parts of it: the chunks loaded (ODS, DWD, the DWD indexes), then DWS current: the rebuild of every
+    // marked partition, which the first capture segment's refresher runs while the segment catches up.
     {
       name: 'spread: snapshot until streaming',
       ours: (sizes.users + sizes.snapshotRows) / streamingS,

@@ -9,6 +9,9 @@ const PARTITIONS = `p AS (SELECT DISTINCT stat_date, region_id FROM unnest($1::d
 
 const TOTALS_KEY = 'stat_date, region_id, user_id, region_name, user_name';
 
+/** Head of every insert of per-user day totals; the SELECT after it gives the values in this order. */
+const INSERT_TOTALS = `INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)`;
+
 /** Rows `a` and `b` hold the same per-user day total (its whole key). */
 const SAME_TOTAL = (a: string, b: string) =>
   `(${a}.stat_date, ${a}.region_id, ${a}.user_id, ${a}.region_name, ${a}.user_name)
@@ -65,7 +68,7 @@ updated AS (
   RETURNING t.stat_date, t.region_id, t.user_id, t.region_name, t.user_name, t.detail_rows,
     t.detail_rows - n.detail_rows AS rows_before),
 inserted AS (
-  INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  ${INSERT_TOTALS}
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, added_max FROM net n
   WHERE n.detail_rows <> 0 AND NOT EXISTS (SELECT 1 FROM dws_user_day_total t
     WHERE ${SAME_TOTAL('t', 'n')})
@@ -166,7 +169,7 @@ updated AS (
   FROM diff d WHERE ${SAME_TOTAL('t', 'd')} AND d.was AND d.is
   RETURNING 1),
 inserted AS (
-  INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  ${INSERT_TOTALS}
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM diff WHERE NOT was
   RETURNING 1)
 SELECT ${checkDrift ? '(SELECT count(*) FROM sums_drift)::int + (SELECT count(*) FROM max_drift)::int' : '0'} AS drift,
@@ -188,7 +191,7 @@ WITH ${PARTITIONS},
 ${TAKE_PENDING},
 ${TOTALS_FROM_DWD},
 inserted AS (
-  INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)
+  ${INSERT_TOTALS}
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption FROM fresh
   ORDER BY ${TOTALS_KEY}
   RETURNING 1)
