@@ -24,7 +24,7 @@ import type { TemporalClient } from '../src/cli/shared';
 import { withClient } from '../src/db/client';
 import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
-import { bind } from '../src/db/sql';
+import { boundQuery } from '../src/db/sql';
 import { stackDown, stackUp } from '../src/stack';
 import { pgBinDir } from '../src/stack/postgres';
 import { readPid } from '../src/stack/proc';
@@ -185,7 +185,7 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
       if (!prepared) throw new Error('bench batch was not prepared');
       await c.query('BEGIN');
       const t0 = process.hrtime.bigint();
-      await c.query(APPLY_CONSUMPTIONS.text, bind(APPLY_CONSUMPTIONS, prepared.params));
+      await c.query(boundQuery(APPLY_CONSUMPTIONS, prepared.params));
       elapsed += process.hrtime.bigint() - t0;
       await c.query('ROLLBACK');
     }

@@ -5,7 +5,7 @@
  * them is here.
  */
 import type pg from 'pg';
-import { bind, named } from '../db/sql';
+import { boundQuery, named } from '../db/sql';
 
 export type CheckpointRow = {
   pipeline_id: string;
@@ -81,7 +81,7 @@ export async function advanceCheckpoint(
   client: pg.ClientBase,
   values: Record<AdvanceParam, unknown>,
 ): Promise<void> {
-  await client.query(ADVANCE_CHECKPOINT.text, bind(ADVANCE_CHECKPOINT, values));
+  await client.query(boundQuery(ADVANCE_CHECKPOINT, values));
 }
 
 /** An idle slot position confirmed with no change applied (WAL of other databases, our markers). */

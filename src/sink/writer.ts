@@ -13,7 +13,7 @@ import type { BatchSink, ChangeBatch } from '../cdc/ports';
 import { invalidReason } from '../cdc/validate';
 import type { Column } from '../schema/tables';
 import { withTransaction } from '../db/client';
-import { bind } from '../db/sql';
+import { boundQuery } from '../db/sql';
 import { advanceCheckpoint, confirmIdlePosition, lockCheckpoint } from './checkpoint';
 import * as dwd from './dwd';
 import * as ods from './ods';
@@ -182,8 +182,7 @@ export async function applyConsumptionsAtCheckpoint(
   const last = changes[changes.length - 1];
   const stmt = dwd.consumptionStatements(extraColumns).atCheckpoint;
   const { rows } = await pool.query<{ ok: boolean }>(
-    stmt.text,
-    bind(stmt, {
+    boundQuery(stmt, {
       ...prepared.params,
       pipeline_id: pipelineId,
       epoch,
@@ -331,10 +330,7 @@ async function applyRowSegment(
   if (states.power_user.size === 0) {
     // The common streaming case: one statement and one round trip for the whole batch.
     const stmt = dwd.consumptionStatements(extras.power_consumption).plain;
-    await client.query(
-      stmt.text,
-      bind(stmt, consumptionParams(changes, states.power_consumption, deadLetters)),
-    );
+    await client.query(boundQuery(stmt, consumptionParams(changes, states.power_consumption, deadLetters)));
     return;
   }
 
