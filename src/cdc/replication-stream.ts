@@ -9,6 +9,7 @@ import {
   type StreamEvent,
 } from './changes';
 import { decoderFor, type Decoder } from './decoders';
+import { deliverDirectly } from './direct-delivery';
 import type { ChangeBatch } from './ports';
 import {
   PublicationGuard,
@@ -115,7 +116,9 @@ export class ReplicationStream {
   }
 
   private subscribe(startLsn: bigint) {
-    this.service.on('data', (_lsn: string, message: unknown) => this.onData(message));
+    const onData = (message: unknown) => this.onData(message);
+    if (!deliverDirectly(this.service, onData))
+      this.service.on('data', (_lsn: string, m: unknown) => onData(m));
     this.service.on('heartbeat', (lsn: string, _ts: number, reply: boolean) => this.onKeepalive(lsn, reply));
     this.service.on('error', (err: Error) => this.fail(err));
     this.service.subscribe(this.decoder.plugin, this.target.slotName, formatLsn(startLsn)).then(
@@ -131,7 +134,7 @@ export class ReplicationStream {
 
   /**
    * Synchronous unless the handler has to wait (detached, or a full batch): a promise per message is a measurable
-   * share of the worker's CPU per streamed row, and the library's queue awaits whatever the handler returns.
+   * share of the worker's CPU per streamed row (see deliverDirectly); a returned promise pauses the socket.
    */
   private onData(message: unknown): Promise<void> | void {
     if (!this.attached) return this.whenAttached.promise.then(() => this.handleData(message));
