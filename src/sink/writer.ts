@@ -40,7 +40,12 @@ export type PreparedBatch = {
   consumptions: PreparedConsumptions | null;
   newColumns: boolean;
 };
-export type PreparedConsumptions = { params: dwd.ConsumptionBatchParams; result: BatchResult };
+/** `newKeys`: every change inserts a key no other change of the batch touches (see dwd.applyConsumptionsSql). */
+export type PreparedConsumptions = {
+  params: dwd.ConsumptionBatchParams;
+  result: BatchResult;
+  newKeys: boolean;
+};
 
 /** The sink of one pipeline's capture, fenced by the checkpoint epoch it was started with. */
 export class PgBatchSink implements BatchSink<PreparedBatch> {
@@ -180,23 +185,32 @@ export async function applyConsumptionsAtCheckpoint(
 ): Promise<BatchResult | null> {
   const first = changes[0];
   const last = changes[changes.length - 1];
-  const stmt = dwd.consumptionStatements(extraColumns).atCheckpoint;
-  const { rows } = await pool.query<{ ok: boolean }>(
-    boundQuery(stmt, {
-      ...prepared.params,
-      pipeline_id: pipelineId,
-      epoch,
-      first_lsn: formatLsn(first.txLsn),
-      first_seq: first.seq,
-      commit_lsn: formatLsn(last.txLsn),
-      seq: last.seq,
-      confirmed_lsn: confirmLsn === null ? null : formatLsn(confirmLsn),
-      changes: changes.length,
-      max_event_time: prepared.result.maxEventTime,
-    }),
-  );
+  const stmts = dwd.consumptionStatements(extraColumns);
+  const values = {
+    ...prepared.params,
+    pipeline_id: pipelineId,
+    epoch,
+    first_lsn: formatLsn(first.txLsn),
+    first_seq: first.seq,
+    commit_lsn: formatLsn(last.txLsn),
+    seq: last.seq,
+    confirmed_lsn: confirmLsn === null ? null : formatLsn(confirmLsn),
+    changes: changes.length,
+    max_event_time: prepared.result.maxEventTime,
+  };
+  const run = (stmt: typeof stmts.atCheckpoint) => pool.query<{ ok: boolean }>(boundQuery(stmt, values));
+  let rows: { ok: boolean }[];
+  try {
+    ({ rows } = await run(prepared.newKeys ? stmts.newKeysAtCheckpoint : stmts.atCheckpoint));
+  } catch (err) {
+    // A key the inserts expected to be new was there (written by a repair first): nothing was written.
+    if (!prepared.newKeys || (err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
+    ({ rows } = await run(stmts.atCheckpoint));
+  }
   return rows[0].ok ? prepared.result : null;
 }
+
+const UNIQUE_VIOLATION = '23505';
 
 /**
  * The one-statement parameters of a batch that touches only consumptions (the common streaming case), built
@@ -207,7 +221,10 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
     return null;
   const result = emptyBatchResult();
   const { states, deadLetters } = summarizeRows(changes, result);
-  return { params: consumptionParams(changes, states.power_consumption, deadLetters), result };
+  const newKeys =
+    states.power_consumption.size === changes.length &&
+    changes.every((c) => c.kind === 'row' && c.op === 'I' && c.oldKey === undefined);
+  return { params: consumptionParams(changes, states.power_consumption, deadLetters), result, newKeys };
 }
 
 /**

@@ -121,6 +121,42 @@ describe('sink writer, one-statement batches', function () {
     assert.deepEqual(await counts(), { log: 0, ods: 0, dwd: 0, dead: 0, applied: '0', commit_lsn: '0/0#0' });
   });
 
+  it('inserts new keys without conflict handling, and upserts when a key was there after all', async () => {
+    const changes = consumptions(3);
+    const batch = prepareConsumptions(changes);
+    assert.equal(batch?.newKeys, true);
+    const again = [...changes, { ...changes[0], seq: 4 }];
+    assert.equal(prepareConsumptions(again)?.newKeys, false, 'a key inserted twice in one batch');
+    const update = [{ ...changes[0], op: 'U' as const }];
+    assert.equal(prepareConsumptions(update)?.newKeys, false, 'an update');
+    // A repair wrote the first key before the stream's insert of it arrived.
+    const values = `($1, 1, 9.99, 0.10, '2026-11-19 10:00:00')`;
+    await t.q(
+      `INSERT INTO ods_power_consumption (consumption_id, user_id, consumption_amount, consumption_cost,
+         consumption_date, _lsn, _op) VALUES ${values.replace(')', ", 'FE/0', 'I')")}`,
+      [firstId],
+    );
+    await t.q(
+      `INSERT INTO dwd_power_consumption_detail (consumption_id, user_id, consumption_amount, consumption_cost,
+         consumption_date) VALUES ${values}`,
+      [firstId],
+    );
+    assert.ok(batch);
+    assert.equal(
+      (await applyConsumptionsAtCheckpoint(t.db, pipeline, epoch, changes, batch, null))?.applied,
+      3,
+    );
+    assert.deepEqual(await counts(), { log: 3, ods: 3, dwd: 3, dead: 0, applied: '3', commit_lsn: 'FF/0#3' });
+    const rows = await t.q<{ ods: string; dwd: string }>(
+      `SELECT o.consumption_amount::text || ' ' || o.consumption_date::date AS ods,
+         d.consumption_amount::text || ' ' || d.consumption_date::date AS dwd
+       FROM ods_power_consumption o JOIN dwd_power_consumption_detail d USING (consumption_id)
+       WHERE consumption_id = $1`,
+      [firstId],
+    );
+    assert.deepEqual(rows, [{ ods: '1.50 2026-11-20', dwd: '1.50 2026-11-20' }]);
+  });
+
   it('sends invalid rows to dead letters on the fast path too', async () => {
     const changes = consumptions(2, false);
     const batch = prepareConsumptions(changes);
