@@ -43,7 +43,9 @@ fresh AS MATERIALIZED (
  * is recomputed from the user's DWD rows of that day when a row at or above it left. Returns, per region stats
  * group (day, region id and name), what the change does to its row (`groups`, see STATS_FROM_DELTAS), the totals
  * it emptied (users who left a group, deleted by STATS_FROM_DELTAS) and the DWD rows changed per day (late events,
- * when the day is closed).
+ * when the day is closed). A net change the update found no total for makes a new one: under the DWS lock no
+ * other writer adds totals, and matching the updated keys by hash cost less than probing the key a second time
+ * (5,000 deltas on 593,000 totals, medians of six alternating runs: 94-131 ms -> 58-111 ms).
  */
 export const APPLY_DELTAS = `
 WITH taken AS MATERIALIZED (DELETE FROM stategrid_dws_delta RETURNING *),
@@ -70,8 +72,7 @@ updated AS (
 inserted AS (
   ${INSERT_TOTALS}
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, added_max FROM net n
-  WHERE n.detail_rows <> 0 AND NOT EXISTS (SELECT 1 FROM dws_user_day_total t
-    WHERE ${SAME_TOTAL('t', 'n')})
+  WHERE n.detail_rows <> 0 AND NOT EXISTS (SELECT 1 FROM updated u WHERE ${SAME_TOTAL('u', 'n')})
   RETURNING stat_date, region_id, region_name, detail_rows),
 -- Per group: its sums' change, users who joined (first row) or left (last row gone), the largest amount added
 -- and removed. Amounts as text: the groups pass through the worker as JSON, where a number would be a float.
