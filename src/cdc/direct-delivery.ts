@@ -25,8 +25,8 @@ const hasFlowControlQueue = (s: object): s is FlowControlQueue => {
  *
  * With flow control on, the library queues every message and delivers it through EventEmitter2's emitAsync,
  * awaiting the listeners and then an acknowledge call: several promises per message, each also paying the async
- * hooks that Temporal's activity context turns on. That cost 1.8 us of CPU per message (per streamed row) in a
- * micro-benchmark of the queue under an AsyncLocalStorage context, against 0.4 us this way.
+ * hooks that Temporal's activity context turns on. That cost 2.2-2.3 us of CPU per message (per streamed row) in
+ * a micro-benchmark of the queue under an AsyncLocalStorage context, against 0.4-0.5 us this way.
  *
  * Returns false, changing nothing, when the library has no such queue (another version): then the caller
  * listens to its `data` event as usual.
