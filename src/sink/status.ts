@@ -19,22 +19,15 @@ export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealt
 }
 
 /**
- * What the sink says the pipeline's windows need, read after every capture segment: the days with provisional DWS
- * rows and the latest event time any batch committed. A segment's own figures cover only the batches it applied;
- * when its result is lost (its activity timed out while the Temporal server was down, and the retry found every row
- * applied), these still tell the workflow which days to close.
+ * The days with provisional DWS rows, read after every capture segment. A segment reports the days its own batches
+ * touched; when its result is lost (its activity timed out while the Temporal server was down, and the retry found
+ * every row applied), these still tell the workflow which days to close.
  */
-export async function windowFacts(
-  db: pg.ClientBase | pg.Pool,
-  pipelineId: string,
-): Promise<{ days: string[]; maxEventTime: string | null }> {
-  const { rows } = await db.query<{ days: string | null; max_event_time: string | null }>(
-    `SELECT (SELECT string_agg(DISTINCT stat_date::text, ',') FROM dws_region_daily_stats WHERE NOT is_final) AS days,
-       (SELECT to_char(max_event_time, 'YYYY-MM-DD HH24:MI:SS.MS') FROM stategrid_checkpoint
-        WHERE pipeline_id = $1) AS max_event_time`,
-    [pipelineId],
+export async function provisionalDays(db: pg.ClientBase | pg.Pool): Promise<string[]> {
+  const { rows } = await db.query<{ days: string | null }>(
+    `SELECT string_agg(DISTINCT stat_date::text, ',') AS days FROM dws_region_daily_stats WHERE NOT is_final`,
   );
-  return { days: rows[0].days ? rows[0].days.split(',') : [], maxEventTime: rows[0].max_event_time };
+  return rows[0].days ? rows[0].days.split(',') : [];
 }
 
 export type SinkFigures = {
