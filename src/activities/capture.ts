@@ -4,7 +4,7 @@ import { parseLsn } from '../cdc/changes';
 import { PublicationAlteredError, SlotMissingError, slotFigures } from '../cdc/source-admin';
 import { slotLagBytes } from '../observability/metrics';
 import { readCheckpoint } from '../sink/checkpoint';
-import { provisionalDays, sinkHealth } from '../sink/status';
+import { sinkHealth } from '../sink/status';
 import { PgBatchSink, StaleCaptureError } from '../sink/writer';
 import {
   DEFAULT_RESTART_MARK_MS,
@@ -104,10 +104,9 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
     const slot = await slotFigures(cfg.sourceUrl, config.slotName);
     if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
     const health = await sinkHealth(sink);
-    const windows = await provisionalDays(sink);
     return {
       ...progress,
-      days: [...new Set([...progress.days, ...windows])],
+      days: [...new Set([...progress.days, ...health.provisionalDays])],
       ...refresher.takeStats(),
       slotLagBytes: slot.lagBytes,
       orphans: health.orphans,

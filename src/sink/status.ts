@@ -6,28 +6,28 @@ import { lastRepair } from './repair';
 import { odsColumnReport, type OdsColumnReport } from './ods-columns';
 import { lastVerifyRun, type VerifyRun } from './verify-sql';
 
-export type SinkHealth = { orphans: number; deadLetters: number };
+/**
+ * Read after every capture segment. `provisionalDays` are the days with provisional DWS rows: a segment reports the
+ * days its own batches touched, and when its result is lost (its activity timed out while the Temporal server was
+ * down, and the retry found every row applied), these still tell the workflow which days to close.
+ */
+export type SinkHealth = { orphans: number; deadLetters: number; provisionalDays: string[] };
 
 // Orphans: DWD details without a known region (a partial index keeps this off a table scan).
 const ORPHANS = `(SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::int AS orphans`;
 const DEAD_LETTERS = `(SELECT count(*) FROM stategrid_dead_letter)::int AS dead_letters`;
+const PROVISIONAL_DAYS = `(SELECT string_agg(DISTINCT stat_date::text, ',') FROM dws_region_daily_stats
+  WHERE NOT is_final) AS provisional_days`;
 
-/** Orphans and dead letters, read after every capture segment. */
+/** Orphans, dead letters and provisional days in one round trip. */
 export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealth> {
-  const { rows } = await db.query(`SELECT ${ORPHANS}, ${DEAD_LETTERS}`);
-  return { orphans: rows[0].orphans, deadLetters: rows[0].dead_letters };
-}
-
-/**
- * The days with provisional DWS rows, read after every capture segment. A segment reports the days its own batches
- * touched; when its result is lost (its activity timed out while the Temporal server was down, and the retry found
- * every row applied), these still tell the workflow which days to close.
- */
-export async function provisionalDays(db: pg.ClientBase | pg.Pool): Promise<string[]> {
-  const { rows } = await db.query<{ days: string | null }>(
-    `SELECT string_agg(DISTINCT stat_date::text, ',') AS days FROM dws_region_daily_stats WHERE NOT is_final`,
-  );
-  return rows[0].days ? rows[0].days.split(',') : [];
+  const { rows } = await db.query(`SELECT ${ORPHANS}, ${DEAD_LETTERS}, ${PROVISIONAL_DAYS}`);
+  const days: string | null = rows[0].provisional_days;
+  return {
+    orphans: rows[0].orphans,
+    deadLetters: rows[0].dead_letters,
+    provisionalDays: days ? days.split(',') : [],
+  };
 }
 
 export type SinkFigures = {
