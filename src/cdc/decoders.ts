@@ -1,6 +1,6 @@
 import { PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
-import { keepValuesAsText } from '../db/client';
 import type { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin';
+import { PgoutputRowReader } from './pgoutput-rows';
 import {
   isSourceTable,
   parseLsn,
@@ -20,12 +20,6 @@ export type Decoder = {
 
 const text = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 
-function toRow(tuple: Record<string, unknown> | null | undefined): Row {
-  const row: Row = {};
-  if (tuple) for (const k of Object.keys(tuple)) row[k] = text(tuple[k]);
-  return row;
-}
-
 /** Unix-epoch microseconds as ISO text with all six fractional digits: a Date would keep milliseconds only. */
 function microsToIso(us: bigint | null | undefined): string | null {
   if (!us) return null;
@@ -36,13 +30,19 @@ function microsToIso(us: bigint | null | undefined): string | null {
 
 /**
  * The library parses a message when it arrives and queues it for the data handler: the count of parsed messages
- * tells the stream whether anything received is still waiting to be handled.
+ * tells the stream whether anything received is still waiting to be handled. Row changes are read by our own
+ * reader (see pgoutput-rows.ts), everything else by the library.
  */
 class CountingPgoutputPlugin extends PgoutputPlugin {
   parsed = 0;
+  private readonly rows = new PgoutputRowReader();
   parse(buffer: Buffer) {
     this.parsed += 1;
-    return super.parse(buffer);
+    const change = this.rows.read(buffer);
+    if (change) return change;
+    const message = super.parse(buffer);
+    if (message.tag === 'relation') this.rows.learn(message);
+    return message;
   }
 }
 
@@ -85,8 +85,6 @@ class PgoutputColumnWatch {
 }
 
 export function pgoutputDecoder(publication: string): Decoder {
-  // The library parses tuple values with pg's global type parsers: they must keep PostgreSQL's text forms.
-  keepValuesAsText();
   const plugin = new CountingPgoutputPlugin({
     protoVersion: 1,
     publicationNames: [publication],
@@ -108,9 +106,9 @@ export function pgoutputDecoder(publication: string): Decoder {
           const table = m.relation.name as string;
           if (!isSourceTable(m.relation.schema, table)) return { type: 'skip' };
           const op = m.tag === 'insert' ? 'I' : m.tag === 'update' ? 'U' : 'D';
-          const row = toRow(op === 'D' ? (m.old ?? m.key) : m.new);
+          const row: Row = op === 'D' ? (m.old ?? m.key) : m.new;
           const pk = PRIMARY_KEY[table];
-          const before = text(m.key?.[pk] ?? m.old?.[pk]);
+          const before = m.key?.[pk] ?? m.old?.[pk] ?? null;
           const oldKey = op === 'U' && before !== null && before !== row[pk] ? before : undefined;
           return { type: 'change', table, op, row, oldKey, columns: watch.changed(table, m.relation) };
         }
