@@ -352,6 +352,11 @@ async function spreadScenario(
       unit: 'rows',
     },
     { name: 'spread: streaming CPU per row, all processes', ours: cpuUs, unit: 'us' },
+    ...Object.entries(cpu).map(([part, cpuS]) => ({
+      name: `spread: streaming CPU per row: ${part}`,
+      ours: (cpuS / sizes.streamRows) * 1e6,
+      unit: 'us',
+    })),
     {
       name: `spread @5k rows/s for ${steadyS} s: commit -> DWS current p50`,
       ours: dwsLatency.p50,
