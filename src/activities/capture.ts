@@ -90,6 +90,7 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
           cancelled: segmentEnds,
           log: (msg, extra) => log.info(msg, { pipelineId: config.pipelineId, ...extra }),
           debug: (msg, extra) => log.debug(msg, { pipelineId: config.pipelineId, ...extra }),
+          caughtUp: () => refresher.refreshSoon(),
         },
       );
       // Pausing or stopping: no segment follows soon, so leave DWS current now.

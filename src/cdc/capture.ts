@@ -34,6 +34,8 @@ export type SegmentHooks = {
   cancelled: Promise<unknown>;
   log: (msg: string, extra?: object) => void;
   debug: (msg: string, extra?: object) => void;
+  /** Batches with rows were written and the sink holds everything received: no write queued, nothing decoded since. */
+  caughtUp?: () => void;
 };
 
 /** At most one batch in the sink and one prepared behind it while the next is decoded: bounded memory. */
@@ -108,6 +110,8 @@ class CaptureSegment {
   private marking: Promise<unknown> | undefined;
   private lastMark = 0;
   private batchesAtMark = 0;
+  /** Batches with rows were written since the sink last caught up with the stream (see SegmentHooks.caughtUp). */
+  private rowsSinceCaughtUp = false;
 
   constructor(
     private readonly stream: ReplicationStream,
@@ -192,6 +196,7 @@ class CaptureSegment {
       .catch((err) => void (this.writeFailure ??= err))
       .finally(() => {
         this.queuedWrites -= 1;
+        this.reportCaughtUp();
         const settled = this.writeSettled;
         this.writeSettled = null;
         settled?.();
@@ -217,6 +222,14 @@ class CaptureSegment {
       this.stream.acknowledge(confirmLsn);
       this.progress.confirmedLsn = formatLsn(confirmLsn);
     }
+    if (batch.changes.length) this.rowsSinceCaughtUp = true;
+  }
+
+  /** After the last queued write: tells the hook when batches with rows were written and nothing is waiting. */
+  private reportCaughtUp() {
+    if (!this.rowsSinceCaughtUp || this.queuedWrites > 0 || this.writeFailure || !this.stream.drained) return;
+    this.rowsSinceCaughtUp = false;
+    this.hooks.caughtUp?.();
   }
 
   private count(batch: ChangeBatch, r: BatchResult, writeMs: number) {

@@ -201,10 +201,8 @@ export class ReplicationStream {
   }
 
   private onKeepalive(lsnText: string, reply: boolean) {
-    const idle =
-      this.attached && !this.tx && this.pending.length === 0 && this.decoder.plugin.parsed === this.handled;
     const pos = parseLsn(lsnText);
-    if (idle && pos > this.confirmed && Date.now() - this.lastIdleConfirm >= IDLE_CONFIRM_MS) {
+    if (this.drained && pos > this.confirmed && Date.now() - this.lastIdleConfirm >= IDLE_CONFIRM_MS) {
       // Nothing of ours is in flight: the slot may advance to the server's position (WAL of other databases).
       this.lastIdleConfirm = Date.now();
       this.hintPosition(pos);
@@ -304,6 +302,16 @@ export class ReplicationStream {
         change.columns = await sourceColumns(source, change.table, refs);
     });
     return { changes, endLsn, newColumns: true };
+  }
+
+  /**
+   * Nothing received is waiting: no transaction half decoded, no change decoded but not yet cut into a batch, no
+   * message parsed but not yet handled.
+   */
+  get drained(): boolean {
+    return (
+      this.attached && !this.tx && this.pending.length === 0 && this.decoder.plugin.parsed === this.handled
+    );
   }
 
   /** The position the sink has committed everything before; it is acknowledged to the slot. */

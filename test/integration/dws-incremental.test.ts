@@ -186,6 +186,30 @@ describe('incremental DWS', function () {
     assert.equal(after.lateEvents - before.lateEvents, 5, 'each late row counted once');
   });
 
+  it('brings DWS level with DWD as soon as the sink holds everything received, not at the next interval', async () => {
+    // No refresh falls due by the interval after the segment's first one: only the sink catching up starts one.
+    // A day ahead of the clock, so no window close (which takes the deltas too) brings DWS level instead.
+    await t.freshPipeline({ dwsRefreshMs: 600000 });
+    const ahead = '2027-03-01';
+    const stats = () =>
+      t.q<{ total: string; users: number }>(
+        `SELECT total_consumption::text AS total, user_count::int AS users FROM dws_region_daily_stats
+         WHERE stat_date = $1 AND region_id = 1`,
+        [ahead],
+      );
+    await t.q(`INSERT INTO power_user VALUES (1, 'u1', '居民用电', 1, 'r1', now())`);
+    await t.q(`INSERT INTO power_consumption VALUES (1, 1, 2.50, 1.00, '${ahead} 08:00')`);
+    await t.caughtUp(20000);
+    assert.deepEqual(await stats(), [{ total: '2.50', users: 1 }]);
+    await t.q(
+      `INSERT INTO power_consumption SELECT 1 + g, 1, 1.25, 0.50, '${ahead} 09:00' FROM generate_series(1, 4) g`,
+    );
+    await t.caughtUp(20000);
+    assert.deepEqual(await stats(), [{ total: '7.50', users: 1 }]);
+    await t.assertConverged();
+    await t.assertTotalsExact();
+  });
+
   /**
    * The worker backend whose refresh waits for the stats table's lock while holding the delta and totals tables
    * it wrote (deltas taken and applied), or 0.
