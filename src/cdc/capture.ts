@@ -34,7 +34,11 @@ export type SegmentHooks = {
   cancelled: Promise<unknown>;
   log: (msg: string, extra?: object) => void;
   debug: (msg: string, extra?: object) => void;
-  /** Batches with rows were written and the sink holds everything received: no write queued, nothing decoded since. */
+  /**
+   * The sink holds everything received, and batches moved its position since the last call: no write queued,
+   * nothing decoded since. A batch without rows counts too: it confirms a position (an idle slot's, or the marker of
+   * `stategrid wait`) that DWS's cursor then has to reach.
+   */
   caughtUp?: () => void;
 };
 
@@ -110,8 +114,8 @@ class CaptureSegment {
   private marking: Promise<unknown> | undefined;
   private lastMark = 0;
   private batchesAtMark = 0;
-  /** Batches with rows were written since the sink last caught up with the stream (see SegmentHooks.caughtUp). */
-  private rowsSinceCaughtUp = false;
+  /** Batches moved the sink's position since it last caught up with the stream (see SegmentHooks.caughtUp). */
+  private movedSinceCaughtUp = false;
 
   constructor(
     private readonly stream: ReplicationStream,
@@ -222,13 +226,14 @@ class CaptureSegment {
       this.stream.acknowledge(confirmLsn);
       this.progress.confirmedLsn = formatLsn(confirmLsn);
     }
-    if (batch.changes.length) this.rowsSinceCaughtUp = true;
+    this.movedSinceCaughtUp = true;
   }
 
-  /** After the last queued write: tells the hook when batches with rows were written and nothing is waiting. */
+  /** After the last queued write: tells the hook when batches moved the position and nothing is waiting. */
   private reportCaughtUp() {
-    if (!this.rowsSinceCaughtUp || this.queuedWrites > 0 || this.writeFailure || !this.stream.drained) return;
-    this.rowsSinceCaughtUp = false;
+    if (!this.movedSinceCaughtUp || this.queuedWrites > 0 || this.writeFailure || !this.stream.drained)
+      return;
+    this.movedSinceCaughtUp = false;
     this.hooks.caughtUp?.();
   }
 
