@@ -221,6 +221,7 @@ export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string):
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   return withTransaction(pool, async (client) => {
+    await client.query(dws.NO_JIT);
     await client.query(dws.LOCK_DWS);
     const result = await catchUp(client);
     await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);

@@ -320,6 +320,12 @@ ${writeStats('fresh', '$2')}`;
 export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
 
 /**
+ * A refresh's statements run every second or so on estimates past jit_above_cost: compiling them each time cost
+ * more than running them interpreted (LLVM was about a twelfth of the refresh connection's CPU while streaming).
+ */
+export const NO_JIT = `SET LOCAL jit = off`;
+
+/**
  * Fresh statistics of the totals, inside the DWS transaction (ANALYZE may run there; a sink role that does not own
  * the table gets a warning, not an error, and keeps autovacuum's statistics).
  */
