@@ -312,10 +312,6 @@ fresh_rows AS (
     WHERE (g.stat_date, g.region_id, g.region_name) = (o.stat_date, o.region_id, o.region_name))),
 ${writeStats('fresh', '$2')}`;
 
-/**
- * DWS writers (refresh, window close, recompute) serialize on this transaction lock; batches never take it, so a
- * refresh does not hold up the stream. Batches and refreshes only meet on dirty marks (see DROP_TAKEN_MARKS).
- */
 /** Per-user day totals of a large day fit in memory with this, instead of an on-disk sort (transaction only). */
 export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
 
@@ -331,6 +327,10 @@ export const NO_JIT = `SET LOCAL jit = off`;
  */
 export const ANALYZE_TOTALS = `ANALYZE dws_user_day_total`;
 
+/**
+ * DWS writers (refresh, window close, recompute) serialize on this transaction lock; batches never take it, so a
+ * refresh does not hold up the stream. Batches and refreshes only meet on dirty marks (see DROP_TAKEN_MARKS).
+ */
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
