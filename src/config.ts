@@ -59,6 +59,7 @@ const envSchema = z.object({
   STATEGRID_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STATEGRID_TEMPORAL_SERVER: z.enum(['dev', 'server']).optional(),
   STATEGRID_RECOMPUTE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(4),
+  STATEGRID_DECODING_WORK_MEM_MB: z.coerce.number().int().min(0).max(16384).default(512),
   STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: z.coerce
     .number()
     .int()
@@ -102,6 +103,11 @@ export type AppConfig = {
   workerQueue: string;
   /** Days a range recompute or backfill runs at once. */
   recomputeConcurrency: number;
+  /**
+   * logical_decoding_work_mem of this worker's replication connections, in MB; 0 keeps the server's. Above it the
+   * walsender spills a transaction's changes to disk and reads them back at its commit.
+   */
+  decodingWorkMemMb: number;
   /** Workflow task timeout of the pipeline and day-recompute runs this client starts (and the pipeline's default). */
   workflowTaskTimeoutMs: number;
   /** Name of this worker's pid/ready files under STATEGRID_HOME/run (`stack up --workers N`). */
@@ -161,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     workerQueue: `${e.STATEGRID_TASK_QUEUE}@${workerId}`,
     workerName: e.STATEGRID_WORKER_NAME,
     recomputeConcurrency: e.STATEGRID_RECOMPUTE_CONCURRENCY,
+    decodingWorkMemMb: e.STATEGRID_DECODING_WORK_MEM_MB,
     workflowTaskTimeoutMs: e.STATEGRID_WORKFLOW_TASK_TIMEOUT_MS,
     decodingPlugin: e.STATEGRID_DECODING_PLUGIN,
     timeZone: e.STATEGRID_TIME_ZONE,

@@ -77,6 +77,7 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
           publication: config.publication,
           plugin: config.plugin,
           sourceUrl: cfg.sourceUrl,
+          decodingWorkMemMb: cfg.decodingWorkMemMb,
         },
         { lsn: parseLsn(cp.confirmed_lsn), epoch: cp.epoch },
         {

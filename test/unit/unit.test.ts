@@ -33,12 +33,22 @@ describe('config', () => {
       () => loadConfig({ STATEGRID_WORKFLOW_TASK_TIMEOUT_MS: '5s' }),
       /STATEGRID_WORKFLOW_TASK_TIMEOUT_MS/,
     );
+    assert.throws(
+      () => loadConfig({ STATEGRID_DECODING_WORK_MEM_MB: '-1' }),
+      /STATEGRID_DECODING_WORK_MEM_MB/,
+    );
+    assert.throws(
+      () => loadConfig({ STATEGRID_DECODING_WORK_MEM_MB: '1GB' }),
+      /STATEGRID_DECODING_WORK_MEM_MB/,
+    );
   });
   it('derives the documented defaults and masks passwords', () => {
     const cfg = loadConfig({});
     assert.equal(cfg.sourceUrl, 'postgres://postgres:postgres@127.0.0.1:54329/stategrid_db');
     assert.equal(cfg.sinkUrl, cfg.sourceUrl);
     assert.equal(cfg.taskQueue, 'stategrid-cdc');
+    assert.equal(cfg.decodingWorkMemMb, 512);
+    assert.equal(loadConfig({ STATEGRID_DECODING_WORK_MEM_MB: '0' }).decodingWorkMemMb, 0);
     assert.equal(maskUrl('postgres://u:s3cret@h:1/db'), 'postgres://u:***@h:1/db');
   });
 });
