@@ -122,6 +122,8 @@ const PENDING_BY_DAY = `(SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') F
 /**
  * Drift, for REBUILD_TOTALS: the totals that the incremental state (totals plus pending deltas) got wrong, against
  * `fresh`; a max is compared only where no pending delta touched the user, since deltas cannot tell a max exactly.
+ * That test is a NOT IN, which PostgreSQL checks against a hash of the pending keys: as NOT EXISTS it was planned
+ * as a nested loop over them (15,000 pending deltas that moved maxes: 13 s instead of 0.4 s).
  */
 const TOTALS_DRIFT = `
 incremental AS (
@@ -140,7 +142,7 @@ sums_drift AS (
 max_drift AS (
   SELECT 1 FROM current c JOIN fresh f USING (stat_date, region_id, user_id, region_name, user_name)
   WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
-    AND NOT EXISTS (SELECT 1 FROM pending d WHERE ${SAME_TOTAL('d', 'c')})),`;
+    AND (${TOTALS_KEY.replace(/(\w+)/g, 'c.$1')}) NOT IN (SELECT ${TOTALS_KEY} FROM pending)),`;
 
 /**
  * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
