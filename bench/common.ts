@@ -247,6 +247,29 @@ export async function sampleDwsCursor(
 }
 
 /**
+ * When DWS first held every consumption from `firstId` to `lastId`, in seconds after `startedAtMs` (epoch ms): the
+ * first DWS cursor sample past the last source commit among them (ODS keeps each row's commit LSN in _lsn; the
+ * cursor is the end of the last transaction DWS holds, so it is past a commit once DWS holds it).
+ */
+export async function dwsHeldAllAfter(
+  cfg: AppConfig,
+  firstId: number,
+  lastId: number,
+  samples: { at: number; lsn: string }[],
+  startedAtMs: number,
+): Promise<number> {
+  const [{ lsn }] = await sinkSql<{ lsn: string }>(
+    cfg,
+    `SELECT max(_lsn)::text AS lsn FROM ods_power_consumption WHERE consumption_id BETWEEN $1 AND $2`,
+    [firstId, lastId],
+  );
+  const lastCommit = parseLsn(lsn);
+  const seen = samples.find((s) => parseLsn(s.lsn) > lastCommit);
+  if (!seen) throw new Error(`commit ${lsn} not in DWS by the last cursor sample`);
+  return seen.at - startedAtMs / 1000;
+}
+
+/**
  * Commit -> DWS current of each consumption from `firstId` on: its source commit time and LSN (as the change log
  * recorded them) against the first cursor sample at or past that LSN (resolution 100 ms, the sampling period).
  */
@@ -266,7 +289,7 @@ export async function commitToDwsLatency(
   const delays: number[] = [];
   for (const c of commits) {
     const lsn = parseLsn(c.lsn);
-    const seen = cursor.find((s) => s.lsn >= lsn);
+    const seen = cursor.find((s) => s.lsn > lsn);
     if (!seen) throw new Error(`commit ${c.lsn} not in DWS by the last cursor sample`);
     for (let i = 0; i < c.n; i++) delays.push(seen.at - Number(c.t));
   }

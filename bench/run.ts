@@ -32,6 +32,7 @@ import { verifyWarehouse } from '../src/verify/warehouse';
 import {
   commitToDwdLatency,
   commitToDwsLatency,
+  dwsHeldAllAfter,
   mustEqualSource,
   offerSteadyLoad,
   insertSpreadConsumptions,
@@ -285,14 +286,22 @@ async function spreadScenario(
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
   const dwsWritesBefore = await dwsRowsWritten(cfg);
+  const burst = { first: marker + 1, last: marker + sizes.streamRows };
+  // The DWS cursor from the first commit on: when DWS held the burst's last commit (not the later wait marker).
+  let stopSampling = () => {};
+  const burstCursor = sampleDwsCursor(cfg, PIPELINE, new Promise<void>((r) => (stopSampling = r)));
+  const startedAt = Date.now();
   t0 = process.hrtime.bigint();
-  await insertSpreadConsumptions(cfg, marker + 1, marker + sizes.streamRows, sizes.txRows, sizes.users);
+  await insertSpreadConsumptions(cfg, burst.first, burst.last, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
   await waitApplied(cfg, appliedBefore + sizes.streamRows, 600_000);
   const odsS = seconds(t0);
   const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
-  if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('spread: not caught up after streaming');
-  const dwsS = seconds(t0);
+  const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
+  stopSampling();
+  if (!caughtUp) throw new Error('spread: not caught up after streaming');
+  const markerS = seconds(t0);
+  const dwsS = await dwsHeldAllAfter(cfg, burst.first, burst.last, await burstCursor, startedAt);
   const revisions = await sinkSql<{ n: string }>(cfg, `SELECT count(*) AS n FROM dws_revision`);
   const dwsWrites = (await dwsRowsWritten(cfg)) - dwsWritesBefore;
   await mustEqualSource(cfg, PIPELINE, 'spread');
@@ -346,6 +355,7 @@ async function spreadScenario(
     },
     { name: 'spread: DWS lag after the last commit', ours: dwsS - writeS, unit: 's', target: '< 3 s' },
     { name: 'spread: DWS current after ODS+DWD current', ours: dwsS - odsS, unit: 's' },
+    { name: 'spread: caught up with a wait marker after ODS+DWD current', ours: markerS - odsS, unit: 's' },
     {
       name: 'spread: DWS rows written per streamed row (totals, region stats)',
       ours: dwsWrites / sizes.streamRows,
@@ -504,6 +514,9 @@ async function uniformFigures(
   const last = sizes.snapshotRows + sizes.streamRows;
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
+  let stopSampling = () => {};
+  const streamCursor = sampleDwsCursor(cfg, PIPELINE, new Promise<void>((r) => (stopSampling = r)));
+  const startedAt = Date.now();
   t0 = process.hrtime.bigint();
   await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
@@ -511,8 +524,11 @@ async function uniformFigures(
   await waitApplied(cfg, appliedBefore + sizes.streamRows, 600_000);
   const odsS = seconds(t0);
   const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
-  if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after streaming');
-  const dwsS = seconds(t0);
+  const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
+  stopSampling();
+  if (!caughtUp) throw new Error('not caught up after streaming');
+  const markerS = seconds(t0);
+  const dwsS = await dwsHeldAllAfter(cfg, first, last, await streamCursor, startedAt);
   await mustEqualSource(cfg, PIPELINE, 'streaming');
   const recvS = await recvlogicalSeconds(cfg, 'bench_recv', endLsn);
   await sql(cfg, `SELECT pg_drop_replication_slot('bench_recv')`);
@@ -544,6 +560,11 @@ async function uniformFigures(
     target: '< 3 s',
   });
   figures.push({ name: 'streaming, DWS current after ODS+DWD current', ours: dwsS - odsS, unit: 's' });
+  figures.push({
+    name: 'streaming, caught up with a wait marker after ODS+DWD current',
+    ours: markerS - odsS,
+    unit: 's',
+  });
   // Where the CPU goes while streaming, per row; the sum bounds what two cores can do with perfect overlap.
   const perRowUs = (cpuS: number) => (cpuS / sizes.streamRows) * 1e6;
   for (const [part, cpuS] of Object.entries(cpu)) {
