@@ -249,7 +249,8 @@ export async function sampleDwsCursor(
 /**
  * When DWS first held every consumption from `firstId` to `lastId`, in seconds after `startedAtMs` (epoch ms): the
  * first DWS cursor sample past the last source commit among them (ODS keeps each row's commit LSN in _lsn; the
- * cursor is the end of the last transaction DWS holds, so it is past a commit once DWS holds it).
+ * cursor is the end of the last transaction DWS holds, so it is past a commit once DWS holds it). The samples are
+ * the sink's clock, `startedAtMs` the bench's: the bench runs on the sink's host.
  */
 export async function dwsHeldAllAfter(
   cfg: AppConfig,
