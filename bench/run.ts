@@ -22,6 +22,7 @@ import { parseLsn, type Change } from '../src/cdc/changes';
 import { formatTable } from '../src/cli/output';
 import type { TemporalClient } from '../src/cli/shared';
 import { withClient } from '../src/db/client';
+import { readCheckpoint } from '../src/sink/checkpoint';
 import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
 import { boundQuery } from '../src/db/sql';
@@ -251,29 +252,24 @@ async function dwsRowsWritten(cfg: AppConfig): Promise<number> {
 }
 
 /**
- * Waits until DWS holds the snapshot: no partition left marked for a rebuild, and the DWS cursor at or past the
- * position the snapshot was taken at (the checkpoint's once streaming begins, with no source change since). The
- * rebuild that takes the marks commits them with the cursor. A wait marker comes through later: the walsender
- * first reads the snapshot's own sink writes, which hold no source change.
+ * Waits until DWS holds the snapshot: no partition left marked for a rebuild, and the DWS cursor (of the
+ * checkpoint's epoch, as readCheckpoint gives it) at or past the position the snapshot was taken at (the
+ * checkpoint's once streaming begins, with no source change since). The rebuild that takes the marks commits them
+ * with the cursor. A wait marker comes through later: the walsender first reads the snapshot's own sink writes,
+ * which hold no source change. One connection for the whole wait.
  */
 async function waitSnapshotInDws(cfg: AppConfig): Promise<void> {
-  const [{ at }] = await sinkSql<{ at: string }>(
-    cfg,
-    `SELECT confirmed_lsn::text AS at FROM stategrid_checkpoint WHERE pipeline_id = $1`,
-    [PIPELINE],
-  );
-  const deadline = Date.now() + 600_000;
-  for (;;) {
-    const [row] = await sinkSql<{ marks: string; dws: string | null }>(
-      cfg,
-      `SELECT (SELECT count(*) FROM stategrid_dws_dirty) AS marks,
-         (SELECT dws_lsn::text FROM stategrid_dws_cursor WHERE pipeline_id = $1) AS dws`,
-      [PIPELINE],
-    );
-    if (row.marks === '0' && row.dws !== null && parseLsn(row.dws) >= parseLsn(at)) return;
-    if (Date.now() > deadline) throw new Error('spread: the snapshot did not reach DWS');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await withClient(cfg.sinkUrl, async (sink) => {
+    const at = parseLsn((await readCheckpoint(sink, PIPELINE))!.confirmed_lsn);
+    const deadline = Date.now() + 600_000;
+    for (;;) {
+      const cp = (await readCheckpoint(sink, PIPELINE))!;
+      const { rows } = await sink.query<{ n: number }>(`SELECT count(*)::int AS n FROM stategrid_dws_dirty`);
+      if (rows[0].n === 0 && parseLsn(cp.dws_lsn) >= at) return;
+      if (Date.now() > deadline) throw new Error('spread: the snapshot did not reach DWS');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
 }
 
 /**
