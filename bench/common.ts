@@ -247,10 +247,24 @@ export async function sampleDwsCursor(
 }
 
 /**
+ * The first DWS cursor sample past a commit: the cursor is the end of the last transaction DWS holds, so it is
+ * past a commit's LSN once DWS holds that commit (at the LSN itself it may still be the transaction before).
+ */
+function firstSamplePast(cursor: { at: number; lsn: bigint }[], commitLsn: string): { at: number } {
+  const lsn = parseLsn(commitLsn);
+  const seen = cursor.find((s) => s.lsn > lsn);
+  if (!seen) throw new Error(`commit ${commitLsn} not in DWS by the last cursor sample`);
+  return seen;
+}
+
+/** Cursor samples with their positions parsed once, for firstSamplePast. */
+const parsedCursor = (samples: { at: number; lsn: string }[]) =>
+  samples.map((s) => ({ at: s.at, lsn: parseLsn(s.lsn) }));
+
+/**
  * When DWS first held every consumption from `firstId` to `lastId`, in seconds after `startedAtMs` (epoch ms): the
- * first DWS cursor sample past the last source commit among them (ODS keeps each row's commit LSN in _lsn; the
- * cursor is the end of the last transaction DWS holds, so it is past a commit once DWS holds it). The samples are
- * the sink's clock, `startedAtMs` the bench's: the bench runs on the sink's host.
+ * first DWS cursor sample past the last source commit among them (ODS keeps each row's commit LSN in _lsn). The
+ * samples are the sink's clock, `startedAtMs` the bench's: the bench runs on the sink's host.
  */
 export async function dwsHeldAllAfter(
   cfg: AppConfig,
@@ -264,15 +278,13 @@ export async function dwsHeldAllAfter(
     `SELECT max(_lsn)::text AS lsn FROM ods_power_consumption WHERE consumption_id BETWEEN $1 AND $2`,
     [firstId, lastId],
   );
-  const lastCommit = parseLsn(lsn);
-  const seen = samples.find((s) => parseLsn(s.lsn) > lastCommit);
-  if (!seen) throw new Error(`commit ${lsn} not in DWS by the last cursor sample`);
-  return seen.at - startedAtMs / 1000;
+  return firstSamplePast(parsedCursor(samples), lsn).at - startedAtMs / 1000;
 }
 
 /**
  * Commit -> DWS current of each consumption from `firstId` on: its source commit time and LSN (as the change log
- * recorded them) against the first cursor sample at or past that LSN (resolution 100 ms, the sampling period).
+ * recorded them) against the first cursor sample past that LSN (see firstSamplePast; resolution 100 ms, the
+ * sampling period).
  */
 export async function commitToDwsLatency(
   cfg: AppConfig,
@@ -286,12 +298,10 @@ export async function commitToDwsLatency(
        AND (row_data->>'consumption_id')::bigint >= $1 GROUP BY 1, 2`,
     [firstId],
   );
-  const cursor = samples.map((s) => ({ at: s.at, lsn: parseLsn(s.lsn) }));
+  const cursor = parsedCursor(samples);
   const delays: number[] = [];
   for (const c of commits) {
-    const lsn = parseLsn(c.lsn);
-    const seen = cursor.find((s) => s.lsn > lsn);
-    if (!seen) throw new Error(`commit ${c.lsn} not in DWS by the last cursor sample`);
+    const seen = firstSamplePast(cursor, c.lsn);
     for (let i = 0; i < c.n; i++) delays.push(seen.at - Number(c.t));
   }
   if (!delays.length) throw new Error('no streamed rows to measure');
