@@ -229,7 +229,9 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
 
 /**
  * The change log entries of a batch as one JSON array, written out directly (the one-statement batch reads its
- * final rows back from it, so each row is serialized once per batch).
+ * final rows back from it, so each row is serialized once per batch). The entries are joined once at the end: a
+ * string grown piece by piece is a rope that pg flattens when it encodes the parameter, which cost more than
+ * building the entries.
  */
 function changeLogJson(changes: Change[]): string {
   // The changes of one transaction share their position head (LSN text and commit time): built once per transaction.
@@ -237,7 +239,7 @@ function changeLogJson(changes: Change[]): string {
   let headTime: string | null = null;
   let lsnPart = '';
   let timePart = '';
-  let out = '[';
+  const entries = new Array<string>(changes.length);
   for (let i = 0; i < changes.length; i++) {
     const c = changes[i];
     if (c.txLsn !== headLsn || c.commitTime !== headTime) {
@@ -246,16 +248,16 @@ function changeLogJson(changes: Change[]): string {
       lsnPart = `{"commit_lsn":"${formatLsn(c.txLsn)}","seq":`;
       timePart = `,"commit_time":${JSON.stringify(c.commitTime)},`;
     }
-    if (i > 0) out += ',';
-    out += lsnPart + c.seq + timePart;
     if (c.kind !== 'row') {
-      out += `"table_name":${JSON.stringify(c.tables.join(','))},"op":"T","row_data":${JSON.stringify({ tables: c.tables })},"old_key":null}`;
+      entries[i] =
+        `${lsnPart}${c.seq}${timePart}"table_name":${JSON.stringify(c.tables.join(','))},"op":"T","row_data":${JSON.stringify({ tables: c.tables })},"old_key":null}`;
       continue;
     }
     const oldKey = c.oldKey === undefined ? 'null' : JSON.stringify({ [PRIMARY_KEY[c.table]]: c.oldKey });
-    out += `"table_name":"${c.table}","op":"${c.op}","row_data":${JSON.stringify(c.row)},"old_key":${oldKey}}`;
+    entries[i] =
+      `${lsnPart}${c.seq}${timePart}"table_name":"${c.table}","op":"${c.op}","row_data":${JSON.stringify(c.row)},"old_key":${oldKey}}`;
   }
-  return out + ']';
+  return `[${entries.join(',')}]`;
 }
 
 type DeadLetter = {
@@ -312,10 +314,12 @@ function consumptionParams(
   state: TableState,
   deadLetters: DeadLetter[],
 ): dwd.ConsumptionBatchParams {
+  const upsertAt: number[] = [];
+  const upsertValid: string[] = [];
   const params = {
     change_log: changeLogJson(changes),
-    upsert_at: [] as number[],
-    upsert_valid: [] as boolean[],
+    upsert_at: '',
+    upsert_valid: '',
     deleted: [] as string[],
     leaving: [] as string[],
     touched: [...state.keys()],
@@ -329,10 +333,14 @@ function consumptionParams(
       continue;
     }
     // The statement reads the row from the change's change log entry (1-based, as WITH ORDINALITY counts).
-    params.upsert_at.push(s.at + 1);
-    params.upsert_valid.push(fate === 'valid');
+    upsertAt.push(s.at + 1);
+    upsertValid.push(fate === 'valid' ? 't' : 'f');
     if (fate === 'invalid') params.leaving.push(key);
   }
+  // Array literals of our own numbers and flags, written out at once: pg quotes and escapes every element of an
+  // array parameter, one by one.
+  params.upsert_at = `{${upsertAt.join(',')}}`;
+  params.upsert_valid = `{${upsertValid.join(',')}}`;
   return params;
 }
 
