@@ -123,7 +123,7 @@ export class ReplicationStream {
 
   private subscribe(startLsn: bigint) {
     const onData = (message: unknown) => this.onData(message);
-    if (!deliverDirectly(this.service, onData))
+    if (!deliverDirectly(this.service, onData, (payload) => this.decoder.plugin.parse(payload)))
       this.service.on('data', (_lsn: string, m: unknown) => onData(m));
     this.service.on('heartbeat', (lsn: string, _ts: number, reply: boolean) => this.onKeepalive(lsn, reply));
     this.service.on('error', (err: Error) => this.fail(err));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { LogicalReplicationService } from 'pg-logical-replication';
+import { EventEmitter } from 'node:events';
+import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { deliverDirectly } from '../../src/cdc/direct-delivery';
 import { bind, named } from '../../src/db/sql';
 
@@ -71,6 +72,65 @@ describe('replication message delivery', () => {
     await settle();
     assert.deepEqual(errors, ['sync failure', 'async failure']);
     assert.deepEqual(seen, [3]);
+  });
+
+  it('takes WAL messages off the connection itself, in order behind waiting ones, and leaves keepalives to the library', async () => {
+    const service = new LogicalReplicationService(
+      {},
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    // The library's own subscribe on a connection that is an event emitter: no server behind it.
+    const socket = { paused: 0, resumed: 0, pause: () => socket.paused++, resume: () => socket.resumed++ };
+    const connection = Object.assign(new EventEmitter(), { stream: socket });
+    const internals = service as unknown as { client: () => Promise<unknown>; _connection: unknown };
+    internals.client = async () => {
+      internals._connection = connection;
+      return [{}, connection];
+    };
+    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: ['p'] });
+    plugin.start = () => new Promise(() => undefined);
+    const parsed: number[] = [];
+    const seen: number[] = [];
+    let release: () => void = () => undefined;
+    deliverDirectly(
+      service,
+      (m) => {
+        seen.push(m as number);
+        if (m === 2) return new Promise<void>((r) => (release = r));
+      },
+      (payload) => {
+        parsed.push(payload[0]);
+        return payload[0];
+      },
+    );
+    const heartbeats: string[] = [];
+    service.on('heartbeat', (lsn: string) => void heartbeats.push(lsn));
+    void service.subscribe(plugin, 'slot', '0/0');
+    await settle();
+    connection.emit('replicationStart');
+    const wal = (n: number) => {
+      const chunk = Buffer.alloc(26);
+      chunk[0] = 0x77;
+      chunk[25] = n;
+      connection.emit('copyData', { chunk });
+    };
+    wal(1);
+    assert.deepEqual(seen, [1], 'delivered as it arrives');
+    wal(2);
+    wal(3);
+    const keepalive = Buffer.alloc(18);
+    keepalive[0] = 0x6b;
+    keepalive.writeUInt32BE(0x1a, 5);
+    connection.emit('copyData', { chunk: keepalive });
+    wal(4);
+    assert.deepEqual(parsed, [1, 2, 3, 4], 'parsed on arrival');
+    assert.deepEqual(seen, [1, 2], 'later messages wait for the handler');
+    assert.equal(socket.paused, 1);
+    assert.deepEqual(heartbeats, ['0/1A']);
+    release();
+    await settle();
+    assert.deepEqual(seen, [1, 2, 3, 4]);
+    assert.equal(socket.resumed, 1);
   });
 
   it('leaves a service without the flow-control queue to its own data event', () => {
