@@ -97,15 +97,16 @@ export async function stopPipeline(
   return state;
 }
 
-/** One day's recompute as its own workflow run; returns its drift. */
+/** One day's recompute as its own workflow run (`workflowId` by default from the day and the time); returns its drift. */
 export function recomputeDayWorkflow(
   cfg: AppConfig,
   client: Client,
   input: { pipelineId: string; date: string },
+  workflowId = `stategrid-recompute-${input.pipelineId}-${input.date}-${Date.now()}`,
 ): Promise<RecomputeResult> {
   return client.workflow.execute<typeof dailyRecomputeWorkflow>(WorkflowType.recompute, {
     taskQueue: cfg.taskQueue,
-    workflowId: `stategrid-recompute-${input.pipelineId}-${input.date}-${Date.now()}`,
+    workflowId,
     args: [input],
     workflowTaskTimeout: cfg.workflowTaskTimeoutMs,
   });
