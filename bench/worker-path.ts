@@ -1,22 +1,22 @@
 /**
  * Micro-benchmark of the worker's streaming path without a stack: pgoutput messages as the walsender sends them
  * (a Relation, then 1,000-row transactions of consumption inserts) go through the plugin's parse, the decoder, the
- * change building of the replication stream and `prepareConsumptions`, in 5,000-change batches, and pg's encoding of
- * the batch statement's parameters into its Bind message (where a string built piece by piece is flattened). It prints the
- * median CPU (user + system of this process) per row of each stage, so a change to that path can be compared in
- * seconds (run it with the worker's own V8 flags):
+ * change building of the replication stream and `prepareConsumptions`, in 5,000-change batches, and pg's encoding
+ * of the batch statement's parameters into its Bind message (where a string built piece by piece is flattened). It
+ * prints the median CPU (user + system of this process) per row of each stage, so a change to that path can be
+ * compared in seconds (run it with the worker's own V8 flags):
  *
  *   node --max-semi-space-size=16 dist/bench/worker-path.js [rows, default 100000] [rounds, default 9]
  *
  * What it leaves out: the socket, the library's message queue and event emitter, the sink's round trips.
  */
+import { createRequire } from 'node:module';
 import { decoderFor } from '../src/cdc/decoders';
 import type { Change } from '../src/cdc/changes';
 import { nextRowChange, type OpenTransaction } from '../src/cdc/replication-stream';
 import { consumptionStatements } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
 import { boundQuery } from '../src/db/sql';
-import { serialize } from 'pg-protocol';
 import { percentile } from './common';
 
 const RELATION_OID = 16390;
@@ -142,9 +142,17 @@ function runRound(messages: Buffer[], batchRows: number): StageCpu {
   return { parse: parse / rows, decode: decode / rows, prepare: prepare / rows, encode: encode / rows };
 }
 
-/** pg's own conversion of a query's values (arrays, dates, buffers) before they are written; it has no types. */
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const pgUtils = require('pg/lib/utils') as { prepareValue: (value: unknown) => unknown };
+/**
+ * pg's own Bind serializer and conversion of a query's values (arrays, dates, buffers), loaded as pg loads them:
+ * neither is a dependency of ours or typed as pg exports them.
+ */
+const fromPg = createRequire(require.resolve('pg'));
+const { serialize } = fromPg('pg-protocol') as {
+  serialize: {
+    bind(config: { statement: string; values: unknown[]; valueMapper: (v: unknown) => unknown }): Buffer;
+  };
+};
+const pgUtils = fromPg('./utils') as { prepareValue: (value: unknown) => unknown };
 
 /** The checkpoint parameters of the batch statement, alike for every batch (their encoding is not per row). */
 const CHECKPOINT_VALUES = {

@@ -335,32 +335,31 @@ function consumptionParams(
 ): dwd.ConsumptionBatchParams {
   const upsertAt: number[] = [];
   const upsertValid: string[] = [];
-  const params = {
-    change_log: changeLogJson(changes),
-    upsert_at: '',
-    upsert_valid: '',
-    deleted: [] as string[],
-    leaving: [] as string[],
-    touched: [...state.keys()],
-    dead_letters: JSON.stringify(deadLetters),
-  };
+  const deleted: string[] = [];
+  const leaving: string[] = [];
   for (const [key, s] of state) {
     const fate = fateOf(s);
     if (fate === 'deleted') {
-      params.deleted.push(key);
-      params.leaving.push(key);
+      deleted.push(key);
+      leaving.push(key);
       continue;
     }
     // The statement reads the row from the change's change log entry (1-based, as WITH ORDINALITY counts).
     upsertAt.push(s.at + 1);
     upsertValid.push(fate === 'valid' ? 't' : 'f');
-    if (fate === 'invalid') params.leaving.push(key);
+    if (fate === 'invalid') leaving.push(key);
   }
-  // Array literals of our own numbers and flags, written out at once: pg quotes and escapes every element of an
-  // array parameter, one by one.
-  params.upsert_at = `{${upsertAt.join(',')}}`;
-  params.upsert_valid = `{${upsertValid.join(',')}}`;
-  return params;
+  return {
+    change_log: changeLogJson(changes),
+    // Array literals of our own numbers and flags, written out at once: pg quotes and escapes every element of an
+    // array parameter, one by one. Keys come from the source and keep pg's quoting.
+    upsert_at: `{${upsertAt.join(',')}}`,
+    upsert_valid: `{${upsertValid.join(',')}}`,
+    deleted,
+    leaving,
+    touched: [...state.keys()],
+    dead_letters: JSON.stringify(deadLetters),
+  };
 }
 
 async function applyRowSegment(
