@@ -266,7 +266,7 @@ const parsedCursor = (samples: { at: number; lsn: string }[]) =>
  * first DWS cursor sample past the last source commit among them (ODS keeps each row's commit LSN in _lsn). The
  * samples are the sink's clock, `startedAtMs` the bench's: the bench runs on the sink's host.
  */
-export async function dwsHeldAllAfter(
+async function dwsHeldAllAfter(
   cfg: AppConfig,
   firstId: number,
   lastId: number,
@@ -279,6 +279,21 @@ export async function dwsHeldAllAfter(
     [firstId, lastId],
   );
   return firstSamplePast(parsedCursor(samples), lsn).at - startedAtMs / 1000;
+}
+
+/**
+ * The DWS cursor sampled from now on, for a burst: once `stop` was called, `heldAllAfter` tells when DWS first held
+ * the consumptions `firstId` to `lastId` (see dwsHeldAllAfter), in seconds after sampling began.
+ */
+export function burstCursorSampler(cfg: AppConfig, pipelineId: string) {
+  let stop = () => {};
+  const samples = sampleDwsCursor(cfg, pipelineId, new Promise<void>((r) => (stop = r)));
+  const startedAtMs = Date.now();
+  return {
+    stop: () => stop(),
+    heldAllAfter: async (firstId: number, lastId: number) =>
+      dwsHeldAllAfter(cfg, firstId, lastId, await samples, startedAtMs),
+  };
 }
 
 /**

@@ -33,7 +33,7 @@ import { verifyWarehouse } from '../src/verify/warehouse';
 import {
   commitToDwdLatency,
   commitToDwsLatency,
-  dwsHeldAllAfter,
+  burstCursorSampler,
   mustEqualSource,
   offerSteadyLoad,
   insertSpreadConsumptions,
@@ -312,9 +312,7 @@ async function spreadScenario(
   const dwsWritesBefore = await dwsRowsWritten(cfg);
   const burst = { first: marker + 1, last: marker + sizes.streamRows };
   // The DWS cursor from the first commit on: when DWS held the burst's last commit (not the later wait marker).
-  let stopSampling = () => {};
-  const burstCursor = sampleDwsCursor(cfg, PIPELINE, new Promise<void>((r) => (stopSampling = r)));
-  const startedAt = Date.now();
+  const burstCursor = burstCursorSampler(cfg, PIPELINE);
   t0 = process.hrtime.bigint();
   await insertSpreadConsumptions(cfg, burst.first, burst.last, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
@@ -322,10 +320,10 @@ async function spreadScenario(
   const odsS = seconds(t0);
   const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
   const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
-  stopSampling();
+  burstCursor.stop();
   if (!caughtUp) throw new Error('spread: not caught up after streaming');
   const markerS = seconds(t0);
-  const dwsS = await dwsHeldAllAfter(cfg, burst.first, burst.last, await burstCursor, startedAt);
+  const dwsS = await burstCursor.heldAllAfter(burst.first, burst.last);
   const revisions = await sinkSql<{ n: string }>(cfg, `SELECT count(*) AS n FROM dws_revision`);
   const dwsWrites = (await dwsRowsWritten(cfg)) - dwsWritesBefore;
   await mustEqualSource(cfg, PIPELINE, 'spread');
@@ -569,9 +567,7 @@ async function uniformFigures(
   const last = sizes.snapshotRows + sizes.streamRows;
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
-  let stopSampling = () => {};
-  const streamCursor = sampleDwsCursor(cfg, PIPELINE, new Promise<void>((r) => (stopSampling = r)));
-  const startedAt = Date.now();
+  const cursor = burstCursorSampler(cfg, PIPELINE);
   t0 = process.hrtime.bigint();
   await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
@@ -580,10 +576,10 @@ async function uniformFigures(
   const odsS = seconds(t0);
   const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
   const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
-  stopSampling();
+  cursor.stop();
   if (!caughtUp) throw new Error('not caught up after streaming');
   const markerS = seconds(t0);
-  const dwsS = await dwsHeldAllAfter(cfg, first, last, await streamCursor, startedAt);
+  const dwsS = await cursor.heldAllAfter(first, last);
   await mustEqualSource(cfg, PIPELINE, 'streaming');
   const recvS = await recvlogicalSeconds(cfg, 'bench_recv', endLsn);
   await sql(cfg, `SELECT pg_drop_replication_slot('bench_recv')`);
