@@ -42,7 +42,10 @@ export type SegmentHooks = {
   caughtUp?: () => void;
 };
 
-/** At most one batch in the sink and one prepared behind it while the next is decoded: bounded memory. */
+/**
+ * At most two batches in the sink (the second written behind the first where the sink can, or prepared and
+ * waiting) while the next is decoded: bounded memory.
+ */
 const MAX_QUEUED_WRITES = 2;
 const READ_WAIT_MS = 50;
 /**
@@ -101,6 +104,11 @@ async function untilSlotFree(target: StreamTarget, hooks: SegmentHooks): Promise
   }
 }
 
+const noop = () => undefined;
+
+/** A batch's write started beside the one before it, and the slot position its commit confirms. */
+type Behind = { applied: Promise<BatchResult | null>; confirmLsn: bigint | null };
+
 /** The core loop of a segment: read a batch from the source, apply it in the sink, then acknowledge it. */
 class CaptureSegment {
   private readonly progress: CaptureProgress;
@@ -108,6 +116,8 @@ class CaptureSegment {
   private readonly started = Date.now();
   private cancelled = false;
   private writing: Promise<void> = Promise.resolve();
+  /** The batch queued last, until its write is done: the next batch may be written behind it. */
+  private lastQueued: { batch: ChangeBatch; prepared: unknown } | null = null;
   private queuedWrites = 0;
   private writeSettled: (() => void) | null = null;
   private writeFailure: unknown;
@@ -139,7 +149,10 @@ class CaptureSegment {
     let lastPing = 0;
     this.stream.attach(this.limits.maxBatchRows);
     while (Date.now() < deadline && !this.cancelled) {
-      if (this.writeFailure) throw this.writeFailure;
+      if (this.writeFailure) {
+        await this.writing;
+        throw this.writeFailure;
+      }
       while (this.queuedWrites >= MAX_QUEUED_WRITES) await new Promise<void>((r) => (this.writeSettled = r));
       const batch = await this.stream.read(this.limits.maxBatchDelayMs, READ_WAIT_MS);
       if (batch) this.enqueue(batch);
@@ -191,15 +204,26 @@ class CaptureSegment {
       .finally(() => (this.marking = undefined));
   }
 
-  /** Prepares the batch now and queues its write behind earlier ones: writes never run concurrently. */
+  /**
+   * Prepares the batch now and queues its write behind earlier ones. While the batch before it is still being
+   * written, the sink may start this one beside it (applyBehind); its result is taken, and the stream acknowledged,
+   * in queue order all the same.
+   */
   private enqueue(batch: ChangeBatch) {
     const prepared = this.sink.prepare(batch);
+    const queued = { batch, prepared };
+    const behind = this.startBehind(queued, this.lastQueued);
+    this.lastQueued = queued;
     this.queuedWrites += 1;
     this.writing = this.writing
-      .then(() => (this.writeFailure ? undefined : this.write(batch, prepared)))
+      .then(() =>
+        // After a failed write, a batch started behind it is waited for: it rolls back, and holds keys until then.
+        this.writeFailure ? behind?.applied.then(noop, noop) : this.write(batch, prepared, behind),
+      )
       .catch((err) => void (this.writeFailure ??= err))
       .finally(() => {
         this.queuedWrites -= 1;
+        if (this.lastQueued === queued) this.lastQueued = null;
         this.reportCaughtUp();
         const settled = this.writeSettled;
         this.writeSettled = null;
@@ -207,12 +231,31 @@ class CaptureSegment {
       });
   }
 
-  private async write(batch: ChangeBatch, prepared: unknown) {
-    const confirmed = this.stream.confirmedLsn;
-    if (!batch.changes.length && batch.endLsn <= confirmed) return;
-    const confirmLsn = batch.endLsn > confirmed ? batch.endLsn : null;
+  /** The batch's write started beside the one before it, when the sink can (see BatchSink.applyBehind). */
+  private startBehind(
+    queued: { batch: ChangeBatch; prepared: unknown },
+    previous: { batch: ChangeBatch; prepared: unknown } | null,
+  ): Behind | null {
+    if (!previous || !this.sink.applyBehind || this.writeFailure || !queued.batch.changes.length) return null;
+    const confirmLsn = this.confirmLsnOf(queued.batch, previous.batch.endLsn);
+    const applied = this.sink.applyBehind(queued.prepared, previous.prepared, confirmLsn);
+    // Awaited in its turn; a failure before that turn is the earlier write's, reported by that write.
+    applied.catch(noop);
+    return { applied, confirmLsn };
+  }
+
+  /** The slot position a batch's commit confirms, past what is confirmed or written before it; null: none. */
+  private confirmLsnOf(batch: ChangeBatch, writtenBefore = 0n): bigint | null {
+    const confirmed = this.stream.confirmedLsn > writtenBefore ? this.stream.confirmedLsn : writtenBefore;
+    return batch.endLsn > confirmed ? batch.endLsn : null;
+  }
+
+  private async write(batch: ChangeBatch, prepared: unknown, behind: Behind | null) {
+    if (!batch.changes.length && batch.endLsn <= this.stream.confirmedLsn) return;
     const started = Date.now();
-    const result = await this.sink.apply(prepared, confirmLsn);
+    const early = behind && (await behind.applied);
+    const confirmLsn = early ? behind.confirmLsn : this.confirmLsnOf(batch);
+    const result = early ?? (await this.sink.apply(prepared, confirmLsn));
     const writeMs = Date.now() - started;
     this.progress.writeMs += writeMs;
     if (batch.changes.length) this.count(batch, result, writeMs);

@@ -24,6 +24,12 @@ export interface BatchSink<Prepared = unknown> {
    * skipped, so a replayed batch applies nothing twice.
    */
   apply(prepared: Prepared, confirmLsn: bigint | null): Promise<BatchResult>;
+  /**
+   * Optional: applies the batch while `previous`, the batch before it, is still being applied, committing only after
+   * it and only if it committed. Null, having written nothing, when the sink cannot (then the batch is applied after
+   * `previous`). Without it the sink takes one batch at a time.
+   */
+  applyBehind?(prepared: Prepared, previous: Prepared, confirmLsn: bigint | null): Promise<BatchResult | null>;
 }
 
 /** What a DWS refresher reports to the capture segment it runs beside. */

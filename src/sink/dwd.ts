@@ -247,16 +247,21 @@ type CheckpointParam = BatchParam | AdvanceParam | 'epoch' | 'first_lsn' | 'firs
 export const APPLY_CONSUMPTIONS = named<BatchParam>(applyConsumptionsSql(false, []));
 export const APPLY_CONSUMPTIONS_AT_CHECKPOINT = named<CheckpointParam>(applyConsumptionsSql(true, []));
 
-/** The one-statement batch in its forms (see applyConsumptionsSql), for one list of extra ODS columns. */
+/**
+ * The one-statement batch in its forms (see applyConsumptionsSql), for one list of extra ODS columns. `newKeys`
+ * leaves the checkpoint to a statement after it (a batch written behind another, see PgBatchSink.applyBehind).
+ */
 export type ConsumptionStatements = {
   plain: Statement<BatchParam>;
   atCheckpoint: Statement<CheckpointParam>;
+  newKeys: Statement<BatchParam>;
   newKeysAtCheckpoint: Statement<CheckpointParam>;
 };
 
 const WITHOUT_EXTRA_COLUMNS: ConsumptionStatements = {
   plain: APPLY_CONSUMPTIONS,
   atCheckpoint: APPLY_CONSUMPTIONS_AT_CHECKPOINT,
+  newKeys: named(applyConsumptionsSql(false, [], true)),
   newKeysAtCheckpoint: named(applyConsumptionsSql(true, [], true)),
 };
 const withExtraColumns = new Map<string, ConsumptionStatements>();
@@ -270,6 +275,7 @@ export function consumptionStatements(extra: readonly Column[]): ConsumptionStat
     stmts = {
       plain: named(applyConsumptionsSql(false, extra)),
       atCheckpoint: named(applyConsumptionsSql(true, extra)),
+      newKeys: named(applyConsumptionsSql(false, extra, true)),
       newKeysAtCheckpoint: named(applyConsumptionsSql(true, extra, true)),
     };
     withExtraColumns.set(key, stmts);

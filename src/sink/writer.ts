@@ -14,7 +14,7 @@ import { invalidReason } from '../cdc/validate';
 import type { Column } from '../schema/tables';
 import { withTransaction } from '../db/client';
 import { boundQuery } from '../db/sql';
-import { advanceCheckpoint, confirmIdlePosition, lockCheckpoint } from './checkpoint';
+import { ADVANCE_CHECKPOINT_AFTER, advanceCheckpoint, confirmIdlePosition, lockCheckpoint } from './checkpoint';
 import * as dwd from './dwd';
 import * as ods from './ods';
 import { evolveForBatch, noColumnLog, readOdsExtras, type ColumnLog, type OdsExtras } from './ods-columns';
@@ -93,7 +93,46 @@ export class PgBatchSink implements BatchSink<PreparedBatch> {
       }),
     );
   }
+
+  /**
+   * Writes a batch of new consumptions while the batch before it (`previous`, new consumptions too) is still in
+   * the sink, in a transaction of its own: the two touch disjoint keys (a key inserted twice needs a delete
+   * between, which neither holds), no user, and their DWS deltas add up in any order. It commits only after
+   * `previous` has, and only if the checkpoint then ends where `previous` ends; otherwise it writes nothing and
+   * returns null (the caller applies the batch after `previous`, as usual).
+   */
+  async applyBehind(
+    batch: PreparedBatch,
+    previous: PreparedBatch,
+    confirmLsn: bigint | null,
+  ): Promise<BatchResult | null> {
+    const prepared = batch.consumptions;
+    if (!prepared?.newKeys || !previous.consumptions?.newKeys) return null;
+    const extras = (this.extras ??= await readOdsExtras(this.pool));
+    const after = previous.changes[previous.changes.length - 1];
+    const values = {
+      ...checkpointValues(this.pipelineId, this.epoch, batch.changes, prepared, confirmLsn),
+      after_lsn: formatLsn(after.txLsn),
+      after_seq: after.seq,
+    };
+    try {
+      return await withTransaction(this.pool, async (client) => {
+        await client.query(boundQuery(dwd.consumptionStatements(extras.power_consumption).newKeys, values));
+        const advanced = await client.query(boundQuery(ADVANCE_CHECKPOINT_AFTER, values));
+        if (!advanced.rowCount) throw new NotBehindError();
+        return prepared.result;
+      });
+    } catch (err) {
+      // Rolled back: `previous` failed or left the checkpoint elsewhere, a key was there already (a repair), or a
+      // repair holding the checkpoint waited for a key this batch had inserted.
+      const code = (err as { code?: string }).code;
+      if (err instanceof NotBehindError || code === UNIQUE_VIOLATION || code === DEADLOCK) return null;
+      throw err;
+    }
+  }
 }
+
+class NotBehindError extends Error {}
 
 /** How applyChangeBatch writes ODS: its extra columns (read from the sink if not given), and column changes. */
 export type OdsOptions = { extras?: OdsExtras; newColumns?: boolean; log?: ColumnLog };
@@ -183,21 +222,8 @@ export async function applyConsumptionsAtCheckpoint(
   confirmLsn: bigint | null,
   extraColumns: readonly Column[] = [],
 ): Promise<BatchResult | null> {
-  const first = changes[0];
-  const last = changes[changes.length - 1];
   const stmts = dwd.consumptionStatements(extraColumns);
-  const values = {
-    ...prepared.params,
-    pipeline_id: pipelineId,
-    epoch,
-    first_lsn: formatLsn(first.txLsn),
-    first_seq: first.seq,
-    commit_lsn: formatLsn(last.txLsn),
-    seq: last.seq,
-    confirmed_lsn: confirmLsn === null ? null : formatLsn(confirmLsn),
-    changes: changes.length,
-    max_event_time: prepared.result.maxEventTime,
-  };
+  const values = checkpointValues(pipelineId, epoch, changes, prepared, confirmLsn);
   const run = (stmt: typeof stmts.atCheckpoint) => pool.query<{ ok: boolean }>(boundQuery(stmt, values));
   let rows: { ok: boolean }[];
   try {
@@ -211,6 +237,31 @@ export async function applyConsumptionsAtCheckpoint(
 }
 
 const UNIQUE_VIOLATION = '23505';
+const DEADLOCK = '40P01';
+
+/** The parameters of a prepared consumption batch with those of the checkpoint before and after it. */
+function checkpointValues(
+  pipelineId: string,
+  epoch: string,
+  changes: Change[],
+  prepared: PreparedConsumptions,
+  confirmLsn: bigint | null,
+) {
+  const first = changes[0];
+  const last = changes[changes.length - 1];
+  return {
+    ...prepared.params,
+    pipeline_id: pipelineId,
+    epoch,
+    first_lsn: formatLsn(first.txLsn),
+    first_seq: first.seq,
+    commit_lsn: formatLsn(last.txLsn),
+    seq: last.seq,
+    confirmed_lsn: confirmLsn === null ? null : formatLsn(confirmLsn),
+    changes: changes.length,
+    max_event_time: prepared.result.maxEventTime,
+  };
+}
 
 /**
  * The one-statement parameters of a batch that touches only consumptions (the common streaming case), built
