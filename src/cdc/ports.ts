@@ -29,7 +29,11 @@ export interface BatchSink<Prepared = unknown> {
    * it and only if it committed. Null, having written nothing, when the sink cannot (then the batch is applied after
    * `previous`). Without it the sink takes one batch at a time.
    */
-  applyBehind?(prepared: Prepared, previous: Prepared, confirmLsn: bigint | null): Promise<BatchResult | null>;
+  applyBehind?(
+    prepared: Prepared,
+    previous: Prepared,
+    confirmLsn: bigint | null,
+  ): Promise<BatchResult | null>;
 }
 
 /** What a DWS refresher reports to the capture segment it runs beside. */

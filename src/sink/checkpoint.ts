@@ -83,7 +83,9 @@ const ADVANCE_CHECKPOINT = named<AdvanceParam>(ADVANCE_CHECKPOINT_SQL);
  * (after_lsn, after_seq) in the capture's epoch (READ COMMITTED re-checks the condition on the row that batch left).
  * No row returned: it was not, and the caller rolls back.
  */
-export const ADVANCE_CHECKPOINT_AFTER = named<AdvanceParam | 'epoch' | 'after_lsn' | 'after_seq'>(`${ADVANCE_CHECKPOINT_SQL}
+export const ADVANCE_CHECKPOINT_AFTER = named<
+  AdvanceParam | 'epoch' | 'after_lsn' | 'after_seq'
+>(`${ADVANCE_CHECKPOINT_SQL}
   AND epoch = :epoch::bigint AND phase = 'streaming' AND (commit_lsn, seq) = (:after_lsn::pg_lsn, :after_seq::int)
 RETURNING 1`);
 

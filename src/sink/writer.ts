@@ -14,7 +14,12 @@ import { invalidReason } from '../cdc/validate';
 import type { Column } from '../schema/tables';
 import { withTransaction } from '../db/client';
 import { boundQuery } from '../db/sql';
-import { ADVANCE_CHECKPOINT_AFTER, advanceCheckpoint, confirmIdlePosition, lockCheckpoint } from './checkpoint';
+import {
+  ADVANCE_CHECKPOINT_AFTER,
+  advanceCheckpoint,
+  confirmIdlePosition,
+  lockCheckpoint,
+} from './checkpoint';
 import * as dwd from './dwd';
 import * as ods from './ods';
 import { evolveForBatch, noColumnLog, readOdsExtras, type ColumnLog, type OdsExtras } from './ods-columns';
