@@ -212,7 +212,7 @@ class CaptureSegment {
   private enqueue(batch: ChangeBatch) {
     const prepared = this.sink.prepare(batch);
     const queued = { batch, prepared };
-    const behind = this.startBehind(queued, this.lastQueued);
+    const behind = this.startBehind(queued, this.lastQueued, this.writing);
     this.lastQueued = queued;
     this.queuedWrites += 1;
     this.writing = this.writing
@@ -235,10 +235,11 @@ class CaptureSegment {
   private startBehind(
     queued: { batch: ChangeBatch; prepared: unknown },
     previous: { batch: ChangeBatch; prepared: unknown } | null,
+    previousDone: Promise<void>,
   ): Behind | null {
     if (!previous || !this.sink.applyBehind || this.writeFailure || !queued.batch.changes.length) return null;
     const confirmLsn = this.confirmLsnOf(queued.batch, previous.batch.endLsn);
-    const applied = this.sink.applyBehind(queued.prepared, previous.prepared, confirmLsn);
+    const applied = this.sink.applyBehind(queued.prepared, previous.prepared, previousDone, confirmLsn);
     // Awaited in its turn; a failure before that turn is the earlier write's, reported by that write.
     applied.catch(noop);
     return { applied, confirmLsn };

@@ -25,13 +25,14 @@ export interface BatchSink<Prepared = unknown> {
    */
   apply(prepared: Prepared, confirmLsn: bigint | null): Promise<BatchResult>;
   /**
-   * Optional: applies the batch while `previous`, the batch before it, is still being applied, committing only after
-   * it and only if it committed. Null, having written nothing, when the sink cannot (then the batch is applied after
-   * `previous`). Without it the sink takes one batch at a time.
+   * Optional: applies the batch while `previous`, the batch before it, is still being applied (`previousDone`
+   * settles when that is over), committing only after it and only if it committed. Null, having written nothing,
+   * when the sink cannot (then the batch is applied after `previous`). Without it the sink takes one batch at a time.
    */
   applyBehind?(
     prepared: Prepared,
     previous: Prepared,
+    previousDone: Promise<unknown>,
     confirmLsn: bigint | null,
   ): Promise<BatchResult | null>;
 }

@@ -78,10 +78,10 @@ FROM stategrid_checkpoint WHERE pipeline_id = :pipeline_id FOR UPDATE`;
 const ADVANCE_CHECKPOINT = named<AdvanceParam>(ADVANCE_CHECKPOINT_SQL);
 
 /**
- * Advances the checkpoint past a batch written while the batch before it was still in the sink: the row lock waits
- * for that batch's transaction, and the row is then advanced only if it ends exactly where that batch ends
- * (after_lsn, after_seq) in the capture's epoch (READ COMMITTED re-checks the condition on the row that batch left).
- * No row returned: it was not, and the caller rolls back.
+ * Advances the checkpoint past a batch written while the batch before it was still in the sink, once that batch is
+ * done: only if the checkpoint ends exactly where that batch ends (after_lsn, after_seq) in the capture's epoch (a
+ * repair holding the row is waited for, and READ COMMITTED re-checks the condition on the row it leaves). No row
+ * returned: it was not, and the caller rolls back.
  */
 export const ADVANCE_CHECKPOINT_AFTER = named<
   AdvanceParam | 'epoch' | 'after_lsn' | 'after_seq'

@@ -102,13 +102,14 @@ export class PgBatchSink implements BatchSink<PreparedBatch> {
   /**
    * Writes a batch of new consumptions while the batch before it (`previous`, new consumptions too) is still in
    * the sink, in a transaction of its own: the two touch disjoint keys (a key inserted twice needs a delete
-   * between, which neither holds), no user, and their DWS deltas add up in any order. It commits only after
-   * `previous` has, and only if the checkpoint then ends where `previous` ends; otherwise it writes nothing and
-   * returns null (the caller applies the batch after `previous`, as usual).
+   * between, which neither holds), no user, and their DWS deltas add up in any order. Once its rows are written it
+   * waits for `previousDone` and commits only if the checkpoint then ends where `previous` ends; otherwise it
+   * writes nothing and returns null (the caller applies the batch after `previous`, as usual).
    */
   async applyBehind(
     batch: PreparedBatch,
     previous: PreparedBatch,
+    previousDone: Promise<unknown>,
     confirmLsn: bigint | null,
   ): Promise<BatchResult | null> {
     const prepared = batch.consumptions;
@@ -123,6 +124,7 @@ export class PgBatchSink implements BatchSink<PreparedBatch> {
     try {
       return await withTransaction(this.pool, async (client) => {
         await client.query(boundQuery(dwd.consumptionStatements(extras.power_consumption).newKeys, values));
+        await previousDone;
         const advanced = await client.query(boundQuery(ADVANCE_CHECKPOINT_AFTER, values));
         if (!advanced.rowCount) throw new NotBehindError();
         return prepared.result;

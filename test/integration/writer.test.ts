@@ -5,6 +5,7 @@ import { advanceDwsCursor, lockCheckpoint, readCheckpoint, resetCheckpoint } fro
 import {
   applyChangeBatch,
   applyConsumptionsAtCheckpoint,
+  PgBatchSink,
   prepareConsumptions,
   StaleCaptureError,
 } from '../../src/sink/writer';
@@ -195,6 +196,69 @@ describe('sink writer, one-statement batches', function () {
     );
     assert.equal(prepareConsumptions([]), null);
   });
+  /** Changes `from`..`to` (1-based places in consumptions(to)) as the batch the capture cuts there. */
+  const batchOf = (sink: PgBatchSink, from: number, to: number) =>
+    sink.prepare({ changes: consumptions(to).slice(from - 1), endLsn: txLsn + 100n });
+
+  it('writes a batch of new consumptions behind the batch in flight, committing only after it', async () => {
+    const sink = new PgBatchSink(t.db, pipeline, epoch);
+    const [first, second] = [batchOf(sink, 1, 3), batchOf(sink, 4, 6)];
+    let settled = false;
+    let behind: Promise<unknown> | undefined;
+    const firstDone = withTransaction(t.db, async (client) => {
+      await applyChangeBatch(client, pipeline, epoch, first.changes, null);
+      behind = sink.applyBehind(second, first, firstDone, txLsn + 100n).finally(() => (settled = true));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(settled, false, 'the second batch waits for the first to commit');
+      assert.deepEqual(await counts(), {
+        log: 0,
+        ods: 0,
+        dwd: 0,
+        dead: 0,
+        applied: '0',
+        commit_lsn: '0/0#0',
+      });
+    });
+    await firstDone;
+    assert.equal(((await behind) as { applied: number } | null)?.applied, 3);
+    assert.deepEqual(await counts(), { log: 6, ods: 6, dwd: 6, dead: 0, applied: '6', commit_lsn: 'FF/0#6' });
+  });
+
+  it('writes nothing behind a batch that rolled back, or one the checkpoint does not end at', async () => {
+    const sink = new PgBatchSink(t.db, pipeline, epoch);
+    const [first, second] = [batchOf(sink, 1, 3), batchOf(sink, 4, 6)];
+    let behind: Promise<unknown> | undefined;
+    const firstDone: Promise<unknown> = withTransaction(t.db, async (client) => {
+      await applyChangeBatch(client, pipeline, epoch, first.changes, null);
+      behind = sink.applyBehind(
+        second,
+        first,
+        firstDone.catch(() => undefined),
+        null,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      throw new Error('the first batch fails');
+    });
+    await assert.rejects(firstDone, /the first batch fails/);
+    assert.equal(await behind, null);
+    assert.deepEqual(await counts(), { log: 0, ods: 0, dwd: 0, dead: 0, applied: '0', commit_lsn: '0/0#0' });
+    // Behind a batch that never reached the sink: the checkpoint is not where that batch ends.
+    assert.equal(await sink.applyBehind(second, first, Promise.resolve(), null), null);
+    assert.deepEqual(await counts(), { log: 0, ods: 0, dwd: 0, dead: 0, applied: '0', commit_lsn: '0/0#0' });
+  });
+
+  it('writes behind only a batch of new consumptions after another', async () => {
+    const sink = new PgBatchSink(t.db, pipeline, epoch);
+    const inserts = batchOf(sink, 1, 3);
+    const update = sink.prepare({
+      changes: [{ ...consumptions(4)[3], op: 'U' } as Change],
+      endLsn: txLsn + 100n,
+    });
+    assert.equal(await sink.applyBehind(update, inserts, Promise.resolve(), null), null);
+    assert.equal(await sink.applyBehind(inserts, update, Promise.resolve(), null), null);
+    assert.deepEqual(await counts(), { log: 0, ods: 0, dwd: 0, dead: 0, applied: '0', commit_lsn: '0/0#0' });
+  });
+
   it('keeps the DWS cursor beside the checkpoint: never waits for a batch, never moves back, per epoch', async () => {
     const dwsLsn = async () => (await readCheckpoint(t.db, pipeline))!.dws_lsn;
     assert.equal(await dwsLsn(), '0/0');
