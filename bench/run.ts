@@ -153,7 +153,7 @@ async function recvlogicalSeconds(cfg: AppConfig, slot: string, endLsn: string):
 }
 
 /**
- * The sink side alone: `rows` consumptions shaped like the streamed ones, in 5,000-row batches (the default batch
+ * The sink side alone, one batch at a time: `rows` consumptions shaped like the streamed ones, in 5,000-row batches (the default batch
  * size), prepared and run as the capture runs them, each in a transaction that is rolled back so the pipeline's
  * data stays as it is. Preparing is not timed: the capture does it while the previous batch is written.
  */
@@ -596,7 +596,7 @@ async function uniformFigures(
     ours: sizes.streamRows / odsS,
     unit: 'rows/s',
     limit: sizes.streamRows / (await sinkStatementSeconds(cfg, sizes.streamRows, sizes.users)),
-    limitName: 'the same batch statements run alone, no decoding',
+    limitName: 'the same batch statements run alone, one at a time, no decoding',
   });
   figures.push({
     name: 'streaming, commit -> DWS current',

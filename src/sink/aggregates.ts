@@ -203,8 +203,9 @@ async function countLateEvents(
 }
 
 /**
- * Recompute: no refresh (DWS lock), then no batch in flight (checkpoint), so its drift is measured on a still
- * DWD. In that order, so waiting for a long refresh does not hold the checkpoint row and stall the stream.
+ * Recompute: no refresh (DWS lock), then no batch can commit (checkpoint; a batch written behind another waits for
+ * the row before it commits), so its drift is measured on a still DWD. In that order, so waiting for a long refresh
+ * does not hold the checkpoint row and stall the stream.
  */
 async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null): Promise<void> {
   await client.query(dws.LOCK_DWS);

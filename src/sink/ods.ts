@@ -3,7 +3,7 @@
  * _synced_at) and the append-only change log. Source columns beyond the spec (`extra`, see ods-columns.ts) are
  * read as text, which every type's input accepts, and cast to their ODS type on insert.
  */
-import { quoteIdent } from '../db/sql';
+import { quoteIdent, quoteLiteral } from '../db/sql';
 import { ODS_METADATA, TABLE, type Column, type SourceTable } from '../schema/tables';
 
 const names = (cols: readonly Column[]) => cols.map((c) => c.name).join(', ');
@@ -97,6 +97,22 @@ export const changeLogEntries = (param: string, withPosition = false) => {
     ? `ROWS FROM (jsonb_to_recordset(${param}::jsonb) AS (${types})) WITH ORDINALITY AS x(${CHANGE_LOG_COLUMNS}, at)`
     : `jsonb_to_recordset(${param}::jsonb) AS x(${types})`;
 };
+
+/**
+ * The change log entries of a batch of row changes to one table from parallel parameters, as recordset `x` with
+ * the columns of changeLogEntries and each entry's 1-based place `at`: :rows (JSON array of the rows), :seqs
+ * (int[]), :ops (text[]), :old_keys (text[] of old primary keys; null when no change has one) and :txs, each
+ * change's transaction as a 1-based place in :tx_lsns (pg_lsn[]) and :tx_times (timestamptz[]). Cheaper than one
+ * JSON array of entry objects: PostgreSQL 15 lexes JSON a character at a time and sorts the keys of every object
+ * (2-3 us per row of the streaming batch statement).
+ */
+export const rowChangeLogEntries = (table: SourceTable) => `(
+  SELECT (:tx_lsns::pg_lsn[])[r.tx] AS commit_lsn, r.seq, ${quoteLiteral(table)}::text AS table_name,
+    r.op::char(1) AS op, r.row_data,
+    CASE WHEN r.old_key IS NOT NULL THEN jsonb_build_object(${quoteLiteral(TABLE[table].key)}, r.old_key) END AS old_key,
+    (:tx_times::timestamptz[])[r.tx] AS commit_time, r.at
+  FROM ROWS FROM (jsonb_array_elements(:rows::jsonb), unnest(:seqs::int[]), unnest(:ops::text[]),
+    unnest(:old_keys::text[]), unnest(:txs::int[])) WITH ORDINALITY AS r(row_data, seq, op, old_key, tx, at)) x`;
 
 /** Appends the change log entries `from` selects (the columns of changeLogEntries). */
 export const insertChangeLogFrom = (from: string) => `

@@ -286,10 +286,10 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
 }
 
 /**
- * The change log entries of a batch as one JSON array (the one-statement batch reads its final rows back from it,
- * so each row is serialized once per batch). One JSON.stringify over plain entry objects: building each entry's
- * text by hand and joining them cost about twice as much, and growing one string piece by piece more again (pg
- * flattened the rope when it encoded the parameter).
+ * The change log entries of changes of both tables and truncates as one JSON array (ods.insertChangeLog), for the
+ * general path's segments with user changes and its truncates; runs of consumption changes take changeLogParams.
+ * One JSON.stringify over plain entry objects: building each entry's text by hand and joining them cost about
+ * twice as much, and growing one string piece by piece more again (pg flattened the rope when it encoded it).
  */
 function changeLogJson(changes: Change[]): string {
   // The changes of one transaction share their LSN: its text is built once per transaction.
@@ -324,6 +324,47 @@ function changeLogJson(changes: Change[]): string {
           };
   }
   return JSON.stringify(entries);
+}
+
+/**
+ * The change log entries of a run of row changes as the parameters of ods.rowChangeLogEntries: the rows as one
+ * JSON array, the rest as arrays, transaction LSN and commit time once per transaction.
+ */
+function changeLogParams(changes: Change[]): Record<dwd.ChangeLogParam, unknown> {
+  const n = changes.length;
+  const rows = new Array<Row>(n);
+  const seqs = new Array<number>(n);
+  const ops = new Array<string>(n);
+  const txs = new Array<number>(n);
+  const txLsns: string[] = [];
+  const txTimes: (string | null)[] = [];
+  let oldKeys: (string | null)[] | null = null;
+  let headLsn = -1n;
+  for (let i = 0; i < n; i++) {
+    const c = changes[i];
+    if (c.kind !== 'row') throw new Error('a truncate among the row changes of a batch statement');
+    if (c.txLsn !== headLsn) {
+      headLsn = c.txLsn;
+      txLsns.push(formatLsn(c.txLsn));
+      txTimes.push(c.commitTime);
+    }
+    rows[i] = c.row;
+    seqs[i] = c.seq;
+    ops[i] = c.op;
+    txs[i] = txLsns.length;
+    if (c.oldKey !== undefined) (oldKeys ??= new Array<string | null>(n).fill(null))[i] = c.oldKey;
+  }
+  return {
+    rows: JSON.stringify(rows),
+    // Our own numbers and op letters as array literals (pg would quote every element); the few transaction values
+    // and the old keys, which come from the source, keep pg's quoting.
+    seqs: `{${seqs.join(',')}}`,
+    ops: `{${ops.join(',')}}`,
+    txs: `{${txs.join(',')}}`,
+    tx_lsns: txLsns,
+    tx_times: txTimes,
+    old_keys: oldKeys,
+  };
 }
 
 /** A change log row as the batch statements read it (ods.changeLogEntries). */
@@ -408,7 +449,7 @@ function consumptionParams(
     if (fate === 'invalid') leaving.push(key);
   }
   return {
-    change_log: changeLogJson(changes),
+    ...changeLogParams(changes),
     // Array literals of our own numbers and flags, written out at once: pg quotes and escapes every element of an
     // array parameter, one by one. Keys come from the source and keep pg's quoting.
     upsert_at: `{${upsertAt.join(',')}}`,
