@@ -104,7 +104,7 @@ export const changeLogEntries = (param: string, withPosition = false) => {
  * (int[]), :ops (text[]), :old_keys (text[] of old primary keys; null when no change has one) and :txs, each
  * change's transaction as a 1-based place in :tx_lsns (pg_lsn[]) and :tx_times (timestamptz[]). Cheaper than one
  * JSON array of entry objects: PostgreSQL 15 lexes JSON a character at a time and sorts the keys of every object
- * (2-3 us per row of the streaming batch statement).
+ * (1.6 us per row of the streaming batch statement).
  */
 export const rowChangeLogEntries = (table: SourceTable) => `(
   SELECT (:tx_lsns::pg_lsn[])[r.tx] AS commit_lsn, r.seq, ${quoteLiteral(table)}::text AS table_name,

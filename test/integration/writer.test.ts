@@ -196,6 +196,7 @@ describe('sink writer, one-statement batches', function () {
     );
     assert.equal(prepareConsumptions([]), null);
   });
+
   /** Changes `from`..`to` (1-based places in consumptions(to)) as the batch the capture cuts there. */
   const batchOf = (sink: PgBatchSink, from: number, to: number) =>
     sink.prepare({ changes: consumptions(to).slice(from - 1), endLsn: txLsn + 100n });
