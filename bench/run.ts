@@ -153,9 +153,10 @@ async function recvlogicalSeconds(cfg: AppConfig, slot: string, endLsn: string):
 }
 
 /**
- * The sink side alone, one batch at a time: `rows` consumptions shaped like the streamed ones, in 5,000-row batches (the default batch
- * size), prepared and run as the capture runs them, each in a transaction that is rolled back so the pipeline's
- * data stays as it is. Preparing is not timed: the capture does it while the previous batch is written.
+ * The sink side alone, one batch at a time: `rows` consumptions shaped like the streamed ones, in 5,000-row
+ * batches (the default batch size), prepared and run as the capture runs them, each in a transaction that is rolled
+ * back so the pipeline's data stays as it is. Preparing is not timed: the capture does it while the previous batch
+ * is written.
  */
 async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number): Promise<number> {
   const batchRows = 5000;

@@ -106,6 +106,9 @@ async function untilSlotFree(target: StreamTarget, hooks: SegmentHooks): Promise
 
 const noop = () => undefined;
 
+/** A batch queued for its write, with what the sink prepared of it. */
+type Queued = { batch: ChangeBatch; prepared: unknown };
+
 /** A batch's write started beside the one before it, and the slot position its commit confirms. */
 type Behind = { applied: Promise<BatchResult | null>; confirmLsn: bigint | null };
 
@@ -117,7 +120,7 @@ class CaptureSegment {
   private cancelled = false;
   private writing: Promise<void> = Promise.resolve();
   /** The batch queued last, until its write is done: the next batch may be written behind it. */
-  private lastQueued: { batch: ChangeBatch; prepared: unknown } | null = null;
+  private lastQueued: Queued | null = null;
   private queuedWrites = 0;
   private writeSettled: (() => void) | null = null;
   private writeFailure: unknown;
@@ -211,7 +214,7 @@ class CaptureSegment {
    */
   private enqueue(batch: ChangeBatch) {
     const prepared = this.sink.prepare(batch);
-    const queued = { batch, prepared };
+    const queued: Queued = { batch, prepared };
     const behind = this.startBehind(queued, this.lastQueued, this.writing);
     this.lastQueued = queued;
     this.queuedWrites += 1;
@@ -232,11 +235,7 @@ class CaptureSegment {
   }
 
   /** The batch's write started beside the one before it, when the sink can (see BatchSink.applyBehind). */
-  private startBehind(
-    queued: { batch: ChangeBatch; prepared: unknown },
-    previous: { batch: ChangeBatch; prepared: unknown } | null,
-    previousDone: Promise<void>,
-  ): Behind | null {
+  private startBehind(queued: Queued, previous: Queued | null, previousDone: Promise<void>): Behind | null {
     if (!previous || !this.sink.applyBehind || this.writeFailure || !queued.batch.changes.length) return null;
     const confirmLsn = this.confirmLsnOf(queued.batch, previous.batch.endLsn);
     const applied = this.sink.applyBehind(queued.prepared, previous.prepared, previousDone, confirmLsn);

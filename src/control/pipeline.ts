@@ -97,7 +97,10 @@ export async function stopPipeline(
   return state;
 }
 
-/** One day's recompute as its own workflow run (`workflowId` by default from the day and the time); returns its drift. */
+/**
+ * One day's recompute as its own workflow run (`workflowId` by default from the day and the time); returns its
+ * drift.
+ */
 export function recomputeDayWorkflow(
   cfg: AppConfig,
   client: Client,
