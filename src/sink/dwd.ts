@@ -7,10 +7,11 @@ import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../
 import { named, quoteIdent, quoteLiteral, type Statement } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
 import {
+  changeLogEntries,
+  type ChangeLogParam,
   insertChangeLogFrom,
   insertOds,
   recordsetOf,
-  rowChangeLogEntries,
   unlessUnchanged,
   updateFromExcluded,
 } from './ods';
@@ -186,7 +187,7 @@ function columnsOfRowData(alias: string, extra: readonly Column[]): string {
 /**
  * A batch that touches only consumptions, in one statement: change log, dead letters, ODS, DWD and the DWS deltas
  * of the rows' old and new states (the old ones read from the statement's snapshot, before its writes).
- * Named parameters: the change log's (see ods.rowChangeLogEntries), upsert_at (the place in the change log of the
+ * Named parameters: the change log's (see ods.changeLogEntries), upsert_at (the place in the change log of the
  * change that left each upserted key's final row), upsert_valid (whether that row is valid), deleted (keys),
  * leaving (keys leaving DWD: deleted or invalid), touched (every key), dead_letters (JSON). The final rows are
  * read from the change log's parsed row_data, with that change's commit_lsn and op as their _lsn and _op: each
@@ -224,7 +225,7 @@ dwd_del AS (DELETE FROM ${CONSUMPTION_TABLE.dwd} WHERE consumption_id = ANY(:lea
   const deltas = newKeys ? `${INSERT_DELTAS}${NEW_ROW_DELTAS}` : BATCH_DELTAS;
   const removed = (cte: string) => (newKeys ? '' : ` + (SELECT count(*) FROM ${cte})::int`);
   return `
-WITH ${checkpoint}log AS MATERIALIZED (SELECT * FROM ${rowChangeLogEntries('power_consumption')}${where}),
+WITH ${checkpoint}log AS MATERIALIZED (SELECT * FROM ${changeLogEntries('power_consumption')}${where}),
 logged AS (${insertChangeLogFrom('log')} RETURNING 1),
 dead AS (${insertDeadLetters(':dead_letters')}${where} RETURNING 1),
 c AS MATERIALIZED (
@@ -239,8 +240,6 @@ SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FR
   (SELECT count(*) FROM deltas)::int AS deltas`;
 }
 
-/** The change log parameters of ods.rowChangeLogEntries. */
-export type ChangeLogParam = 'rows' | 'seqs' | 'ops' | 'old_keys' | 'txs' | 'tx_lsns' | 'tx_times';
 type BatchParam =
   ChangeLogParam | 'upsert_at' | 'upsert_valid' | 'deleted' | 'leaving' | 'touched' | 'dead_letters';
 export type ConsumptionBatchParams = Record<BatchParam, unknown>;

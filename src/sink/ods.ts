@@ -3,8 +3,8 @@
  * _synced_at) and the append-only change log. Source columns beyond the spec (`extra`, see ods-columns.ts) are
  * read as text, which every type's input accepts, and cast to their ODS type on insert.
  */
-import { quoteIdent, quoteLiteral } from '../db/sql';
-import { ODS_METADATA, TABLE, type Column, type SourceTable } from '../schema/tables';
+import { named, quoteIdent, quoteLiteral } from '../db/sql';
+import { ODS_METADATA, SOURCE_TABLES, TABLE, type Column, type SourceTable } from '../schema/tables';
 
 const names = (cols: readonly Column[]) => cols.map((c) => c.name).join(', ');
 
@@ -85,39 +85,36 @@ export const emptyOds = (table: SourceTable) => `DELETE FROM ${TABLE[table].ods}
 
 const CHANGE_LOG_COLUMNS = 'commit_lsn, seq, table_name, op, row_data, old_key, commit_time';
 
-/**
- * The change log entries of a batch from a JSON array with one object per change: commit_lsn, seq, table_name,
- * op, row_data, old_key, commit_time, as recordset `x`; `withPosition` adds each entry's 1-based place in the
- * array as `at`. `param` is the placeholder of that array.
- */
-export const changeLogEntries = (param: string, withPosition = false) => {
-  const types =
-    'commit_lsn pg_lsn, seq int, table_name text, op char(1), row_data jsonb, old_key jsonb, commit_time timestamptz';
-  return withPosition
-    ? `ROWS FROM (jsonb_to_recordset(${param}::jsonb) AS (${types})) WITH ORDINALITY AS x(${CHANGE_LOG_COLUMNS}, at)`
-    : `jsonb_to_recordset(${param}::jsonb) AS x(${types})`;
-};
+/** The parameters of changeLogEntries for changes to one table; changes to several take `tables` too. */
+export type ChangeLogParam = 'rows' | 'seqs' | 'ops' | 'old_keys' | 'txs' | 'tx_lsns' | 'tx_times';
 
 /**
- * The change log entries of a batch of row changes to one table from parallel parameters, as recordset `x` with
- * the columns of changeLogEntries and each entry's 1-based place `at`: :rows (JSON array of the rows), :seqs
- * (int[]), :ops (text[]), :old_keys (text[] of old primary keys; null when no change has one) and :txs, each
- * change's transaction as a 1-based place in :tx_lsns (pg_lsn[]) and :tx_times (timestamptz[]). Cheaper than one
- * JSON array of entry objects: PostgreSQL 15 lexes JSON a character at a time and sorts the keys of every object
- * (1.6 us per row of the streaming batch statement).
+ * The change log entries of a run of changes from parallel parameters, as recordset `x` with the change log's
+ * columns and each entry's 1-based place `at`: :rows (JSON array of the rows; a truncate's is {"tables": [...]}),
+ * :seqs (int[]), :ops (text[]), :old_keys (text[] of old primary keys; null when no change has one), :txs (each
+ * change's transaction as a 1-based place in :tx_lsns (pg_lsn[]) and :tx_times (timestamptz[])) and, unless every
+ * change is to `table`, :tables (text[]: each change's table; a truncate's tables joined by commas). Cheaper than
+ * one JSON array of entry objects: PostgreSQL 15 lexes JSON a character at a time and sorts the keys of every
+ * object (1.6 us per row of the streaming batch statement).
  */
-export const rowChangeLogEntries = (table: SourceTable) => `(
-  SELECT (:tx_lsns::pg_lsn[])[r.tx] AS commit_lsn, r.seq, ${quoteLiteral(table)}::text AS table_name,
+export const changeLogEntries = (table?: SourceTable) => {
+  const keyName = table
+    ? quoteLiteral(TABLE[table].key)
+    : `CASE r.table_name ${SOURCE_TABLES.map((t) => `WHEN ${quoteLiteral(t)} THEN ${quoteLiteral(TABLE[t].key)}`).join(' ')} END`;
+  return `(
+  SELECT (:tx_lsns::pg_lsn[])[r.tx] AS commit_lsn, r.seq, ${table ? `${quoteLiteral(table)}::text` : 'r.table_name'} AS table_name,
     r.op::char(1) AS op, r.row_data,
-    CASE WHEN r.old_key IS NOT NULL THEN jsonb_build_object(${quoteLiteral(TABLE[table].key)}, r.old_key) END AS old_key,
+    CASE WHEN r.old_key IS NOT NULL THEN jsonb_build_object(${keyName}, r.old_key) END AS old_key,
     (:tx_times::timestamptz[])[r.tx] AS commit_time, r.at
   FROM ROWS FROM (jsonb_array_elements(:rows::jsonb), unnest(:seqs::int[]), unnest(:ops::text[]),
-    unnest(:old_keys::text[]), unnest(:txs::int[])) WITH ORDINALITY AS r(row_data, seq, op, old_key, tx, at)) x`;
+    unnest(:old_keys::text[]), unnest(:txs::int[])${table ? '' : ', unnest(:tables::text[])'}) WITH ORDINALITY
+    AS r(row_data, seq, op, old_key, tx, ${table ? '' : 'table_name, '}at)) x`;
+};
 
 /** Appends the change log entries `from` selects (the columns of changeLogEntries). */
 export const insertChangeLogFrom = (from: string) => `
 INSERT INTO ods_change_log (${CHANGE_LOG_COLUMNS})
 SELECT ${CHANGE_LOG_COLUMNS} FROM ${from}`;
 
-/** The change log rows of a batch from the JSON array in `param` (see changeLogEntries). */
-export const insertChangeLog = (param: string) => insertChangeLogFrom(changeLogEntries(param));
+/** Appends the change log entries of changes to either table and truncates (see changeLogEntries). */
+export const INSERT_CHANGE_LOG = named<ChangeLogParam | 'tables'>(insertChangeLogFrom(changeLogEntries()));

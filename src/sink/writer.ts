@@ -197,7 +197,7 @@ export async function applyChangeBatch(
     if (i < fresh.length && c.kind !== 'truncate') continue;
     await applyRowSegment(client, fresh.slice(start, i), result, extras);
     if (c?.kind === 'truncate') {
-      await client.query(ods.insertChangeLog('$1'), [changeLogJson([c])]);
+      await client.query(boundQuery(ods.INSERT_CHANGE_LOG, changeLogParams([c], true)));
       await applyTruncate(client, c.tables);
       result.applied += 1;
     }
@@ -286,72 +286,42 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
 }
 
 /**
- * The change log entries of changes of both tables and truncates as one JSON array (ods.insertChangeLog), for the
- * general path's segments with user changes and its truncates; runs of consumption changes take changeLogParams.
- * One JSON.stringify over plain entry objects: building each entry's text by hand and joining them cost about
- * twice as much, and growing one string piece by piece more again (pg flattened the rope when it encoded it).
+ * The change log entries of a run of changes as the parameters of ods.changeLogEntries: the rows as one JSON
+ * array, the rest as arrays, transaction LSN and commit time once per transaction. `withTables` adds each
+ * change's table, for runs that are not all to one table.
  */
-function changeLogJson(changes: Change[]): string {
-  // The changes of one transaction share their LSN: its text is built once per transaction.
-  let headLsn = -1n;
-  let lsnText = '';
-  const entries = new Array<ChangeLogEntry>(changes.length);
-  for (let i = 0; i < changes.length; i++) {
-    const c = changes[i];
-    if (c.txLsn !== headLsn) {
-      headLsn = c.txLsn;
-      lsnText = formatLsn(c.txLsn);
-    }
-    entries[i] =
-      c.kind === 'row'
-        ? {
-            commit_lsn: lsnText,
-            seq: c.seq,
-            commit_time: c.commitTime,
-            table_name: c.table,
-            op: c.op,
-            row_data: c.row,
-            old_key: c.oldKey === undefined ? null : { [PRIMARY_KEY[c.table]]: c.oldKey },
-          }
-        : {
-            commit_lsn: lsnText,
-            seq: c.seq,
-            commit_time: c.commitTime,
-            table_name: c.tables.join(','),
-            op: 'T',
-            row_data: { tables: c.tables },
-            old_key: null,
-          };
-  }
-  return JSON.stringify(entries);
-}
-
-/**
- * The change log entries of a run of row changes as the parameters of ods.rowChangeLogEntries: the rows as one
- * JSON array, the rest as arrays, transaction LSN and commit time once per transaction.
- */
-function changeLogParams(changes: Change[]): Record<dwd.ChangeLogParam, unknown> {
+function changeLogParams(
+  changes: Change[],
+  withTables = false,
+): Record<ods.ChangeLogParam | 'tables', unknown> {
   const n = changes.length;
-  const rows = new Array<Row>(n);
+  const rows = new Array<object>(n);
   const seqs = new Array<number>(n);
   const ops = new Array<string>(n);
   const txs = new Array<number>(n);
+  const tables = withTables ? new Array<string>(n) : null;
   const txLsns: string[] = [];
   const txTimes: (string | null)[] = [];
   let oldKeys: (string | null)[] | null = null;
   let headLsn = -1n;
   for (let i = 0; i < n; i++) {
     const c = changes[i];
-    if (c.kind !== 'row') throw new Error('a truncate among the row changes of a batch statement');
     if (c.txLsn !== headLsn) {
       headLsn = c.txLsn;
       txLsns.push(formatLsn(c.txLsn));
       txTimes.push(c.commitTime);
     }
-    rows[i] = c.row;
     seqs[i] = c.seq;
-    ops[i] = c.op;
     txs[i] = txLsns.length;
+    if (c.kind === 'truncate') {
+      rows[i] = { tables: c.tables };
+      ops[i] = 'T';
+      if (tables) tables[i] = c.tables.join(',');
+      continue;
+    }
+    rows[i] = c.row;
+    ops[i] = c.op;
+    if (tables) tables[i] = c.table;
     if (c.oldKey !== undefined) (oldKeys ??= new Array<string | null>(n).fill(null))[i] = c.oldKey;
   }
   return {
@@ -364,19 +334,9 @@ function changeLogParams(changes: Change[]): Record<dwd.ChangeLogParam, unknown>
     tx_lsns: txLsns,
     tx_times: txTimes,
     old_keys: oldKeys,
+    tables,
   };
 }
-
-/** A change log row as the batch statements read it (ods.changeLogEntries). */
-type ChangeLogEntry = {
-  commit_lsn: string;
-  seq: number;
-  commit_time: string | null;
-  table_name: string;
-  op: string;
-  row_data: object;
-  old_key: object | null;
-};
 
 type DeadLetter = {
   table_name: SourceTable;
@@ -476,7 +436,7 @@ async function applyRowSegment(
     return;
   }
 
-  await client.query(ods.insertChangeLog('$1'), [changeLogJson(changes)]);
+  await client.query(boundQuery(ods.INSERT_CHANGE_LOG, changeLogParams(changes, true)));
   if (deadLetters.length) await client.query(ops.INSERT_DEAD_LETTERS, [JSON.stringify(deadLetters)]);
 
   const users = split(states.power_user);

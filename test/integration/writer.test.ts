@@ -282,4 +282,87 @@ describe('sink writer, one-statement batches', function () {
     await advanceDwsCursor(t.db, pipeline, next, '1/0');
     assert.equal(await dwsLsn(), '1/0');
   });
+
+  it('logs changes to both tables and truncates with their table, op, old key and transaction', async () => {
+    const [insert, moved] = consumptions(2);
+    const commitTime = '2026-11-20 10:00:01+00';
+    const user: Change = {
+      kind: 'row',
+      table: 'power_user',
+      op: 'U',
+      row: {
+        user_id: String(firstId),
+        user_name: 'log test',
+        usage_type: 'resident',
+        region_id: '1',
+        region_name: 'r',
+        update_time: null,
+      },
+      oldKey: String(firstId + 1),
+      txLsn,
+      seq: 3,
+      commitTime,
+    };
+    const tables = ['power_user', 'power_consumption'] as const;
+    const changes: Change[] = [
+      insert,
+      { ...moved, op: 'U', oldKey: String(firstId + 500) } as Change,
+      user,
+      { kind: 'truncate', tables: [...tables], txLsn: txLsn + 0x10n, seq: 1, commitTime: null },
+    ];
+    // The truncate empties the ODS and DWD tables: the whole batch is rolled back once its log is read.
+    const client = await t.db.connect();
+    let logged: unknown[];
+    try {
+      await client.query('BEGIN');
+      await applyChangeBatch(client, pipeline, epoch, changes, null);
+      ({ rows: logged } = await client.query(
+        `SELECT commit_lsn::text AS lsn, seq, table_name, op, row_data, old_key, commit_time
+         FROM ods_change_log WHERE commit_lsn BETWEEN 'FF/0' AND 'FF/10' ORDER BY commit_lsn, seq`,
+      ));
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+    const at = commitTime;
+    const rowOf = (c: Change) => (c.kind === 'row' ? c.row : null);
+    assert.deepEqual(logged, [
+      {
+        lsn: 'FF/0',
+        seq: 1,
+        table_name: 'power_consumption',
+        op: 'I',
+        row_data: rowOf(insert),
+        old_key: null,
+        commit_time: at,
+      },
+      {
+        lsn: 'FF/0',
+        seq: 2,
+        table_name: 'power_consumption',
+        op: 'U',
+        row_data: rowOf(moved),
+        old_key: { consumption_id: String(firstId + 500) },
+        commit_time: at,
+      },
+      {
+        lsn: 'FF/0',
+        seq: 3,
+        table_name: 'power_user',
+        op: 'U',
+        row_data: user.row,
+        old_key: { user_id: String(firstId + 1) },
+        commit_time: at,
+      },
+      {
+        lsn: 'FF/10',
+        seq: 1,
+        table_name: tables.join(','),
+        op: 'T',
+        row_data: { tables },
+        old_key: null,
+        commit_time: null,
+      },
+    ]);
+  });
 });
