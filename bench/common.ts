@@ -88,9 +88,16 @@ export function clusterCpuSeconds(cfg: AppConfig): number {
 
 /**
  * The spread of issue 15, shared by the spread scenario and the scale-out parts: users in SPREAD.regions regions,
- * consumptions over SPREAD.days days from SPREAD.firstDay.
+ * consumptions over SPREAD.days days from SPREAD.firstDay. `everyUserDaily` (bench option) gives every user rows on
+ * every day (600,000 per-user day totals for 20,000 users) instead of three days each (60,000).
  */
-export const SPREAD = { firstDay: '2026-10-01', lastDay: '2026-10-30', days: 30, regions: 10 };
+export const SPREAD = {
+  firstDay: '2026-10-01',
+  lastDay: '2026-10-30',
+  days: 30,
+  regions: 10,
+  everyUserDaily: false,
+};
 
 /** Users 1..`users`, user g in region 1 + g % SPREAD.regions. */
 export async function insertSpreadUsers(cfg: AppConfig, users: number): Promise<void> {
@@ -102,10 +109,21 @@ export async function insertSpreadUsers(cfg: AppConfig, users: number): Promise<
   );
 }
 
-// Consumptions $1..$2 of users 1..$3 over $5 days from $4, every $6 ids (one per region) on the next day.
-const SPREAD_INSERT = `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, (g % 50000) / 100.0,
-    (g % 30000) / 100.0, $4::timestamp + make_interval(days => ((g / $6::int) % $5::int)::int, secs => (g / 3000) % 86000)
+// Consumptions $1..$2 of users 1..$3 over $5 days from $4, every $6 ids (one per region) on the next day. The user
+// is 1 + (g + $7 * (g / ($6 * $5))) % $3: with $7 = 0 the user follows g, so a day sees a tenth of the users; with
+// $7 = $6 each round of the days moves every (day, region) on by $6 users of the same region, reaching all of them.
+const SPREAD_INSERT = `INSERT INTO power_consumption
+  SELECT g, 1 + (g + $7::int * (g / ($6::int * $5::int))) % $3::int, (g % 50000) / 100.0, (g % 30000) / 100.0,
+    $4::timestamp + make_interval(days => ((g / $6::int) % $5::int)::int, secs => (g / 3000) % 86000)
   FROM generate_series($1::bigint, $2::bigint) g`;
+
+/** The parameters of SPREAD_INSERT after the id range and the users. */
+const spreadParams = () => [
+  SPREAD.firstDay,
+  SPREAD.days,
+  SPREAD.regions,
+  SPREAD.everyUserDaily ? SPREAD.regions : 0,
+];
 
 /**
  * Inserts consumptions [from, to] in `perTx`-row transactions, spread evenly over the days and, within a day, over
@@ -121,14 +139,7 @@ export async function insertSpreadConsumptions(
 ): Promise<void> {
   await withClient(cfg.sourceUrl, async (c) => {
     for (let start = from; start <= to; start += perTx)
-      await c.query(SPREAD_INSERT, [
-        start,
-        Math.min(to, start + perTx - 1),
-        users,
-        SPREAD.firstDay,
-        SPREAD.days,
-        SPREAD.regions,
-      ]);
+      await c.query(SPREAD_INSERT, [start, Math.min(to, start + perTx - 1), users, ...spreadParams()]);
   });
 }
 
@@ -167,8 +178,7 @@ export async function offerSteadyLoad(cfg: AppConfig, load: SteadyLoad): Promise
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const a = load.firstId + i * load.perTx;
       const range = [a, a + load.perTx - 1, load.users];
-      if (load.at === 'spread')
-        await c.query(SPREAD_INSERT, [...range, SPREAD.firstDay, SPREAD.days, SPREAD.regions]);
+      if (load.at === 'spread') await c.query(SPREAD_INSERT, [...range, ...spreadParams()]);
       else
         await c.query(
           `INSERT INTO power_consumption SELECT g, 1 + g % $3::int, 1.00, 0.50, $4::timestamp

@@ -287,7 +287,7 @@ async function spreadScenario(
 ): Promise<Figure[]> {
   await resetEverything(cfg, client, PIPELINE);
   say(
-    `spread: ${sizes.users} users in ${SPREAD.regions} regions, ${sizes.snapshotRows} consumptions over 30 days`,
+    `spread: ${sizes.users} users in ${SPREAD.regions} regions, ${sizes.snapshotRows} consumptions over 30 days${SPREAD.everyUserDaily ? ', every user every day' : ''}`,
   );
   await insertSpreadUsers(cfg, sizes.users);
   await insertSpreadConsumptions(cfg, 1, sizes.snapshotRows, 100_000, sizes.users);
@@ -695,9 +695,14 @@ async function main(): Promise<void> {
     )
     .option('--rounds <n>', 'with --recompute-only: large transactions, each followed by a recompute', '1')
     .option('--sink-db <name>', 'sink in another database of the same cluster (default: the source database)')
+    .option(
+      '--every-user-daily',
+      'spread: every user has rows on every day (600,000 user-day totals in full mode instead of 60,000)',
+    )
     .parse(process.argv)
     .opts();
   const sizes = opts.quick ? QUICK : FULL;
+  SPREAD.everyUserDaily = !!opts.everyUserDaily;
   // With --json, stdout is the JSON result alone: progress goes to stderr.
   const say = (m: string) => (opts.json ? console.error(m) : console.log(m));
   Object.assign(process.env, {
@@ -761,7 +766,7 @@ async function main(): Promise<void> {
   }
 
   const result = {
-    mode: `${opts.quick ? 'quick' : 'full'}${opts.spreadOnly ? '-spread' : ''}${opts.recomputeOnly ? '-recompute' : ''}`,
+    mode: `${opts.quick ? 'quick' : 'full'}${opts.spreadOnly ? '-spread' : ''}${opts.recomputeOnly ? '-recompute' : ''}${opts.everyUserDaily ? '-every-user-daily' : ''}`,
     at: new Date().toISOString(),
     machine: {
       cpus: os.cpus().length,
