@@ -37,7 +37,9 @@ type GroupChange = { stat_date: string; region_id: number; region_name: string }
 type Applied = { groups: GroupChange[]; emptied: object[] };
 
 async function applyDeltas(client: pg.ClientBase, changes: ChangesByDay): Promise<Applied> {
+  await client.query(dws.JOIN_BY_INDEX_ONLY);
   const { rows } = await client.query<Applied & { changes_by_day: object }>(dws.APPLY_DELTAS);
+  await client.query(dws.JOIN_BY_ANY_PLAN);
   addChanges(changes, rows[0].changes_by_day as Record<string, string>);
   return { groups: rows[0].groups, emptied: rows[0].emptied };
 }
