@@ -324,7 +324,6 @@ describe('sink writer, one-statement batches', function () {
       await client.query('ROLLBACK');
       client.release();
     }
-    const at = commitTime;
     const rowOf = (c: Change) => (c.kind === 'row' ? c.row : null);
     assert.deepEqual(logged, [
       {
@@ -334,7 +333,7 @@ describe('sink writer, one-statement batches', function () {
         op: 'I',
         row_data: rowOf(insert),
         old_key: null,
-        commit_time: at,
+        commit_time: commitTime,
       },
       {
         lsn: 'FF/0',
@@ -343,7 +342,7 @@ describe('sink writer, one-statement batches', function () {
         op: 'U',
         row_data: rowOf(moved),
         old_key: { consumption_id: String(firstId + 500) },
-        commit_time: at,
+        commit_time: commitTime,
       },
       {
         lsn: 'FF/0',
@@ -352,7 +351,7 @@ describe('sink writer, one-statement batches', function () {
         op: 'U',
         row_data: user.row,
         old_key: { user_id: String(firstId + 1) },
-        commit_time: at,
+        commit_time: commitTime,
       },
       {
         lsn: 'FF/10',
