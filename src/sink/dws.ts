@@ -119,24 +119,28 @@ const PENDING_BY_DAY = `(SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') F
 
 /**
  * Drift, for REBUILD_TOTALS: the totals that the incremental state (totals plus pending deltas) got wrong, against
- * `fresh`; a max is compared only where no pending delta touched the user, since deltas cannot tell a max exactly.
- * That test is a NOT IN, which PostgreSQL checks against a hash of the pending keys: as NOT EXISTS it was planned
- * as a nested loop over them (15,000 pending deltas that moved maxes: 13 s instead of 0.4 s).
+ * `fresh`, each counted once; a max is compared only where no pending delta touched the user, since deltas cannot
+ * tell a max exactly. Both comparisons are full joins on the key (hashed: a full join is never a nested loop); the
+ * state was first summed by grouping the totals with the deltas and compared by EXCEPT ALL both ways, about 0.1 s
+ * more on a day of 20,000 totals. The max test is a NOT IN, which PostgreSQL checks against a hash of the pending
+ * keys: as NOT EXISTS it was planned as a nested loop over them (15,000 pending deltas that moved maxes: 13 s
+ * instead of 0.4 s).
  */
 const TOTALS_DRIFT = `
+pending_net AS (
+  SELECT ${TOTALS_KEY}, sum(rows * amount) AS total_consumption, sum(rows * cost) AS total_cost,
+    sum(rows) AS detail_rows
+  FROM pending GROUP BY 1, 2, 3, 4, 5),
 incremental AS (
-  SELECT ${TOTALS_KEY}, sum(total_consumption) AS total_consumption, sum(total_cost) AS total_cost,
-    sum(detail_rows) AS detail_rows FROM (
-      SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows FROM current
-      UNION ALL
-      SELECT ${TOTALS_KEY}, rows * amount, rows * cost, rows FROM pending) x
-  GROUP BY 1, 2, 3, 4, 5 HAVING sum(detail_rows) <> 0),
+  SELECT ${TOTALS_KEY}, coalesce(c.total_consumption, 0) + coalesce(n.total_consumption, 0) AS total_consumption,
+    coalesce(c.total_cost, 0) + coalesce(n.total_cost, 0) AS total_cost,
+    coalesce(c.detail_rows, 0) + coalesce(n.detail_rows, 0) AS detail_rows
+  FROM current c FULL JOIN pending_net n USING (${TOTALS_KEY})
+  WHERE coalesce(c.detail_rows, 0) + coalesce(n.detail_rows, 0) <> 0),
 sums_drift AS (
-  (SELECT * FROM incremental EXCEPT ALL
-    SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows FROM fresh)
-  UNION ALL
-  (SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows FROM fresh EXCEPT ALL
-    SELECT * FROM incremental)),
+  SELECT 1 FROM incremental i FULL JOIN fresh f USING (${TOTALS_KEY})
+  WHERE (i.total_consumption, i.total_cost, i.detail_rows)
+    IS DISTINCT FROM (f.total_consumption, f.total_cost, f.detail_rows)),
 max_drift AS (
   SELECT 1 FROM current c JOIN fresh f USING (stat_date, region_id, user_id, region_name, user_name)
   WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
