@@ -12,6 +12,10 @@ const TOTALS_KEY = 'stat_date, region_id, user_id, region_name, user_name';
 /** Head of every insert of per-user day totals; the SELECT after it gives the values in this order. */
 const INSERT_TOTALS = `INSERT INTO dws_user_day_total (${TOTALS_KEY}, total_consumption, total_cost, detail_rows, max_consumption)`;
 
+/** What a total's deltas (grouped by its key) add to its sums and row count: each delta row is `rows` rows. */
+const NET_SUMS =
+  'sum(rows * amount) AS total_consumption, sum(rows * cost) AS total_cost, sum(rows) AS detail_rows';
+
 /** Rows `a` and `b` hold the same per-user day total (its whole key). */
 const SAME_TOTAL = (a: string, b: string) =>
   `(${a}.stat_date, ${a}.region_id, ${a}.user_id, ${a}.region_name, ${a}.user_name)
@@ -52,8 +56,7 @@ fresh AS MATERIALIZED (
 export const APPLY_DELTAS = `
 WITH taken AS MATERIALIZED (DELETE FROM stategrid_dws_delta RETURNING *),
 net AS MATERIALIZED (
-  SELECT ${TOTALS_KEY}, sum(rows * amount) AS total_consumption, sum(rows * cost) AS total_cost,
-    sum(rows) AS detail_rows, max(amount) FILTER (WHERE rows > 0) AS added_max,
+  SELECT ${TOTALS_KEY}, ${NET_SUMS}, max(amount) FILTER (WHERE rows > 0) AS added_max,
     max(amount) FILTER (WHERE rows < 0) AS removed_max, sum(abs(rows)) AS touched
   FROM taken GROUP BY 1, 2, 3, 4, 5),
 updated AS (
@@ -128,9 +131,7 @@ const PENDING_BY_DAY = `(SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') F
  */
 const TOTALS_DRIFT = `
 pending_net AS (
-  SELECT ${TOTALS_KEY}, sum(rows * amount) AS total_consumption, sum(rows * cost) AS total_cost,
-    sum(rows) AS detail_rows
-  FROM pending GROUP BY 1, 2, 3, 4, 5),
+  SELECT ${TOTALS_KEY}, ${NET_SUMS} FROM pending GROUP BY 1, 2, 3, 4, 5),
 incremental AS (
   SELECT ${TOTALS_KEY}, coalesce(c.total_consumption, 0) + coalesce(n.total_consumption, 0) AS total_consumption,
     coalesce(c.total_cost, 0) + coalesce(n.total_cost, 0) AS total_cost,
