@@ -205,13 +205,15 @@ async function countLateEvents(
 }
 
 /**
- * Recompute: no refresh (DWS lock), then no batch can commit (checkpoint; a batch written behind another waits for
- * the row before it commits), so its drift is measured on a still DWD. In that order, so waiting for a long refresh
- * does not hold the checkpoint row and stall the stream.
+ * Runs `fn` in a transaction that holds the DWS lock (one DWS writer at a time) and plans without JIT: every DWS
+ * statement runs on estimates past jit_above_cost, and compiling costs more than it saves (see dws.NO_JIT).
  */
-async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null): Promise<void> {
-  await client.query(dws.LOCK_DWS);
-  if (pipelineId) await lockCheckpoint(client, pipelineId);
+function inDwsTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, async (client) => {
+    await client.query(dws.NO_JIT);
+    await client.query(dws.LOCK_DWS);
+    return fn(client);
+  });
 }
 
 /**
@@ -223,9 +225,7 @@ async function lockForWholeDay(client: pg.ClientBase, pipelineId: string | null)
 export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-  return withTransaction(pool, async (client) => {
-    await client.query(dws.NO_JIT);
-    await client.query(dws.LOCK_DWS);
+  return inDwsTransaction(pool, async (client) => {
     const result = await catchUp(client);
     await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);
     return result;
@@ -242,8 +242,7 @@ export async function recomputePartitions(
   reason: string,
 ): Promise<RefreshResult> {
   if (!partitions.length) return NOTHING;
-  return withTransaction(pool, async (client) => {
-    await client.query(dws.LOCK_DWS);
+  return inDwsTransaction(pool, async (client) => {
     const parts = { dates: partitions.map((p) => p.stat_date), regions: partitions.map((p) => p.region_id) };
     const { rows: marks } = await client.query<DirtyMark>(dws.READ_MARKS_OF_PARTITIONS, [
       parts.dates,
@@ -297,8 +296,7 @@ export async function closeDayWindow(
   date: string,
   closedBy: string,
 ): Promise<DayResult> {
-  return withTransaction(pool, async (client) => {
-    await client.query(dws.LOCK_DWS);
+  return inDwsTransaction(pool, async (client) => {
     if (!(await readCheckpoint(client, pipelineId)))
       throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
     const checked = await recheckWholeDay(client, date, 'close');
@@ -308,14 +306,19 @@ export async function closeDayWindow(
   });
 }
 
-/** Recomputes one day from DWD; the rows it had to change are the drift. */
+/**
+ * Recomputes one day from DWD; the rows it had to change are the drift. After the DWS lock (no refresh) it holds
+ * the checkpoint, so no batch can commit (a batch written behind another waits for the row before it commits) and
+ * the drift is measured on a still DWD. In that order, so waiting for a long refresh does not hold the checkpoint
+ * row and stall the stream.
+ */
 export async function recomputeDay(
   pool: pg.Pool,
   pipelineId: string | null,
   date: string,
 ): Promise<DayResult> {
-  return withTransaction(pool, async (client) => {
-    await lockForWholeDay(client, pipelineId);
+  return inDwsTransaction(pool, async (client) => {
+    if (pipelineId) await lockCheckpoint(client, pipelineId);
     const checked = await recheckWholeDay(client, date, 'recompute');
     await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
     return { date, ...checked };

@@ -335,8 +335,12 @@ export const JOIN_BY_ANY_PLAN = `SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL
 export const ENOUGH_WORK_MEM = `SET LOCAL work_mem = '64MB'`;
 
 /**
- * A refresh's statements run every second or so on estimates past jit_above_cost: compiling them each time cost
- * more than running them interpreted (LLVM was about a twelfth of the refresh connection's CPU while streaming).
+ * For every DWS transaction. A refresh's statements run every second or so on estimates past jit_above_cost:
+ * compiling them each time cost more than running them interpreted (LLVM was about a twelfth of the refresh
+ * connection's CPU while streaming). A whole-day rebuild (window close, recompute) crosses jit_inline_above_cost
+ * and jit_optimize_above_cost once its day is large enough for the estimates: inlining and optimizing its one
+ * statement then took about 1.5 s more than running it (a 2,334,400-row day: 1.75-2.06x a plain GROUP BY with
+ * JIT, 1.03-1.15x without), and whether it crossed depended on the table's latest statistics.
  */
 export const NO_JIT = `SET LOCAL jit = off`;
 
