@@ -143,7 +143,7 @@ sums_drift AS (
   WHERE (i.total_consumption, i.total_cost, i.detail_rows)
     IS DISTINCT FROM (f.total_consumption, f.total_cost, f.detail_rows)),
 max_drift AS (
-  SELECT 1 FROM current c JOIN fresh f USING (stat_date, region_id, user_id, region_name, user_name)
+  SELECT 1 FROM current c JOIN fresh f USING (${TOTALS_KEY})
   WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
     AND (${TOTALS_KEY.replace(/(\w+)/g, 'c.$1')}) NOT IN (SELECT ${TOTALS_KEY} FROM pending)),`;
 
