@@ -1,11 +1,14 @@
 import pg from 'pg';
 
-/** Runs `fn` on a fresh connection that is always closed afterwards: for short, one-off database work. */
+/**
+ * Runs `fn` on a fresh connection that is always closed afterwards (a transaction left open rolls back): for short,
+ * one-off database work. `settings`: a connection string, or a pool's settings for a connection beside the pool.
+ */
 export async function withClient<T>(
-  connectionString: string,
+  settings: string | pg.ClientConfig,
   fn: (client: pg.Client) => Promise<T>,
 ): Promise<T> {
-  const client = new pg.Client({ connectionString });
+  const client = new pg.Client(typeof settings === 'string' ? { connectionString: settings } : settings);
   client.on('error', () => undefined); // surfaced by the failing query; unhandled it would crash the process
   await client.connect();
   try {

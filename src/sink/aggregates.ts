@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { withTransaction } from '../db/client';
+import { withClient, withTransaction } from '../db/client';
 import { advanceDwsCursor, lockCheckpoint, readCheckpoint } from './checkpoint';
 import * as dws from './dws';
 import { partitionKey } from './partition';
@@ -85,35 +85,99 @@ async function statsFromDeltas(
  */
 const REANALYZE_AFTER_TOTALS = 50_000;
 
+type RebuildResult = { drift: number; totals_changed: number; changes_by_day: Record<string, string> };
+
+async function runRebuild(client: pg.ClientBase, sql: string, parts: Partitions): Promise<RebuildResult> {
+  // The per-user grouping of a large day fits in memory with this, instead of spilling to disk.
+  await client.query(dws.ENOUGH_WORK_MEM);
+  const { rows } = await client.query<RebuildResult>(sql, [
+    parts.dates,
+    parts.regions,
+    distinct(parts.dates),
+    distinct(parts.regions),
+  ]);
+  return rows[0];
+}
+
+/** The partitions of the earlier half of their days, and of the later half. */
+function splitByDay(parts: Partitions): [Partitions, Partitions] {
+  const days = distinct(parts.dates).sort();
+  const firstLater = days[Math.ceil(days.length / 2)];
+  const halves: [Partitions, Partitions] = [
+    { dates: [], regions: [] },
+    { dates: [], regions: [] },
+  ];
+  parts.dates.forEach((date, i) => {
+    const half = halves[firstLater !== undefined && date >= firstLater ? 1 : 0];
+    half.dates.push(date);
+    half.regions.push(parts.regions[i]);
+  });
+  return halves;
+}
+
+/**
+ * Rebuilds partitions that hold no totals (an initial snapshot: a million DWD rows or more) by inserting their
+ * fresh totals. With `spare` (connection settings), the later half of their days is rebuilt at the same time on a
+ * connection of its own, in a transaction of its own, so the rebuild uses two cores. A connection beside the pool,
+ * not from it: the pool's connections may all be held by DWS writers waiting for this one's lock. The helper works
+ * under this transaction's DWS lock and touches only its own partitions' deltas and totals: if it commits and this
+ * transaction then fails, its totals are whole and its partitions' marks are still there, so the next refresh
+ * rebuilds them again; if it fails, so does this transaction. Until this one commits, readers of the ranking may
+ * see the later days' totals before the region stats they add up to (the partitions were empty before).
+ */
+async function rebuildIntoEmpty(
+  client: pg.ClientBase,
+  parts: Partitions,
+  spare?: pg.ClientConfig,
+): Promise<RebuildResult[]> {
+  const [earlier, later] = spare ? splitByDay(parts) : [parts, undefined];
+  if (!spare || !later?.dates.length) return [await runRebuild(client, dws.REBUILD_TOTALS_INTO_EMPTY, parts)];
+  const halves = await Promise.allSettled([
+    runRebuild(client, dws.REBUILD_TOTALS_INTO_EMPTY, earlier),
+    withClient(spare, async (other) => {
+      await other.query('BEGIN');
+      await other.query(dws.NO_JIT);
+      const rebuilt = await runRebuild(other, dws.REBUILD_TOTALS_INTO_EMPTY, later);
+      await other.query('COMMIT');
+      return rebuilt;
+    }),
+  ]);
+  return halves.map((half) => {
+    if (half.status === 'rejected') throw half.reason;
+    return half.value;
+  });
+}
+
 /**
  * Rebuilds the partitions' per-user totals from DWD. With `checkDrift` (window close, recompute) returns the totals
  * the incremental state got wrong; marked partitions (snapshot, truncate, repair) have no state to check, and when
- * they hold no totals at all (an initial snapshot) nothing to compare either: the fresh totals are only inserted.
- * Callers hold the DWS lock, so no other writer can add totals between the check and the rebuild.
+ * they hold no totals at all (an initial snapshot) nothing to compare either: the fresh totals are only inserted
+ * (see rebuildIntoEmpty for `spare`). Callers hold the DWS lock, so no other writer can add totals between the
+ * check and the rebuild.
  */
 async function rebuildTotals(
   client: pg.ClientBase,
   parts: Partitions,
   changes: ChangesByDay,
   checkDrift: boolean,
+  spare?: pg.ClientConfig,
 ): Promise<number> {
   if (!parts.dates.length) return 0;
-  // The per-user grouping of a large day fits in memory with this, instead of spilling to disk.
-  await client.query(dws.ENOUGH_WORK_MEM);
-  const days = distinct(parts.dates);
-  const regions = distinct(parts.regions);
-  const sql = checkDrift
-    ? dws.REBUILD_TOTALS
-    : (await client.query<{ any: boolean }>(dws.ANY_TOTALS_IN, [days, regions])).rows[0].any
-      ? dws.REBUILD_TOTALS_UNCHECKED
-      : dws.REBUILD_TOTALS_INTO_EMPTY;
-  const { rows } = await client.query<{ drift: number; totals_changed: number; changes_by_day: object }>(
-    sql,
-    [parts.dates, parts.regions, days, regions],
-  );
-  addChanges(changes, rows[0].changes_by_day as Record<string, string>);
-  if (rows[0].totals_changed >= REANALYZE_AFTER_TOTALS) await client.query(dws.ANALYZE_TOTALS);
-  return rows[0].drift;
+  const empty =
+    !checkDrift &&
+    !(
+      await client.query<{ any: boolean }>(dws.ANY_TOTALS_IN, [
+        distinct(parts.dates),
+        distinct(parts.regions),
+      ])
+    ).rows[0].any;
+  const results = empty
+    ? await rebuildIntoEmpty(client, parts, spare)
+    : [await runRebuild(client, checkDrift ? dws.REBUILD_TOTALS : dws.REBUILD_TOTALS_UNCHECKED, parts)];
+  const sum = (f: (r: RebuildResult) => number) => results.reduce((n, r) => n + f(r), 0);
+  for (const r of results) addChanges(changes, r.changes_by_day);
+  if (sum((r) => r.totals_changed) >= REANALYZE_AFTER_TOTALS) await client.query(dws.ANALYZE_TOTALS);
+  return sum((r) => r.drift);
 }
 
 async function refreshPartitions(
@@ -153,13 +217,14 @@ function together(a: Refreshed, b: Refreshed): Refreshed {
  * (snapshot, truncate) rebuilt from DWD and their region stats recomputed from the totals, every pending delta
  * applied to the totals and, in the other partitions, to the region stats; each partition is written once (so a
  * closed day gets one revision per partition however many late changes arrived), marks taken dropped and late
- * events counted. The ranking is a view of the totals.
+ * events counted. The ranking is a view of the totals. `spare`: settings of a second connection a rebuild into
+ * empty partitions may use (see rebuildIntoEmpty).
  */
-async function catchUp(client: pg.ClientBase): Promise<RefreshResult> {
+async function catchUp(client: pg.ClientBase, spare?: pg.ClientConfig): Promise<RefreshResult> {
   const { rows: marks } = await client.query<DirtyMark>(dws.READ_DIRTY_PARTITIONS);
   const marked = { dates: marks.map((m) => m.stat_date), regions: marks.map((m) => m.region_id) };
   const changes: ChangesByDay = new Map();
-  await rebuildTotals(client, marked, changes, false);
+  await rebuildTotals(client, marked, changes, false, spare);
   const applied = await applyDeltas(client, changes);
   const refreshed = together(
     await refreshPartitions(client, marked, 'late data'),
@@ -220,13 +285,14 @@ function inDwsTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promi
  * Applies every committed DWD change to DWS; late changes to closed days leave revisions. Runs beside batch
  * writes: it reads the confirmed position first, so every batch up to it has its deltas committed and taken by
  * this refresh, and records that position as dws_lsn in the transaction that applies them. The cursor has a row of
- * its own: on the checkpoint row the refresh waited for the batch in flight, holding the DWS lock meanwhile.
+ * its own: on the checkpoint row the refresh waited for the batch in flight, holding the DWS lock meanwhile. After an
+ * initial snapshot it rebuilds the totals on two connections (rebuildIntoEmpty).
  */
 export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   return inDwsTransaction(pool, async (client) => {
-    const result = await catchUp(client);
+    const result = await catchUp(client, pool.options);
     await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);
     return result;
   });
@@ -273,8 +339,9 @@ async function recheckWholeDay(
   client: pg.ClientBase,
   date: string,
   reason: string,
+  spare: pg.ClientConfig,
 ): Promise<Omit<DayResult, 'date'>> {
-  await catchUp(client);
+  await catchUp(client, spare);
   const { rows } = await client.query<{ region_id: number }>(dws.REGIONS_OF_DAY, [date]);
   const day = { dates: rows.map(() => date), regions: rows.map((r) => r.region_id) };
   const changes: ChangesByDay = new Map();
@@ -299,7 +366,7 @@ export async function closeDayWindow(
   return inDwsTransaction(pool, async (client) => {
     if (!(await readCheckpoint(client, pipelineId)))
       throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-    const checked = await recheckWholeDay(client, date, 'close');
+    const checked = await recheckWholeDay(client, date, 'close', pool.options);
     const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
     for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
     return { date, ...checked, newlyClosed: rows[0].newly_closed };
@@ -319,7 +386,7 @@ export async function recomputeDay(
 ): Promise<DayResult> {
   return inDwsTransaction(pool, async (client) => {
     if (pipelineId) await lockCheckpoint(client, pipelineId);
-    const checked = await recheckWholeDay(client, date, 'recompute');
+    const checked = await recheckWholeDay(client, date, 'recompute', pool.options);
     await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
     return { date, ...checked };
   });

@@ -81,21 +81,23 @@ export class DwsRefresher {
     if (!this.running) this.wakeLoop();
   }
 
+  // Looks before the first wait: a segment that follows a snapshot starts with the snapshot's rebuild to do.
   private async run(intervalMs: number) {
     const tick = Math.min(intervalMs, 200);
     while (this.active && !this.failure) {
+      if (!this.running && this.due(intervalMs)) {
+        this.soon = false;
+        this.running = this.refresh(false).finally(() => {
+          this.running = null;
+          if (this.soon) this.wakeLoop();
+        });
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, tick);
         this.wakeLoop = () => {
           clearTimeout(timer);
           resolve();
         };
-      });
-      if (!this.active || this.running || !this.due(intervalMs)) continue;
-      this.soon = false;
-      this.running = this.refresh(false).finally(() => {
-        this.running = null;
-        if (this.soon) this.wakeLoop();
       });
     }
   }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import pg from 'pg';
+import { refreshDirtyPartitions } from '../../src/sink/aggregates';
+import { MARK_ALL_DIRTY } from '../../src/sink/dwd';
 import { TOP_USERS_LATEST_DAY } from '../../src/sink/reports';
 import { stackUp } from '../../src/stack';
 import { readPid } from '../../src/stack/proc';
@@ -12,6 +14,7 @@ import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
  * day moves, ties and late events, the per-user day totals equal a from-scratch aggregation of DWD, both DWS
  * tables equal the oracle, no delta is left behind, and a recompute of every day finds no drift.
  */
+const DAY0 = '2026-10-04';
 const DAY1 = '2026-10-05';
 const DAY2 = '2026-10-06';
 
@@ -51,9 +54,15 @@ describe('incremental DWS', function () {
         FROM generate_series(0, 449) g`,
         [DAY1],
       );
+      // A second day in the snapshot: its totals are rebuilt on a second connection beside DAY1's.
+      await t.q(
+        `INSERT INTO power_consumption SELECT 2000 + g, 1 + g % 6, 2.00 + (g % 5), 0.75, $1::date + g * interval '1 hour'
+        FROM generate_series(0, 23) g`,
+        [DAY0],
+      );
     });
     // The snapshot fills the totals from DWD (dirty marks of every chunk, not deltas).
-    await assertExact([DAY1, DAY2]);
+    await assertExact([DAY0, DAY1, DAY2]);
     const chunks = await t.q<{ n: number }>(
       `SELECT count(*)::int AS n FROM stategrid_snapshot_chunk WHERE table_name = 'power_consumption'`,
     );
@@ -208,6 +217,37 @@ describe('incremental DWS', function () {
     assert.deepEqual(await stats(), [{ total: '7.50', users: 1 }]);
     await t.assertConverged();
     await t.assertTotalsExact();
+  });
+
+  it('rebuilds the totals of empty partitions on two connections, and keeps every mark if the second fails', async () => {
+    await t.twoDaysOfConsumptions([DAY1, DAY2]);
+    await t.caughtUp();
+    await t.assertConverged();
+    // DWS as an initial snapshot leaves it: every partition of both days marked for a rebuild, no totals.
+    await t.q(`BEGIN; DELETE FROM dws_user_day_total; ${MARK_ALL_DIRTY}; COMMIT`);
+    const left = () =>
+      t.q<{ totals: number; marks: number }>(`SELECT (SELECT count(*) FROM dws_user_day_total)::int AS totals,
+        (SELECT count(*) FROM stategrid_dws_dirty)::int AS marks`);
+    const [marked] = await left();
+    assert.equal(marked.marks, 8, 'two days of four regions');
+
+    // One pooled connection, already open, for the refresh; the second connection of the rebuild opens beside
+    // the pool with its settings, which now point nowhere.
+    const sink = new pg.Pool({ connectionString: t.cfg.sinkUrl, max: 1 });
+    try {
+      await sink.query('SELECT 1');
+      sink.options.connectionString = t.cfg.sinkUrl.replace(/:\d+\//, ':1/');
+      await assert.rejects(refreshDirtyPartitions(sink, PIPELINE_ID), /ECONNREFUSED/);
+      assert.deepEqual(await left(), [{ totals: 0, marks: 8 }], 'nothing rebuilt, every mark kept');
+
+      sink.options.connectionString = t.cfg.sinkUrl;
+      const refreshed = await refreshDirtyPartitions(sink, PIPELINE_ID);
+      assert.equal(refreshed.partitions, 8);
+    } finally {
+      await sink.end();
+    }
+    await t.assertTotalsExact();
+    await t.assertConverged();
   });
 
   /**
