@@ -29,7 +29,7 @@ export async function runWorker(cfg = loadConfig()): Promise<void> {
     (err) => logger.warn({ err: err.message }, 'metrics endpoint not started (STATEGRID_METRICS_PORT)'),
   );
   const streams = new StreamPark();
-  const refreshers = new DwsRefreshers(sink);
+  const refreshers = new DwsRefreshers(sink, (message, fields) => logger.warn(fields, message));
   const connection = await NativeConnection.connect(cfg.temporal.connection);
   const registered = await ensureSearchAttributes(connection.operatorService, cfg.temporalNamespace);
   if (registered.length) logger.info({ searchAttributes: registered }, 'registered search attributes');

@@ -1,20 +1,23 @@
-import { closeDayWindow, recomputeDay } from '../sink/aggregates';
+import { log } from '@temporalio/activity';
+import { closeDayWindow, recomputeDay, type DwsWarn } from '../sink/aggregates';
 import { readCheckpoint } from '../sink/checkpoint';
 import type { RecomputeResult } from '../workflows/contract';
 import type { ActivityDeps } from './deps';
 import { beating } from './heartbeat';
+
+const warn: DwsWarn = (message, fields) => log.warn(message, fields);
 
 /** Day windows: close by watermark or timer, and the whole-day recompute with its drift. */
 export function windowActivities({ sink }: ActivityDeps) {
   return {
     async closeDayWindowActivity(input: { pipelineId: string; date: string; closedBy: string }) {
       // Beats so that a close lost with its worker is retried elsewhere within seconds (its heartbeat timeout).
-      return beating(() => closeDayWindow(sink, input.pipelineId, input.date, input.closedBy));
+      return beating(() => closeDayWindow(sink, input.pipelineId, input.date, input.closedBy, warn));
     },
 
     async recomputeDayActivity(input: { pipelineId: string; date: string }): Promise<RecomputeResult> {
       const known = (await readCheckpoint(sink, input.pipelineId)) !== null;
-      const r = await recomputeDay(sink, known ? input.pipelineId : null, input.date);
+      const r = await recomputeDay(sink, known ? input.pipelineId : null, input.date, warn);
       return {
         date: r.date,
         partitions: r.partitions,

@@ -115,26 +115,36 @@ function splitByDay(parts: Partitions): [Partitions, Partitions] {
   return halves;
 }
 
+/** Where a DWS writer reports what it could not do the fast way (the worker's log). */
+export type DwsWarn = (message: string, fields: Record<string, unknown>) => void;
+
+/** A second connection a rebuild may open beside the pool (its settings), and where it reports failing. */
+type SpareConnection = { settings: pg.ClientConfig; warn: DwsWarn };
+
+const spareOf = (pool: pg.Pool, warn: DwsWarn): SpareConnection => ({ settings: pool.options, warn });
+
 /**
  * Rebuilds partitions that hold no totals (an initial snapshot: a million DWD rows or more) by inserting their
- * fresh totals. With `spare` (connection settings), the later half of their days is rebuilt at the same time on a
- * connection of its own, in a transaction of its own, so the rebuild uses two cores. A connection beside the pool,
- * not from it: the pool's connections may all be held by DWS writers waiting for this one's lock. The helper works
- * under this transaction's DWS lock and touches only its own partitions' deltas and totals: if it commits and this
- * transaction then fails, its totals are whole and its partitions' marks are still there, so the next refresh
- * rebuilds them again; if it fails, so does this transaction. Until this one commits, readers of the ranking may
- * see the later days' totals before the region stats they add up to (the partitions were empty before).
+ * fresh totals. With `spare`, the later half of their days is rebuilt at the same time on a connection of its
+ * own, in a transaction of its own, so the rebuild uses two cores. A connection beside the pool, not from it: the
+ * pool's connections may all be held by DWS writers waiting for this one's lock. The helper works under this
+ * transaction's DWS lock and touches only its own partitions' deltas and totals. If it fails, this connection
+ * rebuilds that half too: a helper that rolled back left nothing, and one that committed after all (its answer
+ * lost) makes this insert fail on the totals' key, so the refresh fails and the next one rebuilds over them. If
+ * it commits and this transaction then fails, its totals are whole and its partitions' marks are still there, so
+ * the next refresh rebuilds them again. Until this one commits, readers of the ranking may see the later days'
+ * totals before the region stats they add up to (the partitions were empty before).
  */
 async function rebuildIntoEmpty(
   client: pg.ClientBase,
   parts: Partitions,
-  spare?: pg.ClientConfig,
+  spare?: SpareConnection,
 ): Promise<RebuildResult[]> {
   const [earlier, later] = spare ? splitByDay(parts) : [parts, undefined];
   if (!spare || !later?.dates.length) return [await runRebuild(client, dws.REBUILD_TOTALS_INTO_EMPTY, parts)];
-  const halves = await Promise.allSettled([
+  const [own, helped] = await Promise.allSettled([
     runRebuild(client, dws.REBUILD_TOTALS_INTO_EMPTY, earlier),
-    withClient(spare, async (other) => {
+    withClient(spare.settings, async (other) => {
       await other.query('BEGIN');
       await other.query(dws.NO_JIT);
       const rebuilt = await runRebuild(other, dws.REBUILD_TOTALS_INTO_EMPTY, later);
@@ -142,10 +152,13 @@ async function rebuildIntoEmpty(
       return rebuilt;
     }),
   ]);
-  return halves.map((half) => {
-    if (half.status === 'rejected') throw half.reason;
-    return half.value;
+  if (own.status === 'rejected') throw own.reason;
+  if (helped.status === 'fulfilled') return [own.value, helped.value];
+  spare.warn('DWS rebuild: second connection failed, rebuilding its half on one', {
+    err: (helped.reason as Error).message,
+    days: distinct(later.dates).length,
   });
+  return [own.value, await runRebuild(client, dws.REBUILD_TOTALS_INTO_EMPTY, later)];
 }
 
 /**
@@ -160,7 +173,7 @@ async function rebuildTotals(
   parts: Partitions,
   changes: ChangesByDay,
   checkDrift: boolean,
-  spare?: pg.ClientConfig,
+  spare?: SpareConnection,
 ): Promise<number> {
   if (!parts.dates.length) return 0;
   const empty =
@@ -217,10 +230,10 @@ function together(a: Refreshed, b: Refreshed): Refreshed {
  * (snapshot, truncate) rebuilt from DWD and their region stats recomputed from the totals, every pending delta
  * applied to the totals and, in the other partitions, to the region stats; each partition is written once (so a
  * closed day gets one revision per partition however many late changes arrived), marks taken dropped and late
- * events counted. The ranking is a view of the totals. `spare`: settings of a second connection a rebuild into
- * empty partitions may use (see rebuildIntoEmpty).
+ * events counted. The ranking is a view of the totals. `spare`: a second connection a rebuild into empty
+ * partitions may use (see rebuildIntoEmpty).
  */
-async function catchUp(client: pg.ClientBase, spare?: pg.ClientConfig): Promise<RefreshResult> {
+async function catchUp(client: pg.ClientBase, spare?: SpareConnection): Promise<RefreshResult> {
   const { rows: marks } = await client.query<DirtyMark>(dws.READ_DIRTY_PARTITIONS);
   const marked = { dates: marks.map((m) => m.stat_date), regions: marks.map((m) => m.region_id) };
   const changes: ChangesByDay = new Map();
@@ -288,11 +301,15 @@ function inDwsTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promi
  * its own: on the checkpoint row the refresh waited for the batch in flight, holding the DWS lock meanwhile. After an
  * initial snapshot it rebuilds the totals on two connections (rebuildIntoEmpty).
  */
-export async function refreshDirtyPartitions(pool: pg.Pool, pipelineId: string): Promise<RefreshResult> {
+export async function refreshDirtyPartitions(
+  pool: pg.Pool,
+  pipelineId: string,
+  warn: DwsWarn,
+): Promise<RefreshResult> {
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
   return inDwsTransaction(pool, async (client) => {
-    const result = await catchUp(client, pool.options);
+    const result = await catchUp(client, spareOf(pool, warn));
     await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);
     return result;
   });
@@ -339,7 +356,7 @@ async function recheckWholeDay(
   client: pg.ClientBase,
   date: string,
   reason: string,
-  spare: pg.ClientConfig,
+  spare: SpareConnection,
 ): Promise<Omit<DayResult, 'date'>> {
   await catchUp(client, spare);
   const { rows } = await client.query<{ region_id: number }>(dws.REGIONS_OF_DAY, [date]);
@@ -362,11 +379,12 @@ export async function closeDayWindow(
   pipelineId: string,
   date: string,
   closedBy: string,
+  warn: DwsWarn,
 ): Promise<DayResult> {
   return inDwsTransaction(pool, async (client) => {
     if (!(await readCheckpoint(client, pipelineId)))
       throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-    const checked = await recheckWholeDay(client, date, 'close', pool.options);
+    const checked = await recheckWholeDay(client, date, 'close', spareOf(pool, warn));
     const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
     for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
     return { date, ...checked, newlyClosed: rows[0].newly_closed };
@@ -383,10 +401,11 @@ export async function recomputeDay(
   pool: pg.Pool,
   pipelineId: string | null,
   date: string,
+  warn: DwsWarn,
 ): Promise<DayResult> {
   return inDwsTransaction(pool, async (client) => {
     if (pipelineId) await lockCheckpoint(client, pipelineId);
-    const checked = await recheckWholeDay(client, date, 'recompute', pool.options);
+    const checked = await recheckWholeDay(client, date, 'recompute', spareOf(pool, warn));
     await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
     return { date, ...checked };
   });

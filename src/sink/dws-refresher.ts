@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { RefreshStats } from '../cdc/ports';
 import * as metrics from '../observability/metrics';
-import { refreshDirtyPartitions } from './aggregates';
+import { refreshDirtyPartitions, type DwsWarn } from './aggregates';
 import { readCheckpoint } from './checkpoint';
 
 /**
@@ -27,6 +27,7 @@ export class DwsRefresher {
   constructor(
     private readonly pool: pg.Pool,
     private readonly pipelineId: string,
+    private readonly warn: DwsWarn,
   ) {
     this.failedOnce.catch(() => undefined);
   }
@@ -122,7 +123,7 @@ export class DwsRefresher {
       if (!force && position === this.seenPosition && cp.dws_lsn === cp.confirmed_lsn) return;
       this.seenPosition = position;
       this.lastStart = Date.now();
-      const r = await refreshDirtyPartitions(this.pool, this.pipelineId);
+      const r = await refreshDirtyPartitions(this.pool, this.pipelineId, this.warn);
       this.stats.refreshMs += Date.now() - this.lastStart;
       this.stats.dwsRefreshes += 1;
       this.stats.revisions += r.revisions;
@@ -139,12 +140,17 @@ export class DwsRefresher {
 export class DwsRefreshers {
   private readonly byPipeline = new Map<string, DwsRefresher>();
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly warn: DwsWarn,
+  ) {}
 
   forPipeline(pipelineId: string): DwsRefresher {
     let refresher = this.byPipeline.get(pipelineId);
     if (!refresher || refresher.broken) {
-      refresher = new DwsRefresher(this.pool, pipelineId);
+      refresher = new DwsRefresher(this.pool, pipelineId, (message, fields) =>
+        this.warn(message, { pipelineId, ...fields }),
+      );
       this.byPipeline.set(pipelineId, refresher);
     }
     return refresher;
