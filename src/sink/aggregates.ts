@@ -155,7 +155,7 @@ async function rebuildIntoEmpty(
   if (own.status === 'rejected') throw own.reason;
   if (helped.status === 'fulfilled') return [own.value, helped.value];
   spare.warn('DWS rebuild: second connection failed, rebuilding its half on one', {
-    err: (helped.reason as Error).message,
+    err: helped.reason instanceof Error ? helped.reason.message : String(helped.reason),
     days: distinct(later.dates).length,
   });
   return [own.value, await runRebuild(client, dws.REBUILD_TOTALS_INTO_EMPTY, later)];
