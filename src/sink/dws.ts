@@ -123,11 +123,14 @@ const PENDING_BY_DAY = `(SELECT coalesce(jsonb_object_agg(stat_date, n), '{}') F
 /**
  * Drift, for REBUILD_TOTALS: the totals that the incremental state (totals plus pending deltas) got wrong, against
  * `fresh`, each counted once; a max is compared only where no pending delta touched the user, since deltas cannot
- * tell a max exactly. Both comparisons are full joins on the key (hashed: a full join is never a nested loop); the
- * state was first summed by grouping the totals with the deltas and compared by EXCEPT ALL both ways, about 0.1 s
- * more on a day of 20,000 totals. The max test is a NOT IN, which PostgreSQL checks against a hash of the pending
- * keys: as NOT EXISTS it was planned as a nested loop over them (15,000 pending deltas that moved maxes: 13 s
- * instead of 0.4 s).
+ * tell a max exactly. Sums are compared by a full join on the key (hashed or merged: a full join is never a nested
+ * loop); the state was first summed by grouping the totals with the deltas and compared by EXCEPT ALL both ways,
+ * about 0.1 s more on a day of 20,000 totals. Maxes are read from `diff` (the totals in both whose values differ),
+ * without a join of their own: as an inner join of current and fresh it was planned as a nested loop whenever the
+ * statistics had not seen the day yet (both estimated at one row): a window close of a 20,000-total day that had
+ * just filled took 47 s. The max test is a NOT IN, which PostgreSQL checks against a hash of the pending keys: as
+ * NOT EXISTS it was planned as a nested loop over them (15,000 pending deltas that moved maxes: 13 s instead of
+ * 0.4 s). Needs `diff` before it.
  */
 const TOTALS_DRIFT = `
 pending_net AS (
@@ -143,9 +146,9 @@ sums_drift AS (
   WHERE (i.total_consumption, i.total_cost, i.detail_rows)
     IS DISTINCT FROM (f.total_consumption, f.total_cost, f.detail_rows)),
 max_drift AS (
-  SELECT 1 FROM current c JOIN fresh f USING (${TOTALS_KEY})
-  WHERE c.max_consumption IS DISTINCT FROM f.max_consumption
-    AND (${TOTALS_KEY.replace(/(\w+)/g, 'c.$1')}) NOT IN (SELECT ${TOTALS_KEY} FROM pending)),`;
+  SELECT 1 FROM diff d
+  WHERE d.was AND d.is AND d.was_max IS DISTINCT FROM d.max_consumption
+    AND (${TOTALS_KEY.replace(/(\w+)/g, 'd.$1')}) NOT IN (SELECT ${TOTALS_KEY} FROM pending)),`;
 
 /**
  * Rebuilds the per-user day totals of the partitions from scratch from DWD, in one statement with taking the
@@ -161,15 +164,15 @@ const rebuildTotalsSql = (checkDrift: boolean) => `
 WITH ${PARTITIONS},
 ${TAKE_PENDING},
 ${TOTALS_FROM_DWD},
-${CURRENT_TOTALS},${checkDrift ? TOTALS_DRIFT : ''}
+${CURRENT_TOTALS},
 -- Totals present before or after, whose values differ. A full join (hashed or merged, never a nested loop, which
 -- the planner may choose for CTEs it expects to be small: 600,000 x 600,000 totals after a snapshot).
 diff AS MATERIALIZED (
   SELECT ${TOTALS_KEY}, c.detail_rows IS NOT NULL AS was, f.detail_rows IS NOT NULL AS is,
-    f.total_consumption, f.total_cost, f.detail_rows, f.max_consumption
+    c.max_consumption AS was_max, f.total_consumption, f.total_cost, f.detail_rows, f.max_consumption
   FROM current c FULL JOIN fresh f USING (${TOTALS_KEY})
   WHERE (c.total_consumption, c.total_cost, c.detail_rows, c.max_consumption)
-    IS DISTINCT FROM (f.total_consumption, f.total_cost, f.detail_rows, f.max_consumption)),
+    IS DISTINCT FROM (f.total_consumption, f.total_cost, f.detail_rows, f.max_consumption)),${checkDrift ? TOTALS_DRIFT : ''}
 removed AS (
   DELETE FROM dws_user_day_total t USING diff d WHERE ${SAME_TOTAL('t', 'd')} AND NOT d.is
   RETURNING 1),

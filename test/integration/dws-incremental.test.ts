@@ -3,6 +3,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { refreshDirtyPartitions } from '../../src/sink/aggregates';
 import { MARK_ALL_DIRTY } from '../../src/sink/dwd';
+import { NO_JIT, REBUILD_TOTALS } from '../../src/sink/dws';
+import { withClient } from '../../src/db/client';
 import { TOP_USERS_LATEST_DAY } from '../../src/sink/reports';
 import { stackUp } from '../../src/stack';
 import { readPid } from '../../src/stack/proc';
@@ -260,6 +262,44 @@ describe('incremental DWS', function () {
     await t.assertConverged();
   });
 
+  it('checks a day the statistics have not seen for drift without a nested loop between totals', async () => {
+    // A window close right after a day filled: the planner estimates that day's current and fresh totals at one
+    // row each. Joined as such, 20,000 totals were compared 400,000,000 times (47 s).
+    const day = '2027-01-15';
+    const plan = await withClient(t.cfg.sinkUrl, async (c) => {
+      await c.query('BEGIN');
+      try {
+        await c.query(NO_JIT);
+        await c.query('ANALYZE dwd_power_consumption_detail; ANALYZE dws_user_day_total');
+        await c.query(`INSERT INTO dwd_power_consumption_detail (consumption_id, user_id, user_name, consumption_amount,
+            consumption_cost, consumption_date, region_id, region_name, usage_type)
+          SELECT 900000 + g, g % 2000, 'u' || g % 2000, 1.00, 0.50, '${day} 08:00', 1 + g % 4, 'r' || 1 + g % 4, 'x'
+          FROM generate_series(1, 4000) g`);
+        await c.query(`INSERT INTO dws_user_day_total (stat_date, region_id, user_id, region_name, user_name,
+            total_consumption, total_cost, detail_rows, max_consumption)
+          SELECT '${day}', 1 + u % 4, u, 'r' || 1 + u % 4, 'u' || u, 2.00, 1.00, 2, 1.00 FROM generate_series(0, 1999) u`);
+        const regions = [1, 2, 3, 4];
+        const { rows } = await c.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+          `EXPLAIN (FORMAT JSON) ${REBUILD_TOTALS}`,
+          [regions.map(() => day), regions, [day], regions],
+        );
+        return rows[0]['QUERY PLAN'][0].Plan;
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    const totalsSets = new Set(['current', 'fresh', 'incremental', 'pending_net', 'diff']);
+    const nestedLoopsOverTotals: string[] = [];
+    const walk = (node: PlanNode) => {
+      const scans = (node.Plans ?? []).filter((p) => totalsSets.has(p['CTE Name'] ?? ''));
+      if (node['Node Type'] === 'Nested Loop' && scans.length === 2)
+        nestedLoopsOverTotals.push(scans.map((p) => p['CTE Name']).join(' x '));
+      for (const child of node.Plans ?? []) walk(child);
+    };
+    walk(plan);
+    assert.deepEqual(nestedLoopsOverTotals, []);
+  });
+
   /**
    * The worker backend whose refresh waits for the stats table's lock while holding the delta and totals tables
    * it wrote (deltas taken and applied), or 0.
@@ -284,3 +324,5 @@ describe('incremental DWS', function () {
     return { revisions: rows[0].revisions, lateEvents: rows[0].late };
   }
 });
+
+type PlanNode = { 'Node Type': string; 'CTE Name'?: string; Plans?: PlanNode[] };
