@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import pg from 'pg';
+import { withClient } from '../../src/db/client';
 import { refreshDirtyPartitions } from '../../src/sink/aggregates';
 import { MARK_ALL_DIRTY } from '../../src/sink/dwd';
 import { NO_JIT, REBUILD_TOTALS } from '../../src/sink/dws';
-import { withClient } from '../../src/db/client';
 import { TOP_USERS_LATEST_DAY } from '../../src/sink/reports';
 import { stackUp } from '../../src/stack';
 import { readPid } from '../../src/stack/proc';
@@ -231,14 +231,14 @@ describe('incremental DWS', function () {
     const [marked] = await t.q<{ n: number }>(`SELECT count(*)::int AS n FROM stategrid_dws_dirty`);
     assert.equal(marked.n, 8, 'two days of four regions');
 
-    // One pooled connection, already open, for the refresh; the second connection of the rebuild opens beside
-    // the pool with its settings, which first point nowhere.
     // Totals written by one transaction share its xmin: one writer, or the lock holder and its helper.
     const writers = async () =>
       (await t.q<{ n: number }>(`SELECT count(DISTINCT xmin::text)::int AS n FROM dws_user_day_total`))[0].n;
     const warnings: string[] = [];
     const warn = (message: string, fields: Record<string, unknown>) =>
       warnings.push(`${message} (${fields.err})`);
+    // One pooled connection, already open, for the refresh; the second connection of the rebuild opens beside
+    // the pool with its settings, which first point nowhere.
     const sink = new pg.Pool({ connectionString: t.cfg.sinkUrl, max: 1 });
     try {
       await sink.query('SELECT 1');

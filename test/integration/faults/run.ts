@@ -302,7 +302,11 @@ async function check(scenario: string, faults: Faults, started: number, logFrom 
     seconds: Math.round((Date.now() - started) / 1000),
     note: note || undefined,
   };
-  if (!outcome.layersEqual) outcome.note = `${note} diverged: ${JSON.stringify(layers)}`.trim();
+  if (!outcome.layersEqual) {
+    const diverged = layers.filter((l) => l.missing || l.extra).map((l) => l.layer);
+    outcome.note =
+      `${note} diverged: ${JSON.stringify(layers)} samples: ${await t.divergenceSamples(diverged)}`.trim();
+  }
   if (audit && (audit.missingCount || audit.extraCount))
     outcome.note = `${outcome.note ?? ''} change log differs from the WAL: ${JSON.stringify(audit)}`.trim();
   if (outcome.disrupted < outcome.faults)

@@ -201,6 +201,23 @@ export class TestContext {
     return this.oracle.everyLayer(o, this.deadLetterLayers(o));
   }
 
+  /** A few rows of each named layer that the layer misses or holds beyond the oracle (for failure notes). */
+  async divergenceSamples(layerNames: string[]): Promise<string> {
+    const o = await this.oracleInputs();
+    const layers = [...oracleLayers(o), currentDeadLetterLayer(o), ...this.deadLetterLayers(o)];
+    const out: string[] = [];
+    for (const l of layers.filter((l) => layerNames.includes(l.name)))
+      out.push(`${l.name}: ${await this.oracle.samples(l)}`);
+    // Whether the per-user day totals behind DWS (their max is in no oracle layer) still equal DWD.
+    const totals = {
+      name: 'totals',
+      expected: TOTALS_FROM_DWD,
+      actual: `${TOTALS_KEPT} WHERE detail_rows > 0`,
+    };
+    out.push(`per-user totals against DWD: ${await this.oracle.samples(totals)}`);
+    return out.join('; ');
+  }
+
   /** Dead letters beyond the latest per row: the stream's exactly, the snapshot's when this context recorded its seed. */
   private deadLetterLayers(o: OracleInputs): OracleLayer[] {
     const layers = [streamedDeadLetterLayer(o, !!this.audit)];
