@@ -204,7 +204,7 @@ export class TestContext {
   /** A few rows of each named layer that the layer misses or holds beyond the oracle (for failure notes). */
   async divergenceSamples(layerNames: string[]): Promise<string> {
     const o = await this.oracleInputs();
-    const layers = [...oracleLayers(o), currentDeadLetterLayer(o), ...this.deadLetterLayers(o)];
+    const layers = this.everyOracleLayer(o);
     const out: string[] = [];
     for (const l of layers.filter((l) => layerNames.includes(l.name)))
       out.push(`${l.name}: ${await this.oracle.samples(l)}`);
@@ -216,6 +216,11 @@ export class TestContext {
     };
     out.push(`per-user totals against DWD: ${await this.oracle.samples(totals)}`);
     return out.join('; ');
+  }
+
+  /** Every layer the oracle checks, as assertConverged compares them. */
+  private everyOracleLayer(o: OracleInputs): OracleLayer[] {
+    return [...oracleLayers(o), currentDeadLetterLayer(o), ...this.deadLetterLayers(o)];
   }
 
   /** Dead letters beyond the latest per row: the stream's exactly, the snapshot's when this context recorded its seed. */
@@ -291,7 +296,7 @@ export class TestContext {
    */
   async assertConverged(opts: { settleMs?: number } = {}): Promise<void> {
     const o = await this.oracleInputs();
-    const layers = [...oracleLayers(o), currentDeadLetterLayer(o), ...this.deadLetterLayers(o)];
+    const layers = this.everyOracleLayer(o);
     for (const d of await this.oracle.everyLayer(o, this.deadLetterLayers(o), opts.settleMs)) {
       if (!d.missing && !d.extra) continue;
       const l = layers.find((l) => l.name === d.layer);
