@@ -40,11 +40,18 @@ dwd_grouped AS MATERIALIZED (
 fresh AS MATERIALIZED (
   SELECT u.* FROM dwd_grouped u JOIN p ON p.stat_date = u.stat_date AND p.region_id = u.region_id)`;
 
+/** The largest DWD amount of the per-user day total `alias` (its whole key), in the statement's snapshot. */
+const DWD_MAX_OF = (alias: string) => `(
+  SELECT max(d.consumption_amount) FROM ${CONSUMPTION_TABLE.dwd} d
+  WHERE d.user_id = ${alias}.user_id AND d.consumption_date::date = ${alias}.stat_date
+    AND d.region_id = ${alias}.region_id AND d.region_name = ${alias}.region_name AND d.user_name = ${alias}.user_name)`;
+
 /**
  * Applies every delta batches have committed to the per-user day totals and deletes it, in one statement: one
  * snapshot for the deltas taken and the DWD rows a shrinking max is recomputed from, and one transaction with
  * the deletion, so each delta counts exactly once. Sums and row counts add up; a max only grows by a delta, and
- * is recomputed from the user's DWD rows of that day when a row at or above it left. Returns, per region stats
+ * is recomputed from the user's DWD rows of that day when a row left at or above both the old max and the largest
+ * row added: a row may enter and leave within one refresh, also on a total that is new. Returns, per region stats
  * group (day, region id and name), what the change does to its row (`groups`, see STATS_FROM_DELTAS), the totals
  * it emptied (users who left a group, deleted by STATS_FROM_DELTAS) and the DWD rows changed per day (late events,
  * when the day is closed). A net change the update found no total for makes a new one (under the DWS lock no
@@ -64,10 +71,7 @@ updated AS (
     total_cost = t.total_cost + n.total_cost, detail_rows = t.detail_rows + n.detail_rows,
     max_consumption = CASE
       WHEN t.detail_rows + n.detail_rows = 0 THEN NULL
-      WHEN n.removed_max >= t.max_consumption THEN (
-        SELECT max(d.consumption_amount) FROM ${CONSUMPTION_TABLE.dwd} d
-        WHERE d.user_id = t.user_id AND d.consumption_date::date = t.stat_date AND d.region_id = t.region_id
-          AND d.region_name = t.region_name AND d.user_name = t.user_name)
+      WHEN n.removed_max >= GREATEST(t.max_consumption, n.added_max) THEN ${DWD_MAX_OF('t')}
       ELSE GREATEST(t.max_consumption, n.added_max) END,
     updated_at = now()
   FROM net n
@@ -76,7 +80,8 @@ updated AS (
     t.detail_rows - n.detail_rows AS rows_before),
 inserted AS (
   ${INSERT_TOTALS}
-  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows, added_max FROM net
+  SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows,
+    CASE WHEN removed_max >= added_max THEN ${DWD_MAX_OF('net')} ELSE added_max END FROM net
   WHERE detail_rows <> 0 AND (${TOTALS_KEY}) NOT IN (SELECT ${TOTALS_KEY} FROM updated)
   RETURNING stat_date, region_id, region_name, detail_rows),
 -- Per group: its sums' change, users who joined (first row) or left (last row gone), the largest amount added
@@ -292,9 +297,10 @@ ${writeStats('fresh', '$3')}`;
 
 /**
  * Moves the region stats rows of groups by the change APPLY_DELTAS saw in their totals: sums add up, user_count
- * by the users who joined or left, the max grows to the largest added amount; where a row at or above the
- * group's max left (or changed), the max is read again from the group's totals (this transaction's, after the
- * deltas). Exact, like the whole-partition recompute the window close checks it against. Deletes the totals the
+ * by the users who joined or left, the max grows to the largest added amount; where a row left (or changed) at
+ * or above both the group's max and the largest added amount, the max is read again from the group's totals (this
+ * transaction's, after the deltas): also in a group new in this refresh, whose largest added row may have left
+ * again. Exact, like the whole-partition recompute the window close checks it against. Deletes the totals the
  * deltas emptied. $1 the groups as JSON, $2 revision reason, $3 the emptied totals' keys as JSON.
  */
 export const STATS_FROM_DELTAS = `
@@ -311,7 +317,7 @@ fresh AS MATERIALIZED (
   SELECT g.region_id, g.region_name, g.stat_date,
     COALESCE(o.total_consumption, 0) + g.total_consumption AS total_consumption,
     COALESCE(o.total_cost, 0) + g.total_cost AS total_cost, COALESCE(o.user_count, 0) + g.users AS user_count,
-    CASE WHEN g.removed_max >= o.max_consumption THEN (
+    CASE WHEN g.removed_max >= GREATEST(o.max_consumption, g.added_max) THEN (
       SELECT max(t.max_consumption) FROM dws_user_day_total t
       WHERE (t.stat_date, t.region_id, t.region_name) = (g.stat_date, g.region_id, g.region_name)
         AND t.detail_rows > 0)

@@ -157,6 +157,43 @@ describe('incremental DWS', function () {
     assert.deepEqual(final, [{ is_final: true }]);
   });
 
+  it('keeps a max exact when its row enters and leaves a new total or region row within one refresh', async () => {
+    // Region 9 has no row on DAY2 yet. While refreshes wait, user 20's 99.60 enters region 9 and leaves it with
+    // its user, and user 21's 88.00 enters a total of its own and shrinks to 1.00, each step in a batch of its own
+    // (a batch keeps only each key's last state); the refresh after takes all of it at once, so neither the new
+    // total nor the new region row may keep a max that only passed through.
+    const inDwd = (label: string, where: string) =>
+      t.waitFor(
+        label,
+        async () => (await t.q(`SELECT 1 FROM dwd_power_consumption_detail WHERE ${where}`)).length > 0,
+      );
+    const holder = new pg.Client({ connectionString: t.cfg.sinkUrl });
+    await holder.connect();
+    try {
+      await holder.query(`SELECT pg_advisory_lock(hashtext('stategrid_dws'))`);
+      await t.q(`BEGIN;
+        INSERT INTO power_user VALUES (20, 'u20', '居民用电', 9, 'r9', now()), (21, 'u21', '居民用电', 9, 'r9', now());
+        INSERT INTO power_consumption VALUES (500, 20, 99.60, 1.00, '${DAY2} 14:00'),
+          (501, 21, 5.00, 1.00, '${DAY2} 14:10'), (502, 21, 88.00, 1.00, '${DAY2} 14:20');
+        COMMIT`);
+      await inDwd('the rows in DWD', 'consumption_id = 502');
+      await t.q(`UPDATE power_user SET region_id = 8, region_name = 'r8' WHERE user_id = 20`);
+      await inDwd('user 20 moved in DWD', 'consumption_id = 500 AND region_id = 8');
+      await t.q(`UPDATE power_consumption SET consumption_amount = 1.00 WHERE consumption_id = 502`);
+      await inDwd('the shrunk row in DWD', 'consumption_id = 502 AND consumption_amount = 1.00');
+    } finally {
+      await holder.query(`SELECT pg_advisory_unlock(hashtext('stategrid_dws'))`);
+      await holder.end();
+    }
+    await assertExact([DAY2]);
+    const maxes = await t.q(`SELECT region_id::int, max_consumption::text AS m FROM dws_region_daily_stats
+      WHERE stat_date = '${DAY2}' AND region_id IN (8, 9) ORDER BY region_id`);
+    assert.deepEqual(maxes, [
+      { region_id: 8, m: '99.60' },
+      { region_id: 9, m: '5.00' },
+    ]);
+  });
+
   it('applies the deltas of a refresh whose worker was killed mid-transaction exactly once', async () => {
     const before = await lateFigures();
     // A share lock on the stats table lets a refresh take and apply the deltas, then stops it where it writes
