@@ -7,7 +7,7 @@ import { ensureDatabaseExists } from '../../src/db/admin';
 import { keepValuesAsText, withClient } from '../../src/db/client';
 import { readSqlFile } from '../../src/db/sql';
 import { closeDayWindow, recomputeDay, refreshDirtyPartitions } from '../../src/sink/aggregates';
-import { PgBatchSink } from '../../src/sink/writer';
+import { PgBatchSink, type PreparedBatch } from '../../src/sink/writer';
 
 /**
  * Property: whatever changes arrive, however they are cut into batches and wherever refreshes fall, a refresh
@@ -38,7 +38,8 @@ type Command =
 
 /** After a batch: nothing, a refresh, a refresh beside the next batch, or a window close (with its drift check). */
 type After = 'nothing' | 'refresh' | 'refresh beside' | 'close';
-type Step = { transactions: Command[][]; after: After; closeDay: number };
+/** `twoInFlight`: the first transaction is one batch and the rest another, written behind it where it can be. */
+type Step = { transactions: Command[][]; twoInFlight: boolean; after: After; closeDay: number };
 
 const command: fc.Arbitrary<Command> = fc.oneof(
   {
@@ -96,6 +97,7 @@ const command: fc.Arbitrary<Command> = fc.oneof(
 
 const step: fc.Arbitrary<Step> = fc.record({
   transactions: fc.array(fc.array(command, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 3 }),
+  twoInFlight: fc.boolean(),
   after: fc.constantFrom<After>('nothing', 'nothing', 'refresh', 'refresh beside', 'close'),
   closeDay: fc.integer({ min: 0, max: DAYS.length - 1 }),
 });
@@ -162,6 +164,24 @@ function applyToModel(s: Source, c: Command): Emitted | null {
       if (c.tables.includes('power_user')) s.users.clear();
       return { kind: 'truncate', tables: c.tables };
   }
+}
+
+/** How many batches the cases wrote, and how many of them behind another: the path must be exercised. */
+const paths = { batches: 0, behind: 0 };
+
+/**
+ * Writes the batches as the capture does: the second behind the first while it is in the sink when both only
+ * insert new consumptions (applyBehind), otherwise after it.
+ */
+async function writeBatches(sink: PgBatchSink, [first, second]: PreparedBatch[]): Promise<void> {
+  paths.batches += [first, second].filter(Boolean).length;
+  if (!first) return;
+  const lsnOf = (b: PreparedBatch) => b.changes[b.changes.length - 1].txLsn;
+  const firstDone = sink.apply(first, lsnOf(first));
+  const behind = second ? await sink.applyBehind(second, first, firstDone, lsnOf(second)) : null;
+  await firstDone;
+  if (behind) paths.behind++;
+  if (second && !behind) await sink.apply(second, lsnOf(second));
 }
 
 const cents = (amount: string) => Math.round(Number(amount) * 100);
@@ -259,15 +279,17 @@ describe('property: DWS by deltas', function () {
         let lsn = 0x1000000n;
         let beside: Promise<unknown> | null = null;
         for (const [n, st] of steps.entries()) {
-          const changes: Change[] = [];
-          for (const tx of st.transactions) {
+          // Each transaction's changes, as the stream delivers them, then cut into one or two batches.
+          const transactions = st.transactions.map((tx) => {
             lsn += 0x100n;
             const emitted = tx.map((c) => applyToModel(source, c)).filter((e) => e !== null);
-            emitted.forEach((e, i) =>
-              changes.push({ ...e, txLsn: lsn, seq: i + 1, commitTime: null } as Change),
-            );
-          }
-          if (changes.length) await sink.apply(sink.prepare({ changes, endLsn: lsn }), lsn);
+            return emitted.map((e, i) => ({ ...e, txLsn: lsn, seq: i + 1, commitTime: null }) as Change);
+          });
+          const cut = st.twoInFlight ? 1 : transactions.length;
+          const batches = [transactions.slice(0, cut).flat(), transactions.slice(cut).flat()]
+            .filter((changes) => changes.length)
+            .map((changes) => sink.prepare({ changes, endLsn: changes[changes.length - 1].txLsn }));
+          await writeBatches(sink, batches);
           await beside;
           beside = null;
           const when = `after step ${n + 1} of ${JSON.stringify(steps)}`;
@@ -295,5 +317,6 @@ describe('property: DWS by deltas', function () {
       }),
       { numRuns: 500 },
     );
+    assert.ok(paths.behind > 0, `no batch of ${paths.batches} was written behind another`);
   });
 });
