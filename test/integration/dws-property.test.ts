@@ -15,8 +15,8 @@ import { PgBatchSink, type PreparedBatch } from '../../src/sink/writer';
  * TypeScript from a model of the source (not from DWD), and window closes and recomputes find no drift. A small
  * world (5 users in 3 regions, 8 consumption keys, 2 days, 5 amounts) makes ties, maxes that enter and leave,
  * region moves, renames, key changes, orphans, invalid rows and truncates meet often. The batches go through the
- * sink's own write paths (the one-statement consumption batch and the general one) into a database of their own,
- * with no worker: the test decides where each refresh falls, and some refreshes run beside a batch.
+ * sink's own write paths (the one-statement consumption batch, one written behind another, and the general one)
+ * into a database of their own, with no worker: the test decides where each refresh falls, and some refreshes run beside a batch.
  */
 const DB = 'stategrid_dws_property';
 const PIPELINE = 'dws_property';
@@ -29,7 +29,7 @@ type Consumption = { user: number; amount: string; cost: string; day: number };
 type Source = { users: Map<number, User>; consumptions: Map<number, Consumption> };
 
 type Command =
-  | { k: 'user'; id: number; region: number; renamed: boolean; blank: boolean }
+  | { k: 'user'; id: number; region: number; renamedRegion: boolean; renamed: boolean; blank: boolean }
   | { k: 'dropUser'; id: number }
   | { k: 'use'; id: number; user: number; amount: string; cost: string; day: number }
   | { k: 'dropUse'; id: number }
@@ -48,6 +48,7 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       k: fc.constant('user' as const),
       id: fc.integer({ min: 1, max: 5 }),
       region: fc.integer({ min: 1, max: 3 }),
+      renamedRegion: fc.boolean(),
       renamed: fc.boolean(),
       blank: fc.constantFrom(false, false, false, false, true),
     }),
@@ -126,9 +127,9 @@ function applyToModel(s: Source, c: Command): Emitted | null {
   switch (c.k) {
     case 'user': {
       const u = {
-        name: c.blank ? ' ' : `u${c.id}`,
+        name: c.blank ? ' ' : `u${c.id}${c.renamed ? 'b' : ''}`,
         region: c.region,
-        regionName: `r${c.region}${c.renamed ? 'x' : ''}`,
+        regionName: `r${c.region}${c.renamedRegion ? 'x' : ''}`,
       };
       const op = s.users.has(c.id) ? 'U' : 'I';
       s.users.set(c.id, u);
