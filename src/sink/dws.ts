@@ -40,7 +40,13 @@ dwd_grouped AS MATERIALIZED (
 fresh AS MATERIALIZED (
   SELECT u.* FROM dwd_grouped u JOIN p ON p.stat_date = u.stat_date AND p.region_id = u.region_id)`;
 
-/** The largest DWD amount of the per-user day total `alias` (its whole key), in the statement's snapshot. */
+/**
+ * The largest DWD amount of the per-user day total `alias` (its whole key), in the statement's snapshot. Null where
+ * DWD no longer holds rows the deltas still count: a truncate (or repair) that committed after the refresh read
+ * the dirty marks emptied them without deltas. Callers keep the max the deltas grew instead; the partition's mark
+ * makes the next refresh rebuild it from DWD. (A null max beside rows failed the refresh on the region stats' NOT
+ * NULL, found by the DWS property test.)
+ */
 const DWD_MAX_OF = (alias: string) => `(
   SELECT max(d.consumption_amount) FROM ${CONSUMPTION_TABLE.dwd} d
   WHERE d.user_id = ${alias}.user_id AND d.consumption_date::date = ${alias}.stat_date
@@ -71,7 +77,8 @@ updated AS (
     total_cost = t.total_cost + n.total_cost, detail_rows = t.detail_rows + n.detail_rows,
     max_consumption = CASE
       WHEN t.detail_rows + n.detail_rows = 0 THEN NULL
-      WHEN n.removed_max >= GREATEST(t.max_consumption, n.added_max) THEN ${DWD_MAX_OF('t')}
+      WHEN n.removed_max >= GREATEST(t.max_consumption, n.added_max)
+        THEN COALESCE(${DWD_MAX_OF('t')}, GREATEST(t.max_consumption, n.added_max))
       ELSE GREATEST(t.max_consumption, n.added_max) END,
     updated_at = now()
   FROM net n
@@ -81,7 +88,7 @@ updated AS (
 inserted AS (
   ${INSERT_TOTALS}
   SELECT ${TOTALS_KEY}, total_consumption, total_cost, detail_rows,
-    CASE WHEN removed_max >= added_max THEN ${DWD_MAX_OF('net')} ELSE added_max END FROM net
+    CASE WHEN removed_max >= added_max THEN COALESCE(${DWD_MAX_OF('net')}, added_max) ELSE added_max END FROM net
   WHERE detail_rows <> 0 AND (${TOTALS_KEY}) NOT IN (SELECT ${TOTALS_KEY} FROM updated)
   RETURNING stat_date, region_id, region_name, detail_rows),
 -- Per group: its sums' change, users who joined (first row) or left (last row gone), the largest amount added
@@ -300,7 +307,9 @@ ${writeStats('fresh', '$3')}`;
  * by the users who joined or left, the max grows to the largest added amount; where a row left (or changed) at
  * or above both the group's max and the largest added amount, the max is read again from the group's totals (this
  * transaction's, after the deltas): also in a group new in this refresh, whose largest added row may have left
- * again. Exact, like the whole-partition recompute the window close checks it against. Deletes the totals the
+ * again (where the totals hold no row for it, as after a truncate the refresh did not see, the grown max stands
+ * until the partition's rebuild; see DWD_MAX_OF). Exact, like the whole-partition recompute the window close checks
+ * it against. Deletes the totals the
  * deltas emptied. $1 the groups as JSON, $2 revision reason, $3 the emptied totals' keys as JSON.
  */
 export const STATS_FROM_DELTAS = `
@@ -317,10 +326,10 @@ fresh AS MATERIALIZED (
   SELECT g.region_id, g.region_name, g.stat_date,
     COALESCE(o.total_consumption, 0) + g.total_consumption AS total_consumption,
     COALESCE(o.total_cost, 0) + g.total_cost AS total_cost, COALESCE(o.user_count, 0) + g.users AS user_count,
-    CASE WHEN g.removed_max >= GREATEST(o.max_consumption, g.added_max) THEN (
+    CASE WHEN g.removed_max >= GREATEST(o.max_consumption, g.added_max) THEN COALESCE((
       SELECT max(t.max_consumption) FROM dws_user_day_total t
       WHERE (t.stat_date, t.region_id, t.region_name) = (g.stat_date, g.region_id, g.region_name)
-        AND t.detail_rows > 0)
+        AND t.detail_rows > 0), GREATEST(o.max_consumption, g.added_max))
     ELSE GREATEST(o.max_consumption, g.added_max) END AS max_consumption
   FROM g LEFT JOIN old o ON (o.stat_date, o.region_id, o.region_name) = (g.stat_date, g.region_id, g.region_name)),
 fresh_rows AS (
