@@ -309,8 +309,8 @@ ${writeStats('fresh', '$3')}`;
  * transaction's, after the deltas): also in a group new in this refresh, whose largest added row may have left
  * again (where the totals hold no row for it, as after a truncate the refresh did not see, the grown max stands
  * until the partition's rebuild; see DWD_MAX_OF). Exact, like the whole-partition recompute the window close checks
- * it against. Deletes the totals the
- * deltas emptied. $1 the groups as JSON, $2 revision reason, $3 the emptied totals' keys as JSON.
+ * it against. Deletes the totals the deltas emptied. $1 the groups as JSON, $2 revision reason, $3 the emptied
+ * totals' keys as JSON.
  */
 export const STATS_FROM_DELTAS = `
 WITH gone AS (
