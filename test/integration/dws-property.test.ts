@@ -252,10 +252,10 @@ const then = (after: After, ...transactions: Command[][]): Step => ({
 
 /**
  * Cases the property found, run first every time. 1: a row of 5.00 enters a new region row and leaves it (it moves
- * to another user, then turns invalid) before the refresh, which kept 5.00 as the region's max. 2: a refresh beside a batch that changes a max row
- * and truncates; when the refresh has read the (no) dirty marks before the truncate commits and takes its deltas
- * after, DWD no longer holds the rows the deltas count, and the max read again from DWD was null (the refresh failed
- * on the region stats' NOT NULL). Whether 2 meets that moment depends on timing.
+ * to another user, then turns invalid) before the refresh, which kept 5.00 as the region's max. 2: a refresh beside
+ * a batch that changes a max row and truncates; when the refresh has read the (no) dirty marks before the truncate
+ * commits and takes its deltas after, DWD no longer holds the rows the deltas count, and the max read again from DWD
+ * was null (the refresh failed on the region stats' NOT NULL). Whether 2 meets that moment depends on timing.
  */
 const FOUND: Step[][] = [
   [
