@@ -73,19 +73,32 @@ export async function slotExists(sourceUrl: string, slotName: string): Promise<{
   });
 }
 
-/** Drops a slot, ending the walsender that holds it first; tells whether there was one. */
+/** SQLSTATE of dropping a slot a walsender still holds. */
+const OBJECT_IN_USE = '55006';
+
+/**
+ * Drops a slot, ending the walsender that holds it first; tells whether there was one. Ends it again while the
+ * drop finds the slot held (up to 5 s): the walsender may not have exited yet, or a running capture's client took
+ * the slot again at once (a test dropping a running pipeline's slot failed on that after a single 500 ms wait).
+ */
 export async function dropSlot(sourceUrl: string, slotName: string): Promise<boolean> {
   return withClient(sourceUrl, async (client) => {
-    const { rows } = await client.query(
-      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`,
-      [slotName],
-    );
-    if (rows.length) await new Promise((r) => setTimeout(r, 500));
-    const res = await client.query(
-      'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1',
-      [slotName],
-    );
-    return (res.rowCount ?? 0) > 0;
+    for (let attempt = 1; ; attempt++) {
+      await client.query(
+        `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`,
+        [slotName],
+      );
+      try {
+        const res = await client.query(
+          'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1',
+          [slotName],
+        );
+        return (res.rowCount ?? 0) > 0;
+      } catch (err) {
+        if ((err as { code?: string }).code !== OBJECT_IN_USE || attempt >= 50) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   });
 }
 
