@@ -68,20 +68,22 @@ export function processCpuSeconds(pid: number, withReapedChildren = false): numb
 }
 
 /**
- * CPU seconds used so far by the whole embedded PostgreSQL cluster: the postmaster, every live backend and every
+ * CPU seconds used so far by the embedded PostgreSQL clusters (the stack's, and with `--sink-cluster` the sink's,
+ * whose home run.ts passes in STATEGRID_BENCH_SINK_CLUSTER_HOME): each postmaster, every live backend and every
  * backend that has ended (the postmaster reaps them, so their time is in its children's counters). Short-lived
  * connections, like a snapshot chunk's source reader, count too.
  */
 export function clusterCpuSeconds(cfg: AppConfig): number {
-  const postmaster = Number(
-    fs.readFileSync(path.join(cfg.home, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0],
+  const homes = [cfg.home, process.env.STATEGRID_BENCH_SINK_CLUSTER_HOME].filter((h): h is string => !!h);
+  const postmasters = homes.map((home) =>
+    Number(fs.readFileSync(path.join(home, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0]),
   );
-  let total = processCpuSeconds(postmaster, true) ?? 0;
+  let total = postmasters.reduce((sum, pid) => sum + (processCpuSeconds(pid, true) ?? 0), 0);
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     // null: the process ended between the listing and the read
     const fields = statFields(entry);
-    if (fields && Number(fields[1]) === postmaster) total += cpuOf(fields);
+    if (fields && postmasters.includes(Number(fields[1]))) total += cpuOf(fields);
   }
   return total;
 }

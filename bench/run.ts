@@ -27,7 +27,7 @@ import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
 import { boundQuery } from '../src/db/sql';
 import { stackDown, stackUp } from '../src/stack';
-import { pgBinDir } from '../src/stack/postgres';
+import { pgBinDir, startPostgres, stopPostgres } from '../src/stack/postgres';
 import { readPid } from '../src/stack/proc';
 import { verifyWarehouse } from '../src/verify/warehouse';
 import {
@@ -215,7 +215,12 @@ async function pipelineCpu(cfg: AppConfig): Promise<CpuSample> {
       await pids(`SELECT pid FROM pg_stat_replication WHERE application_name = 'stategrid-${PIPELINE}'`),
     ),
     'sink connections (writes, DWS refresh)': sample(
-      await pids(`SELECT pid FROM pg_stat_activity WHERE application_name = 'stategrid-worker'`),
+      (
+        await sinkSql<{ pid: number }>(
+          cfg,
+          `SELECT pid FROM pg_stat_activity WHERE application_name = 'stategrid-worker'`,
+        )
+      ).map((r) => r.pid),
     ),
   };
 }
@@ -696,6 +701,10 @@ async function main(): Promise<void> {
     .option('--rounds <n>', 'with --recompute-only: large transactions, each followed by a recompute', '1')
     .option('--sink-db <name>', 'sink in another database of the same cluster (default: the source database)')
     .option(
+      '--sink-cluster',
+      'sink in a PostgreSQL cluster of its own on this machine (as on another host: the walsender reads only the source WAL)',
+    )
+    .option(
       '--every-user-daily',
       'spread: every user has rows on every day (600,000 user-day totals in full mode instead of 60,000)',
     )
@@ -717,6 +726,21 @@ async function main(): Promise<void> {
   delete process.env.STATEGRID_SOURCE_URL;
   delete process.env.STATEGRID_SINK_URL;
   let cfg = loadConfig();
+  if (opts.sinkDb && opts.sinkCluster) throw new Error('--sink-db and --sink-cluster: choose one');
+  // The sink's own cluster, started beside the bench stack's and stopped with it.
+  const sinkCluster = opts.sinkCluster
+    ? loadConfig({
+        ...process.env,
+        STATEGRID_HOME: path.join(cfg.home, 'sink-cluster'),
+        STATEGRID_PG_PORT: process.env.STATEGRID_BENCH_SINK_PG_PORT ?? '54350',
+      })
+    : undefined;
+  if (sinkCluster) {
+    say(`sink cluster (${sinkCluster.home}): ${await startPostgres(sinkCluster, say)}`);
+    process.env.STATEGRID_SINK_URL = sinkCluster.sourceUrl; // the worker started below inherits it
+    process.env.STATEGRID_BENCH_SINK_CLUSTER_HOME = sinkCluster.home; // its CPU counts with the stack's
+    cfg = loadConfig();
+  }
   if (opts.sinkDb) {
     if (!/^[a-z_][a-z0-9_]*$/.test(opts.sinkDb))
       throw new Error(`--sink-db: not a plain database name: ${opts.sinkDb}`);
@@ -762,7 +786,10 @@ async function main(): Promise<void> {
     }
   } finally {
     await close();
-    if (!opts.keepStack) await stackDown(cfg, () => undefined);
+    if (!opts.keepStack) {
+      await stackDown(cfg, () => undefined);
+      if (sinkCluster) await stopPostgres(sinkCluster);
+    }
   }
 
   const result = {
@@ -776,7 +803,11 @@ async function main(): Promise<void> {
       postgres: execFileSync(path.join(pgBinDir(), 'postgres'), ['--version']).toString().trim(),
     },
     sizes,
-    sink: opts.sinkDb ? `database ${opts.sinkDb} of the same cluster` : 'the source database',
+    sink: opts.sinkDb
+      ? `database ${opts.sinkDb} of the same cluster`
+      : sinkCluster
+        ? `a cluster of its own on this machine (port ${sinkCluster.pgPort})`
+        : 'the source database',
     figures: figures.map((f) => ({ ...f, ratio: f.limit ? f.ours / f.limit : undefined })),
   };
   const dir = path.join(REPO, 'bench', 'results');
