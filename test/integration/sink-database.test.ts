@@ -10,35 +10,50 @@ import {
   waitStreaming,
 } from '../../src/control/pipeline';
 import { withClient } from '../../src/db/client';
-import { ensureDatabase } from '../../src/stack/postgres';
+import { ensureDatabase, startPostgres, stopPostgres } from '../../src/stack/postgres';
 import { stopPid } from '../../src/stack/proc';
+import { verifyWarehouse } from '../../src/verify/warehouse';
 import { spawnWorker, TestContext } from './helpers/pipeline';
+import { SINK_CLUSTER_PORT } from './setup/env';
 
 /**
- * docs/data-semantics.md: the sink defaults to the source database, "a separate sink URL must work too". A worker whose sink is
- * another database of the cluster runs a whole pipeline; every layer there equals the oracle computed on the
- * source, and nothing is written to the source database.
+ * docs/data-semantics.md: the sink defaults to the source database, "a separate sink URL must work too": another
+ * database of the cluster, or a cluster of its own (as on another host: WAL positions, transaction ids and catalogs
+ * are then the sink's own, none shared with the source). A worker whose sink is elsewhere runs a whole pipeline;
+ * every layer there equals the oracle computed on the source, and nothing is written to the source database. In
+ * the cluster of its own, verify compares both sides across the clusters and repairs the sink from the source.
  */
-describe('sink in another database', function () {
-  this.timeout(240000);
+describe('sink outside the source database', function () {
+  this.timeout(300000);
   const t = new TestContext();
   const PIPELINE = 'sinkdb';
   let workerPid: number | undefined;
+  // A PostgreSQL cluster of the test's own for the sink, on its own port, under the test stack's home.
+  const sinkCluster = loadConfig({
+    ...process.env,
+    STATEGRID_HOME: path.join(t.cfg.home, 'sink-cluster'),
+    STATEGRID_PG_PORT: SINK_CLUSTER_PORT,
+  });
 
   before(() => t.open());
-  after(async () => {
+  afterEach(async () => {
     await terminatePipeline(t.client, PIPELINE, 'test done');
     if (workerPid) await stopPid(workerPid, 20000);
+    workerPid = undefined;
     await dropSlot(t.cfg.sourceUrl, `stategrid_${PIPELINE}`);
+  });
+  after(async () => {
+    await stopPostgres(sinkCluster);
     await t.close();
   });
 
-  it('runs the pipeline into it, each layer equal to the oracle on the source', async () => {
+  /** A worker writing into `sinkUrl` runs a snapshot and streamed changes; every layer there equals the oracle. */
+  async function pipelineInto(sinkUrl: string): Promise<ReturnType<typeof loadConfig>> {
     const home = path.join(t.cfg.home, 'sinkdb-worker');
     const env = {
       ...process.env,
       STATEGRID_HOME: home,
-      STATEGRID_SINK_URL: t.cfg.sourceUrl.replace(/\/[^/?]*(\?|$)/, '/stategrid_sinkdb$1'),
+      STATEGRID_SINK_URL: sinkUrl,
       STATEGRID_TASK_QUEUE: 'stategrid-sinkdb',
       STATEGRID_METRICS_PORT: '0',
     };
@@ -69,5 +84,28 @@ describe('sink in another database', function () {
     assert.equal(logged.rows[0].n, 4000 + 857 + 545 + 1);
     const onSource = await t.q(`SELECT 1 FROM stategrid_checkpoint WHERE pipeline_id = $1`, [PIPELINE]);
     assert.equal(onSource.length, 0, 'nothing of this pipeline is written to the source database');
+    return cfg;
+  }
+
+  it('in another database of the cluster: each layer equal to the oracle on the source', async () => {
+    await pipelineInto(t.cfg.sourceUrl.replace(/\/[^/?]*(\?|$)/, '/stategrid_sinkdb$1'));
+  });
+
+  it('in a cluster of its own: each layer equal to the oracle, verify finds it equal and repairs it', async () => {
+    await startPostgres(sinkCluster, () => undefined);
+    const cfg = await pipelineInto(sinkCluster.sourceUrl);
+
+    const layers = ['ods', 'dwd', 'dws'] as const;
+    assert.equal((await verifyWarehouse(cfg, PIPELINE, [...layers])).equal, true, 'verify: equal');
+    // A changed DWD amount and a lost ODS row, made on the sink behind the pipeline's back.
+    await withClient(cfg.sinkUrl, (sink) =>
+      sink.query(`UPDATE dwd_power_consumption_detail SET consumption_amount = 9.99 WHERE consumption_id = 5;
+        DELETE FROM ods_power_consumption WHERE consumption_id = 6`),
+    );
+    const found = await verifyWarehouse(cfg, PIPELINE, [...layers]);
+    assert.equal(found.equal, false, 'verify finds the damage');
+    const repaired = await verifyWarehouse(cfg, PIPELINE, [...layers], undefined, { repair: true });
+    assert.equal(repaired.equal, true, 'verify --repair: equal after repairing');
+    await t.assertConvergedWithSink(cfg.sinkUrl);
   });
 });

@@ -15,3 +15,6 @@ for (const [k, v] of Object.entries(defaults)) process.env[k] = process.env[`TES
 delete process.env.STATEGRID_SOURCE_URL;
 delete process.env.STATEGRID_SINK_URL;
 export const REPO_ROOT = root;
+
+/** Port of the PostgreSQL cluster a test starts for a sink of its own (sink-database.test.ts). */
+export const SINK_CLUSTER_PORT = process.env.TEST_STATEGRID_SINK_PG_PORT ?? '54338';
