@@ -4,11 +4,12 @@ import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { pipelineState, resetEverything, startPipeline, waitStreaming } from '../../../src/control/pipeline';
+import { parseLsn } from '../../../src/cdc/changes';
 import { dropSlot } from '../../../src/cdc/source-admin';
 import { formatTable } from '../../../src/cli/output';
 import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
-import { stopPostgres } from '../../../src/stack/postgres';
+import { postgresPid, stopPostgres } from '../../../src/stack/postgres';
 import { readPid } from '../../../src/stack/proc';
 import { slotConflictsInWorkerLogs, workerLogSizes } from '../../../src/stack/workers';
 import type { PipelineState } from '../../../src/workflows/contract';
@@ -656,6 +657,59 @@ async function sourceRestart(): Promise<void> {
   await check('source (and sink) PostgreSQL restarted', { injected: 1, disrupted }, started);
 }
 
+/** Children of `pid` (from each process's /proc stat: the parent pid follows the parenthesized command name). */
+function childPids(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
+    } catch {
+      // ended between the listing and the read
+    }
+  }
+  return children;
+}
+
+/**
+ * The cluster (source and sink) crashes: SIGKILL to the postmaster and every backend at once, so nothing is shut
+ * down cleanly. Crash recovery replays the WAL; in-flight transactions of the load and of the sink are gone, and
+ * the slots come back at the position of the last checkpoint (PostgreSQL saves a slot's confirmed position only
+ * there), behind what the sink holds. The pipeline must resume from its sink checkpoint with nothing lost or twice.
+ */
+async function postgresCrash(): Promise<void> {
+  const started = Date.now();
+  await begin();
+  await waitGrowth(3000);
+  const segment = await runningCapture();
+  const confirmed = async () =>
+    (
+      await t.q<{ lsn: string }>(`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots
+        WHERE slot_name = 'stategrid_${PIPELINE_ID}'`)
+    )[0]?.lsn;
+  const before = await confirmed();
+  const postmaster = postgresPid(t.cfg);
+  if (!postmaster) throw new Error('PostgreSQL crash: no postmaster running');
+  for (const pid of [postmaster, ...childPids(postmaster)]) process.kill(pid, 'SIGKILL');
+  await sleep(3000);
+  await restartStack();
+  // Read at once, before the restarted stream confirms again: how far the crash set the slot back.
+  const after = await confirmed();
+  const rewound = before && after ? Number(parseLsn(before) - parseLsn(after)) : NaN;
+  await waitGrowth(3000);
+  const disrupted = (await wasInterrupted(t.client, WORKFLOW_ID, segment)) ? 1 : 0;
+  const note =
+    rewound > 0 ? `slot set back ${Math.round(rewound / 1024)} kB by the crash` : 'slot not set back';
+  await check(
+    'PostgreSQL killed -9 (crash recovery)',
+    { injected: 1, disrupted },
+    started,
+    STREAM_BASE,
+    note,
+  );
+}
+
 /** A failure that needs the documented recovery: status shows it, then stop + start --resync. */
 async function resyncAfter(scenario: string, inject: () => Promise<void>, expected: RegExp): Promise<void> {
   const started = Date.now();
@@ -828,6 +882,7 @@ const SCENARIOS: Scenario[] = [
   ]),
   { name: 'sink refused 30s', quick: false, run: () => sinkOutage(30000) },
   { name: 'source (and sink) PostgreSQL restarted', quick: false, run: () => sourceRestart() },
+  { name: 'PostgreSQL killed -9 (crash recovery)', quick: true, run: () => postgresCrash() },
   {
     name: 'replication slot dropped externally',
     quick: false,
