@@ -691,7 +691,14 @@ async function postgresCrash(): Promise<void> {
   const before = await confirmed();
   const postmaster = postgresPid(t.cfg);
   if (!postmaster) throw new Error('PostgreSQL crash: no postmaster running');
-  for (const pid of [postmaster, ...childPids(postmaster)]) process.kill(pid, 'SIGKILL');
+  for (const pid of [postmaster, ...childPids(postmaster)]) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (err) {
+      // A backend that ended between the listing and the kill.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  }
   await sleep(3000);
   await restartStack();
   // Read at once, before the restarted stream confirms again: how far the crash set the slot back.
