@@ -675,8 +675,9 @@ function childPids(pid: number): number[] {
 /**
  * The cluster (source and sink) crashes: SIGKILL to the postmaster and every backend at once, so nothing is shut
  * down cleanly. Crash recovery replays the WAL; in-flight transactions of the load and of the sink are gone, and
- * the slots come back at the position of the last checkpoint (PostgreSQL saves a slot's confirmed position only
- * there), behind what the sink holds. The pipeline must resume from its sink checkpoint with nothing lost or twice.
+ * the slots come back at the confirmed position last written to disk (PostgreSQL 15 writes it when the slot's
+ * restart point or catalog horizon moves, not for every confirmation), behind what the sink holds. The pipeline
+ * must resume from its sink checkpoint with nothing lost or twice.
  */
 async function postgresCrash(): Promise<void> {
   const started = Date.now();
