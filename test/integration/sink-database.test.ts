@@ -13,7 +13,7 @@ import { withClient } from '../../src/db/client';
 import { ensureDatabase, startPostgres, stopPostgres } from '../../src/stack/postgres';
 import { stopPid } from '../../src/stack/proc';
 import { verifyWarehouse } from '../../src/verify/warehouse';
-import { spawnWorker, TestContext } from './helpers/pipeline';
+import { crashPostgres, spawnWorker, TestContext } from './helpers/pipeline';
 import { SINK_CLUSTER_PORT } from './setup/env';
 
 /**
@@ -106,6 +106,35 @@ describe('sink outside the source database', function () {
     assert.equal(found.equal, false, 'verify finds the damage');
     const repaired = await verifyWarehouse(cfg, PIPELINE, [...layers], undefined, { repair: true });
     assert.equal(repaired.equal, true, 'verify --repair: equal after repairing');
+    await t.assertConvergedWithSink(cfg.sinkUrl);
+  });
+
+  it('in a cluster of its own that crashes while the source changes: each change applied once', async () => {
+    const cfg = loadConfig({ ...process.env, STATEGRID_SINK_URL: sinkCluster.sourceUrl });
+    await startPostgres(sinkCluster, () => undefined);
+    await pipelineInto(sinkCluster.sourceUrl);
+    const logged = async () =>
+      (
+        await withClient(cfg.sinkUrl, (sink) =>
+          sink.query<{ n: number }>(`SELECT count(*)::int AS n FROM ods_change_log`),
+        )
+      ).rows[0].n;
+    const before = await logged();
+    // 40 transactions of 100 rows while the sink's cluster is killed (as its host would crash) and comes back.
+    const writes = (async () => {
+      for (let i = 0; i < 40; i++) {
+        const from = 10001 + i * 100;
+        await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 60, 1.50, 0.75, '2026-11-21 10:00:00'
+          FROM generate_series(${from}, ${from + 99}) g`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    await t.waitFor('the sink to take some of them', async () => (await logged()) > before, 60000);
+    crashPostgres(sinkCluster);
+    await writes;
+    await startPostgres(sinkCluster, () => undefined);
+    assert.ok(await waitCaughtUp(cfg, PIPELINE, 120000), 'caught up after the sink came back');
+    assert.equal(await logged(), before + 4000, 'each insert logged once');
     await t.assertConvergedWithSink(cfg.sinkUrl);
   });
 });

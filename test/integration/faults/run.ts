@@ -9,11 +9,11 @@ import { dropSlot } from '../../../src/cdc/source-admin';
 import { formatTable } from '../../../src/cli/output';
 import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
-import { postgresPid, stopPostgres } from '../../../src/stack/postgres';
+import { stopPostgres } from '../../../src/stack/postgres';
 import { readPid } from '../../../src/stack/proc';
 import { slotConflictsInWorkerLogs, workerLogSizes } from '../../../src/stack/workers';
 import type { PipelineState } from '../../../src/workflows/contract';
-import { PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
+import { crashPostgres, PIPELINE_ID, runStategrid, TestContext } from '../helpers/pipeline';
 import {
   runningActivity,
   takeoverSteps,
@@ -657,21 +657,6 @@ async function sourceRestart(): Promise<void> {
   await check('source (and sink) PostgreSQL restarted', { injected: 1, disrupted }, started);
 }
 
-/** Children of `pid` (from each process's /proc stat: the parent pid follows the parenthesized command name). */
-function childPids(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
-    } catch {
-      // ended between the listing and the read
-    }
-  }
-  return children;
-}
-
 /**
  * The cluster (source and sink) crashes: SIGKILL to the postmaster and every backend at once, so nothing is shut
  * down cleanly. Crash recovery replays the WAL; in-flight transactions of the load and of the sink are gone, and
@@ -690,16 +675,7 @@ async function postgresCrash(): Promise<void> {
         WHERE slot_name = 'stategrid_${PIPELINE_ID}'`)
     )[0]?.lsn;
   const before = await confirmed();
-  const postmaster = postgresPid(t.cfg);
-  if (!postmaster) throw new Error('PostgreSQL crash: no postmaster running');
-  for (const pid of [postmaster, ...childPids(postmaster)]) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch (err) {
-      // A backend that ended between the listing and the kill.
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-    }
-  }
+  crashPostgres(t.cfg);
   await sleep(3000);
   await restartStack();
   // Read at once, before the restarted stream confirms again: how far the crash set the slot back.

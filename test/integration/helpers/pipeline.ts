@@ -9,6 +9,7 @@ import { keepValuesAsText } from '../../../src/db/client';
 import { loadConfig, type AppConfig } from '../../../src/config';
 import { withClient } from '../../../src/db/client';
 import { workerEntry } from '../../../src/stack';
+import { postgresPid } from '../../../src/stack/postgres';
 import { readPid, spawnDetached, waitFor } from '../../../src/stack/proc';
 import { CHANGE_LOG_AS_STREAMED, OracleCompare, type LayerDivergence } from './oracle-compare';
 import {
@@ -363,4 +364,36 @@ export function pipelineTestContext(
     await t.close();
   });
   return t;
+}
+
+/** Children of `pid` (from each process's /proc stat: the parent pid follows the parenthesized command name). */
+function childPids(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
+    } catch {
+      // ended between the listing and the read
+    }
+  }
+  return children;
+}
+
+/**
+ * Crashes the embedded cluster of `cfg`: SIGKILL to the postmaster and every backend at once, so nothing shuts down
+ * cleanly and the next start runs crash recovery.
+ */
+export function crashPostgres(cfg: AppConfig): void {
+  const postmaster = postgresPid(cfg);
+  if (!postmaster) throw new Error(`PostgreSQL crash: no postmaster running for ${cfg.home}`);
+  for (const pid of [postmaster, ...childPids(postmaster)]) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (err) {
+      // A backend that ended between the listing and the kill.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  }
 }
