@@ -633,29 +633,29 @@ async function snapshotKills(label: string, groups: ('worker' | 'temporal')[][])
   await check(label, { injected: groups.flat().length, disrupted }, started, logFrom);
 }
 
-async function sinkOutage(ms: number): Promise<void> {
+/**
+ * A fresh pipeline under load, `inject` aimed at the capture segment it runs, then the checks; the fault counts as
+ * disruptive when that segment failed, timed out or ran again. `inject` may return a note for the table.
+ */
+async function captureFault(scenario: string, inject: () => Promise<string | void>): Promise<void> {
   const started = Date.now();
   await begin();
   await waitGrowth(3000);
   const segment = await runningCapture();
-  await proxy.refuse(ms);
+  const note = await inject();
   await waitGrowth(3000);
   const disrupted = (await wasInterrupted(t.client, WORKFLOW_ID, segment)) ? 1 : 0;
-  await check(`sink refused ${ms / 1000}s`, { injected: 1, disrupted }, started);
+  await check(scenario, { injected: 1, disrupted }, started, STREAM_BASE, note ?? '');
 }
 
-async function sourceRestart(): Promise<void> {
-  const started = Date.now();
-  await begin();
-  await waitGrowth(3000);
-  const segment = await runningCapture();
-  await stopPostgres(t.cfg);
-  await sleep(3000);
-  await restartStack();
-  await waitGrowth(3000);
-  const disrupted = (await wasInterrupted(t.client, WORKFLOW_ID, segment)) ? 1 : 0;
-  await check('source (and sink) PostgreSQL restarted', { injected: 1, disrupted }, started);
-}
+const sinkOutage = (ms: number) => captureFault(`sink refused ${ms / 1000}s`, () => proxy.refuse(ms));
+
+const sourceRestart = () =>
+  captureFault('source (and sink) PostgreSQL restarted', async () => {
+    await stopPostgres(t.cfg);
+    await sleep(3000);
+    await restartStack();
+  });
 
 /**
  * The cluster (source and sink) crashes: SIGKILL to the postmaster and every backend at once, so nothing is shut
@@ -664,35 +664,22 @@ async function sourceRestart(): Promise<void> {
  * restart point or catalog horizon moves, not for every confirmation), behind what the sink holds. The pipeline
  * must resume from its sink checkpoint with nothing lost or twice.
  */
-async function postgresCrash(): Promise<void> {
-  const started = Date.now();
-  await begin();
-  await waitGrowth(3000);
-  const segment = await runningCapture();
-  const confirmed = async () =>
-    (
-      await t.q<{ lsn: string }>(`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots
-        WHERE slot_name = 'stategrid_${PIPELINE_ID}'`)
-    )[0]?.lsn;
-  const before = await confirmed();
-  crashPostgres(t.cfg);
-  await sleep(3000);
-  await restartStack();
-  // Read at once, before the restarted stream confirms again: how far the crash set the slot back.
-  const after = await confirmed();
-  const rewound = before && after ? Number(parseLsn(before) - parseLsn(after)) : NaN;
-  await waitGrowth(3000);
-  const disrupted = (await wasInterrupted(t.client, WORKFLOW_ID, segment)) ? 1 : 0;
-  const note =
-    rewound > 0 ? `slot set back ${Math.round(rewound / 1024)} kB by the crash` : 'slot not set back';
-  await check(
-    'PostgreSQL killed -9 (crash recovery)',
-    { injected: 1, disrupted },
-    started,
-    STREAM_BASE,
-    note,
-  );
-}
+const postgresCrash = () =>
+  captureFault('PostgreSQL killed -9 (crash recovery)', async () => {
+    const confirmed = async () =>
+      (
+        await t.q<{ lsn: string }>(`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots
+          WHERE slot_name = 'stategrid_${PIPELINE_ID}'`)
+      )[0]?.lsn;
+    const before = await confirmed();
+    crashPostgres(t.cfg);
+    await sleep(3000);
+    await restartStack();
+    // Read at once, before the restarted stream confirms again: how far the crash set the slot back.
+    const after = await confirmed();
+    const rewound = before && after ? Number(parseLsn(before) - parseLsn(after)) : NaN;
+    return rewound > 0 ? `slot set back ${Math.round(rewound / 1024)} kB by the crash` : 'slot not set back';
+  });
 
 /** A failure that needs the documented recovery: status shows it, then stop + start --resync. */
 async function resyncAfter(scenario: string, inject: () => Promise<void>, expected: RegExp): Promise<void> {
