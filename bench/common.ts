@@ -7,6 +7,7 @@ import { parseLsn } from '../src/cdc/changes';
 import type { AppConfig } from '../src/config';
 import { waitCaughtUp } from '../src/control/pipeline';
 import { withClient } from '../src/db/client';
+import { childPids, procStatFields } from '../src/stack/proc';
 import { verifyWarehouse } from '../src/verify/warehouse';
 import { oracleLayers, type OracleInputs } from '../test/integration/helpers/oracle';
 import { CHANGE_LOG_AS_STREAMED, OracleCompare } from '../test/integration/helpers/oracle-compare';
@@ -44,16 +45,6 @@ export function percentile(values: number[], q: number): number {
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
-/** The fields of /proc/<pid>/stat after the command name (state, ppid, …), or null once the process is gone. */
-function statFields(pid: number | string): string[] | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return null;
-  }
-}
-
 /** CPU seconds (user + system) in stat fields, with the reaped children's when asked. */
 function cpuOf(fields: string[], withReapedChildren = false): number {
   const own = Number(fields[11]) + Number(fields[12]);
@@ -63,7 +54,7 @@ function cpuOf(fields: string[], withReapedChildren = false): number {
 
 /** CPU seconds (user + system) a process has used so far, or null once it is gone. */
 export function processCpuSeconds(pid: number, withReapedChildren = false): number | null {
-  const fields = statFields(pid);
+  const fields = procStatFields(pid);
   return fields ? cpuOf(fields, withReapedChildren) : null;
 }
 
@@ -78,12 +69,11 @@ export function clusterCpuSeconds(cfg: AppConfig): number {
   const postmasters = homes.map((home) =>
     Number(fs.readFileSync(path.join(home, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0]),
   );
-  let total = postmasters.reduce((sum, pid) => sum + (processCpuSeconds(pid, true) ?? 0), 0);
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    // null: the process ended between the listing and the read
-    const fields = statFields(entry);
-    if (fields && postmasters.includes(Number(fields[1]))) total += cpuOf(fields);
+  let total = 0;
+  for (const postmaster of postmasters) {
+    total += processCpuSeconds(postmaster, true) ?? 0;
+    // null: the backend ended between the listing and the read
+    for (const backend of childPids(postmaster)) total += processCpuSeconds(backend) ?? 0;
   }
   return total;
 }

@@ -13,6 +13,24 @@ export function readPid(file: string): number | undefined {
   }
 }
 
+/** The fields of /proc/<pid>/stat after the command name (state, ppid, …), or null once the process is gone. */
+export function procStatFields(pid: number | string): string[] | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return null;
+  }
+}
+
+/** Processes whose parent is `pid` (e.g. a postmaster's backends). */
+export function childPids(pid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry) && Number(procStatFields(entry)?.[1]) === pid)
+    .map(Number);
+}
+
 export function isAlive(pid: number | undefined): boolean {
   if (!pid) return false;
   try {
@@ -21,12 +39,8 @@ export function isAlive(pid: number | undefined): boolean {
     return false;
   }
   // A zombie still answers kill(0); /proc tells whether it really runs.
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) Z/.test(stat);
-  } catch {
-    return true;
-  }
+  const fields = procStatFields(pid);
+  return fields ? fields[0] !== 'Z' : true;
 }
 
 export function portOpen(port: number, host = '127.0.0.1', timeoutMs = 500): Promise<boolean> {

@@ -10,7 +10,7 @@ import { loadConfig, type AppConfig } from '../../../src/config';
 import { withClient } from '../../../src/db/client';
 import { workerEntry } from '../../../src/stack';
 import { postgresPid } from '../../../src/stack/postgres';
-import { readPid, spawnDetached, waitFor } from '../../../src/stack/proc';
+import { childPids, readPid, spawnDetached, waitFor } from '../../../src/stack/proc';
 import { CHANGE_LOG_AS_STREAMED, OracleCompare, type LayerDivergence } from './oracle-compare';
 import {
   currentDeadLetterLayer,
@@ -364,21 +364,6 @@ export function pipelineTestContext(
     await t.close();
   });
   return t;
-}
-
-/** Children of `pid` (from each process's /proc stat: the parent pid follows the parenthesized command name). */
-function childPids(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
-    } catch {
-      // ended between the listing and the read
-    }
-  }
-  return children;
 }
 
 /**
