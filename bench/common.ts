@@ -78,6 +78,41 @@ export function clusterCpuSeconds(cfg: AppConfig): number {
   return total;
 }
 
+/** WAL written so far (records, full-page images, bytes) and checkpoints begun, summed over the bench's clusters. */
+export type WalSample = { records: number; fullPages: number; bytes: number; checkpoints: number };
+
+const WAL_SO_FAR = `SELECT w.wal_records::float8 AS records, w.wal_fpi::float8 AS "fullPages", w.wal_bytes::float8 AS bytes,
+  (b.checkpoints_timed + b.checkpoints_req)::float8 AS checkpoints FROM pg_stat_wal w, pg_stat_bgwriter b`;
+
+/**
+ * What every writer of the stack's cluster (the source's writer, the sink, the refresher) and, with
+ * `--sink-cluster`, of the sink's cluster has put in the WAL so far. The walsender reads all of its cluster's WAL,
+ * so this is also what decoding had to read.
+ */
+export async function walSoFar(cfg: AppConfig): Promise<WalSample> {
+  const samples = [(await sql<WalSample>(cfg, WAL_SO_FAR))[0]];
+  if (process.env.STATEGRID_BENCH_SINK_CLUSTER_HOME)
+    samples.push((await sinkSql<WalSample>(cfg, WAL_SO_FAR))[0]);
+  const sum = (k: keyof WalSample) => samples.reduce((a, s) => a + Number(s[k]), 0);
+  return {
+    records: sum('records'),
+    fullPages: sum('fullPages'),
+    bytes: sum('bytes'),
+    checkpoints: sum('checkpoints'),
+  };
+}
+
+/** Figures for the WAL written between two samples, per streamed row; `phase` prefixes their names. */
+export function walFigures(phase: string, before: WalSample, after: WalSample, rows: number): Figure[] {
+  const per = (k: keyof WalSample) => (after[k] - before[k]) / rows;
+  return [
+    { name: `${phase} WAL per row, all writers`, ours: per('bytes'), unit: 'bytes' },
+    { name: `${phase} WAL records per row`, ours: per('records'), unit: 'records' },
+    { name: `${phase} WAL full-page images per row`, ours: per('fullPages'), unit: 'images' },
+    { name: `${phase} checkpoints begun`, ours: after.checkpoints - before.checkpoints, unit: '' },
+  ];
+}
+
 /**
  * The spread of issue 15, shared by the spread scenario and the scale-out parts: users in SPREAD.regions regions,
  * consumptions over SPREAD.days days from SPREAD.firstDay. `everyUserDaily` (bench option) gives every user rows on

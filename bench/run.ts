@@ -42,6 +42,8 @@ import {
   sampleDwsCursor,
   seconds,
   sinkSql,
+  walFigures,
+  walSoFar,
   SPREAD,
   sql,
   waitDaysClosed,
@@ -316,6 +318,7 @@ async function spreadScenario(
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
   const dwsWritesBefore = await dwsRowsWritten(cfg);
+  const walBefore = await walSoFar(cfg);
   const burst = { first: marker + 1, last: marker + sizes.streamRows };
   // The DWS cursor from the first commit on: when DWS held the burst's last commit (not the later wait marker).
   const burstCursor = burstCursorSampler(cfg, PIPELINE);
@@ -328,6 +331,7 @@ async function spreadScenario(
   const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
   burstCursor.stop();
   if (!caughtUp) throw new Error('spread: not caught up after streaming');
+  const walAfter = await walSoFar(cfg);
   const markerS = seconds(t0);
   const dwsS = await burstCursor.heldAllAfter(burst.first, burst.last);
   const revisions = await sinkSql<{ n: string }>(cfg, `SELECT count(*) AS n FROM dws_revision`);
@@ -396,6 +400,7 @@ async function spreadScenario(
       unit: 'rows',
     },
     { name: 'spread: streaming CPU per row, all processes', ours: cpuUs, unit: 'us' },
+    ...walFigures('spread: streaming until caught up,', walBefore, walAfter, sizes.streamRows),
     ...Object.entries(cpu).map(([part, cpuS]) => ({
       name: `spread: streaming CPU per row: ${part}`,
       ours: (cpuS / sizes.streamRows) * 1e6,
@@ -574,6 +579,7 @@ async function uniformFigures(
   const last = sizes.snapshotRows + sizes.streamRows;
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
+  const walBefore = await walSoFar(cfg);
   const cursor = burstCursorSampler(cfg, PIPELINE);
   t0 = process.hrtime.bigint();
   await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
@@ -585,6 +591,7 @@ async function uniformFigures(
   const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
   cursor.stop();
   if (!caughtUp) throw new Error('not caught up after streaming');
+  const walAfter = await walSoFar(cfg);
   const markerS = seconds(t0);
   const dwsS = await cursor.heldAllAfter(first, last);
   await mustEqualSource(cfg, PIPELINE, 'streaming');
@@ -636,6 +643,8 @@ async function uniformFigures(
     ours: os.cpus().length / cpuPerRow,
     unit: 'rows/s',
   });
+  // What the walsender had to read and the sink to write: the WAL of the burst until caught up.
+  figures.push(...walFigures('streaming until caught up,', walBefore, walAfter, sizes.streamRows));
   say(
     `streaming: source wrote in ${writeS.toFixed(1)}s, ODS+DWD after ${odsS.toFixed(1)}s, DWS after ${dwsS.toFixed(1)}s`,
   );
