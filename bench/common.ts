@@ -113,6 +113,34 @@ export function walFigures(phase: string, before: WalSample, after: WalSample, r
   ];
 }
 
+/** What a slot's walsender has decoded so far (pg_stat_replication_slots): all of it, and what it spilled to disk. */
+export type SlotDecoding = { txns: number; bytes: number; spilledTxns: number; spilledBytes: number };
+
+export async function slotDecoding(cfg: AppConfig, slot: string): Promise<SlotDecoding> {
+  const [row] = await sql<SlotDecoding>(
+    cfg,
+    `SELECT total_txns::float8 AS txns, total_bytes::float8 AS bytes, spill_txns::float8 AS "spilledTxns",
+       spill_bytes::float8 AS "spilledBytes" FROM pg_stat_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  return row ?? { txns: 0, bytes: 0, spilledTxns: 0, spilledBytes: 0 };
+}
+
+/**
+ * Figures for what the walsender decoded between two samples: transactions (with the sink in the source
+ * database, the sink's own count too: decoding reads every transaction of its database before the publication
+ * drops the sink's rows) and the share spilled to disk (a transaction's changes past logical_decoding_work_mem).
+ */
+export function decodingFigures(phase: string, before: SlotDecoding, after: SlotDecoding): Figure[] {
+  const mb = (k: keyof SlotDecoding) => (after[k] - before[k]) / 1e6;
+  return [
+    { name: `${phase} transactions decoded`, ours: after.txns - before.txns, unit: '' },
+    { name: `${phase} changes decoded`, ours: mb('bytes'), unit: 'MB' },
+    { name: `${phase} transactions spilled to disk`, ours: after.spilledTxns - before.spilledTxns, unit: '' },
+    { name: `${phase} changes spilled to disk`, ours: mb('spilledBytes'), unit: 'MB' },
+  ];
+}
+
 /**
  * The spread of issue 15, shared by the spread scenario and the scale-out parts: users in SPREAD.regions regions,
  * consumptions over SPREAD.days days from SPREAD.firstDay. `everyUserDaily` (bench option) gives every user rows on

@@ -44,6 +44,8 @@ import {
   sinkSql,
   walFigures,
   walSoFar,
+  slotDecoding,
+  decodingFigures,
   SPREAD,
   sql,
   waitDaysClosed,
@@ -53,6 +55,7 @@ import { scaleOutFigures } from './scale-out';
 
 const REPO = path.resolve(__dirname, '../..');
 const PIPELINE = 'bench';
+const SLOT = `stategrid_${PIPELINE}`;
 
 type Sizes = {
   users: number;
@@ -426,7 +429,7 @@ async function uniformSnapshot(
   client: TemporalClient,
   sizes: Sizes,
   say: (m: string) => void,
-): Promise<Figure> {
+): Promise<Figure[]> {
   say(`generating ${sizes.users} users and ${sizes.snapshotRows} consumptions`);
   await sql(
     cfg,
@@ -442,12 +445,22 @@ async function uniformSnapshot(
   const snapshotS = seconds(t0);
   say(`snapshot: ${((sizes.users + sizes.snapshotRows) / snapshotS) | 0} rows/s`);
   await mustEqualSource(cfg, PIPELINE, 'snapshot');
-  return {
-    name: 'initial snapshot',
-    ours: (sizes.users + sizes.snapshotRows) / snapshotS,
-    unit: 'rows/s',
-    target: '>= 100,000 rows/s',
-  };
+  // The walsender has read past the snapshot's own writes once a wait marker comes through.
+  if (!(await waitCaughtUp(cfg, PIPELINE, 600_000))) throw new Error('not caught up after the snapshot');
+  const decoded = await slotDecoding(cfg, SLOT);
+  return [
+    {
+      name: 'initial snapshot',
+      ours: (sizes.users + sizes.snapshotRows) / snapshotS,
+      unit: 'rows/s',
+      target: '>= 100,000 rows/s',
+    },
+    ...decodingFigures(
+      'snapshot until caught up,',
+      { txns: 0, bytes: 0, spilledTxns: 0, spilledBytes: 0 },
+      decoded,
+    ),
+  ];
 }
 
 /**
@@ -570,7 +583,7 @@ async function uniformFigures(
   say: (m: string) => void,
 ): Promise<Figure[]> {
   // 1. Initial snapshot.
-  const figures: Figure[] = [await uniformSnapshot(cfg, client, sizes, say)];
+  const figures: Figure[] = await uniformSnapshot(cfg, client, sizes, say);
   let t0: bigint;
 
   // 2. Streaming: small transactions, measured from the first source commit to the sink caught up.
@@ -580,6 +593,7 @@ async function uniformFigures(
   const appliedBefore = await appliedChanges(cfg);
   const cpuBefore = await pipelineCpu(cfg);
   const walBefore = await walSoFar(cfg);
+  const decodedBefore = await slotDecoding(cfg, SLOT);
   const cursor = burstCursorSampler(cfg, PIPELINE);
   t0 = process.hrtime.bigint();
   await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
@@ -592,6 +606,7 @@ async function uniformFigures(
   cursor.stop();
   if (!caughtUp) throw new Error('not caught up after streaming');
   const walAfter = await walSoFar(cfg);
+  const decodedAfter = await slotDecoding(cfg, SLOT);
   const markerS = seconds(t0);
   const dwsS = await cursor.heldAllAfter(first, last);
   await mustEqualSource(cfg, PIPELINE, 'streaming');
@@ -645,6 +660,7 @@ async function uniformFigures(
   });
   // What the walsender had to read and the sink to write: the WAL of the burst until caught up.
   figures.push(...walFigures('streaming until caught up,', walBefore, walAfter, sizes.streamRows));
+  figures.push(...decodingFigures('streaming until caught up,', decodedBefore, decodedAfter));
   say(
     `streaming: source wrote in ${writeS.toFixed(1)}s, ODS+DWD after ${odsS.toFixed(1)}s, DWS after ${dwsS.toFixed(1)}s`,
   );
@@ -773,7 +789,7 @@ async function main(): Promise<void> {
     );
 
     if (opts.recomputeOnly) {
-      figures.push(await uniformSnapshot(cfg, client, sizes, say));
+      figures.push(...(await uniformSnapshot(cfg, client, sizes, say)));
       for (let round = 0; round < Number(opts.rounds); round++) {
         const first = sizes.snapshotRows + 1 + round * sizes.bigTxRows;
         figures.push(...(await largeTransactionThenRecompute(cfg, client, sizes, first, say)));
