@@ -2,7 +2,7 @@ import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { captureSegment, type CaptureProgress } from '../cdc/capture';
 import { parseLsn } from '../cdc/changes';
 import { PublicationAlteredError, SlotMissingError, slotFigures } from '../cdc/source-admin';
-import { slotLagBytes } from '../observability/metrics';
+import { slotDecodedBytes, slotLagBytes, slotSpilledBytes } from '../observability/metrics';
 import { readCheckpoint } from '../sink/checkpoint';
 import { sinkHealth } from '../sink/status';
 import { PgBatchSink, StaleCaptureError } from '../sink/writer';
@@ -105,6 +105,10 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
     }
     const slot = await slotFigures(cfg.sourceUrl, config.slotName);
     if (slot.lagBytes !== null) slotLagBytes.set({ pipeline: config.pipelineId }, slot.lagBytes);
+    if (slot.decoded) {
+      slotDecodedBytes.set({ pipeline: config.pipelineId }, slot.decoded.bytes);
+      slotSpilledBytes.set({ pipeline: config.pipelineId }, slot.decoded.spilledBytes);
+    }
     const health = await sinkHealth(sink);
     return {
       ...progress,

@@ -107,21 +107,38 @@ export type SlotFigures = {
   active: boolean;
   lagBytes: number | null;
   walStatus: string | null;
+  /**
+   * What the slot's walsenders decoded and what of it went to disk because a transaction's changes outgrew the
+   * decoding memory (STATEGRID_DECODING_WORK_MEM_MB), since the slot's statistics were last reset; null where
+   * PostgreSQL has no statistics for the slot yet.
+   */
+  decoded: { bytes: number; spilledBytes: number; spilledTransactions: number } | null;
 };
 
 export async function slotFigures(sourceUrl: string, slotName: string): Promise<SlotFigures> {
   return withClient(sourceUrl, async (source) => {
     const { rows } = await source.query(
-      `SELECT active, wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag
-       FROM pg_replication_slots WHERE slot_name = $1`,
+      `SELECT s.active, s.wal_status, (pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint AS lag,
+         d.total_bytes, d.spill_bytes, d.spill_txns
+       FROM pg_replication_slots s LEFT JOIN pg_stat_replication_slots d USING (slot_name)
+       WHERE s.slot_name = $1`,
       [slotName],
     );
-    if (!rows.length) return { exists: false, active: false, lagBytes: null, walStatus: null };
+    if (!rows.length) return { exists: false, active: false, lagBytes: null, walStatus: null, decoded: null };
+    const r = rows[0];
     return {
       exists: true,
-      active: rows[0].active,
-      lagBytes: Number(rows[0].lag),
-      walStatus: rows[0].wal_status,
+      active: r.active,
+      lagBytes: Number(r.lag),
+      walStatus: r.wal_status,
+      decoded:
+        r.total_bytes === null
+          ? null
+          : {
+              bytes: Number(r.total_bytes),
+              spilledBytes: Number(r.spill_bytes),
+              spilledTransactions: Number(r.spill_txns),
+            },
     };
   });
 }

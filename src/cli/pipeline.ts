@@ -30,6 +30,13 @@ function printStatus(s: PipelineStatus): void {
   say(
     `  slot: ${s.slot.exists ? `${s.slot.active ? 'active' : 'inactive'}, lag ${s.slot.lagBytes} bytes, wal ${s.slot.walStatus}` : 'MISSING'}`,
   );
+  const d = s.slot.decoded;
+  // Spilled transactions decode from disk: many of them call for more decoding memory.
+  if (d) {
+    say(
+      `  decoded: ${d.bytes} bytes, spilled to disk ${d.spilledBytes} bytes in ${d.spilledTransactions} transactions`,
+    );
+  }
   if (st?.lastSegment) {
     say(
       `  last segment: ${st.lastSegment.applied} changes in ${st.lastSegment.seconds}s (${st.lastSegment.rowsPerSecond}/s)` +

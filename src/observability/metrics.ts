@@ -35,6 +35,19 @@ export const slotLagBytes = new Gauge({
   labelNames: ['pipeline'] as const,
   registers: [registry],
 });
+// PostgreSQL counts these since the slot's statistics were reset; the worker copies its figures after each segment.
+export const slotDecodedBytes = new Gauge({
+  name: 'stategrid_slot_decoded_bytes',
+  help: "Bytes of changes the slot's walsenders decoded (pg_stat_replication_slots.total_bytes)",
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
+export const slotSpilledBytes = new Gauge({
+  name: 'stategrid_slot_spilled_bytes',
+  help: 'Bytes of decoded changes spilled to disk: transactions larger than STATEGRID_DECODING_WORK_MEM_MB',
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
 export const verifyMismatched = new Gauge({
   name: 'stategrid_verify_mismatched_rows',
   help: 'Keys (ODS, DWD) or partitions (DWS) that differed from the source in the last verify',

@@ -42,6 +42,14 @@ describe('worker metrics and logs', function () {
     // The streaming pipeline's capture segment is running on this worker right now.
     assert.equal(value(after, 'stategrid_activities_running{activity="captureChanges"}'), 1);
 
+    // When a capture segment ends (every 5 s here), the slot's decoding figures as PostgreSQL counts them.
+    await t.waitFor(
+      'the slot figures of an ended segment',
+      async () => value(await scrape(), 'stategrid_slot_decoded_bytes{pipeline="test"}') > 0,
+      30000,
+    );
+    assert.match(await scrape(), /^stategrid_slot_spilled_bytes\{pipeline="test"/m);
+
     // A change to a day whose window is closed is corrected and counted as a late event.
     const late = 'stategrid_late_events_total{pipeline="test"}';
     await t.waitFor('2026-11-20 closed', async () => {

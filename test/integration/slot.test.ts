@@ -1,9 +1,27 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
+import { loadConfig } from '../../src/config';
 import { withClient } from '../../src/db/client';
 import { dropSlot, slotFigures } from '../../src/cdc/source-admin';
-import { pipelineHandle, pipelineWorkflowId, startPipeline } from '../../src/control/pipeline';
+import {
+  pipelineHandle,
+  pipelineWorkflowId,
+  resetEverything,
+  startPipeline,
+  terminatePipeline,
+  waitCaughtUp,
+  waitStreaming,
+} from '../../src/control/pipeline';
+import { ensureDatabase } from '../../src/stack/postgres';
+import { stopPid } from '../../src/stack/proc';
 import { statusQuery, stopUpdate } from '../../src/workflows/contract';
-import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
+import {
+  PIPELINE_ID,
+  pipelineTestContext,
+  runStategridIn,
+  spawnWorker,
+  TestContext,
+} from './helpers/pipeline';
 
 /** Slot hygiene: the slot advances while watched tables are idle, and stop --drop-slot cleans up. */
 describe('replication slot hygiene', function () {
@@ -156,5 +174,70 @@ describe('replication stream across capture segments', function () {
       `SELECT count(*)::int AS n FROM ods_change_log WHERE table_name = 'power_consumption'`,
     );
     assert.equal(logged[0].n, id);
+  });
+});
+
+/**
+ * A transaction whose decoded changes outgrow the walsender's decoding memory goes to disk (files under
+ * pg_replslot) and is read back at its commit: the worker's STATEGRID_DECODING_WORK_MEM_MB at 1 MB makes a
+ * 30,000-change transaction spill. Every change is still applied once, `pipeline status` and the slot figures
+ * show the spill. The sink is a database of its own, so the test's main pipeline is untouched.
+ */
+describe('decoding past its memory', function () {
+  this.timeout(300000);
+  const t = new TestContext();
+  const PIPELINE = 'spill';
+  let workerPid: number | undefined;
+  before(() => t.open());
+  after(async () => {
+    await terminatePipeline(t.client, PIPELINE, 'test done');
+    if (workerPid) await stopPid(workerPid, 20000);
+    await dropSlot(t.cfg.sourceUrl, `stategrid_${PIPELINE}`);
+    await t.close();
+  });
+
+  it('spills a large transaction to disk and applies each of its changes once', async () => {
+    const env = {
+      ...process.env,
+      STATEGRID_HOME: path.join(t.cfg.home, 'spill-worker'),
+      STATEGRID_SINK_URL: t.cfg.sourceUrl.replace(/\/[^/?]*(\?|$)/, '/stategrid_spill$1'),
+      STATEGRID_TASK_QUEUE: 'stategrid-spill',
+      STATEGRID_METRICS_PORT: '0',
+      STATEGRID_DECODING_WORK_MEM_MB: '1',
+    };
+    const cfg = loadConfig(env);
+    await ensureDatabase(cfg);
+    await resetEverything(cfg, t.client, PIPELINE);
+    workerPid = (await spawnWorker(env)).pid;
+    await t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
+      FROM generate_series(1, 100) g`);
+    await startPipeline(cfg, t.client, { pipelineId: PIPELINE, segmentSeconds: 10, batchDelayMs: 50 });
+    await waitStreaming(cfg, PIPELINE, 60000);
+
+    // One transaction of 30,000 inserts, 5,000 updates of them and 2,000 deletes, and a user moving region.
+    await t.q(`BEGIN;
+      INSERT INTO power_consumption SELECT g, 1 + g % 100, 1.25, 0.50, '2026-11-20 08:00:00'::timestamp + g * interval '1 s'
+        FROM generate_series(1, 30000) g;
+      UPDATE power_consumption SET consumption_amount = 4.00 WHERE consumption_id % 6 = 0;
+      DELETE FROM power_consumption WHERE consumption_id % 15 = 1;
+      UPDATE power_user SET region_id = 2, region_name = 'r2' WHERE user_id = 3;
+      COMMIT`);
+    assert.ok(await waitCaughtUp(cfg, PIPELINE, 120000), 'caught up');
+    await t.assertConvergedWithSink(cfg.sinkUrl);
+    const logged = await withClient(cfg.sinkUrl, (sink) =>
+      sink.query<{ n: number }>(`SELECT count(*)::int AS n FROM ods_change_log`),
+    );
+    assert.equal(logged.rows[0].n, 30000 + 5000 + 2000 + 1, 'each change logged once');
+
+    const slot = await slotFigures(t.cfg.sourceUrl, `stategrid_${PIPELINE}`);
+    assert.ok(slot.decoded, 'the slot has decoding statistics');
+    assert.ok(slot.decoded.spilledTransactions >= 1, `spilled: ${JSON.stringify(slot.decoded)}`);
+    assert.ok(slot.decoded.spilledBytes > 1_000_000, `spilled: ${JSON.stringify(slot.decoded)}`);
+    const status = runStategridIn(env, ['pipeline', 'status', '--id', PIPELINE]);
+    assert.equal(status.status, 0, status.stderr);
+    assert.match(
+      status.stdout,
+      /decoded: \d+ bytes, spilled to disk [1-9]\d* bytes in [1-9]\d* transactions/,
+    );
   });
 });
