@@ -31,11 +31,15 @@ function printStatus(s: PipelineStatus): void {
     `  slot: ${s.slot.exists ? `${s.slot.active ? 'active' : 'inactive'}, lag ${s.slot.lagBytes} bytes, wal ${s.slot.walStatus}` : 'MISSING'}`,
   );
   const d = s.slot.decoded;
-  // Spilled transactions decode from disk: many of them call for more decoding memory.
   if (d) {
     say(
       `  decoded: ${d.bytes} bytes, spilled to disk ${d.spilledBytes} bytes in ${d.spilledTransactions} transactions`,
     );
+    // A spilled transaction is read back from disk at its commit: correct, but slower.
+    if (d.spilledTransactions > 0)
+      say(
+        '  (transactions larger than STATEGRID_DECODING_WORK_MEM_MB spill; a larger setting keeps them in memory)',
+      );
   }
   if (st?.lastSegment) {
     say(

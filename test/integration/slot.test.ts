@@ -180,7 +180,7 @@ describe('replication stream across capture segments', function () {
 /**
  * A transaction whose decoded changes outgrow the walsender's decoding memory goes to disk (files under
  * pg_replslot) and is read back at its commit: the worker's STATEGRID_DECODING_WORK_MEM_MB at 1 MB makes a
- * 30,000-change transaction spill. Every change is still applied once, `pipeline status` and the slot figures
+ * transaction of 37,000 changes spill. Every change is still applied once, `pipeline status` and the slot figures
  * show the spill. The sink is a database of its own, so the test's main pipeline is untouched.
  */
 describe('decoding past its memory', function () {
@@ -239,5 +239,6 @@ describe('decoding past its memory', function () {
       status.stdout,
       /decoded: \d+ bytes, spilled to disk [1-9]\d* bytes in [1-9]\d* transactions/,
     );
+    assert.match(status.stdout, /larger than STATEGRID_DECODING_WORK_MEM_MB spill/);
   });
 });
