@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { parseLsn } from '../src/cdc/changes';
+import { slotFigures, type SlotFigures } from '../src/cdc/source-admin';
 import type { AppConfig } from '../src/config';
 import { waitCaughtUp } from '../src/control/pipeline';
 import { withClient } from '../src/db/client';
@@ -113,17 +114,12 @@ export function walFigures(phase: string, before: WalSample, after: WalSample, r
   ];
 }
 
-/** What a slot's walsender has decoded so far (pg_stat_replication_slots): all of it, and what it spilled to disk. */
-export type SlotDecoding = { txns: number; bytes: number; spilledTxns: number; spilledBytes: number };
+/** What a slot's walsenders decoded so far, and spilled to disk (the product's slot figures). */
+export type SlotDecoding = NonNullable<SlotFigures['decoded']>;
 
 export async function slotDecoding(cfg: AppConfig, slot: string): Promise<SlotDecoding> {
-  const [row] = await sql<SlotDecoding>(
-    cfg,
-    `SELECT total_txns::float8 AS txns, total_bytes::float8 AS bytes, spill_txns::float8 AS "spilledTxns",
-       spill_bytes::float8 AS "spilledBytes" FROM pg_stat_replication_slots WHERE slot_name = $1`,
-    [slot],
-  );
-  return row ?? { txns: 0, bytes: 0, spilledTxns: 0, spilledBytes: 0 };
+  const NONE = { transactions: 0, bytes: 0, spilledTransactions: 0, spilledBytes: 0 };
+  return (await slotFigures(cfg.sourceUrl, slot)).decoded ?? NONE;
 }
 
 /**
@@ -134,9 +130,13 @@ export async function slotDecoding(cfg: AppConfig, slot: string): Promise<SlotDe
 export function decodingFigures(phase: string, before: SlotDecoding, after: SlotDecoding): Figure[] {
   const mb = (k: keyof SlotDecoding) => (after[k] - before[k]) / 1e6;
   return [
-    { name: `${phase} transactions decoded`, ours: after.txns - before.txns, unit: '' },
+    { name: `${phase} transactions decoded`, ours: after.transactions - before.transactions, unit: '' },
     { name: `${phase} changes decoded`, ours: mb('bytes'), unit: 'MB' },
-    { name: `${phase} transactions spilled to disk`, ours: after.spilledTxns - before.spilledTxns, unit: '' },
+    {
+      name: `${phase} transactions spilled to disk`,
+      ours: after.spilledTransactions - before.spilledTransactions,
+      unit: '',
+    },
     { name: `${phase} changes spilled to disk`, ours: mb('spilledBytes'), unit: 'MB' },
   ];
 }

@@ -457,7 +457,7 @@ async function uniformSnapshot(
     },
     ...decodingFigures(
       'snapshot until caught up,',
-      { txns: 0, bytes: 0, spilledTxns: 0, spilledBytes: 0 },
+      { transactions: 0, bytes: 0, spilledTransactions: 0, spilledBytes: 0 },
       decoded,
     ),
   ];

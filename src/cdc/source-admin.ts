@@ -112,14 +112,14 @@ export type SlotFigures = {
    * decoding memory (STATEGRID_DECODING_WORK_MEM_MB), since the slot's statistics were last reset; null where
    * PostgreSQL has no statistics for the slot yet.
    */
-  decoded: { bytes: number; spilledBytes: number; spilledTransactions: number } | null;
+  decoded: { transactions: number; bytes: number; spilledTransactions: number; spilledBytes: number } | null;
 };
 
 export async function slotFigures(sourceUrl: string, slotName: string): Promise<SlotFigures> {
   return withClient(sourceUrl, async (source) => {
     const { rows } = await source.query(
       `SELECT s.active, s.wal_status, (pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint AS lag,
-         d.total_bytes, d.spill_bytes, d.spill_txns
+         d.total_txns, d.total_bytes, d.spill_txns, d.spill_bytes
        FROM pg_replication_slots s LEFT JOIN pg_stat_replication_slots d USING (slot_name)
        WHERE s.slot_name = $1`,
       [slotName],
@@ -135,9 +135,10 @@ export async function slotFigures(sourceUrl: string, slotName: string): Promise<
         r.total_bytes === null
           ? null
           : {
+              transactions: Number(r.total_txns),
               bytes: Number(r.total_bytes),
-              spilledBytes: Number(r.spill_bytes),
               spilledTransactions: Number(r.spill_txns),
+              spilledBytes: Number(r.spill_bytes),
             },
     };
   });
