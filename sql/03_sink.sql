@@ -94,7 +94,10 @@ CREATE TABLE IF NOT EXISTS dws_user_day_total (
 -- DWD row changes not yet in dws_user_day_total: each batch appends, in its own transaction, its detail rows
 -- before the change (rows < 0) and after it (rows > 0); the refresher deletes what it applies in the transaction
 -- that applies it, so every change counts exactly once. No index: it is read whole and emptied by every refresh.
-CREATE TABLE IF NOT EXISTS stategrid_dws_delta (
+-- Unlogged: its rows and their deletion would be two of every streamed row's WAL records, which the sink writes and
+-- a walsender reads. A crash (or a standby's promotion) empties it; stategrid_dws_delta_parts says which partitions
+-- then lost deltas, and the sentinel below that it happened (docs/architecture.md, "Exactly-once effect").
+CREATE UNLOGGED TABLE IF NOT EXISTS stategrid_dws_delta (
   stat_date   DATE NOT NULL,
   region_id   INT NOT NULL,
   user_id     BIGINT NOT NULL,
@@ -103,6 +106,22 @@ CREATE TABLE IF NOT EXISTS stategrid_dws_delta (
   amount      NUMERIC(12, 2) NOT NULL,
   cost        NUMERIC(12, 2) NOT NULL,
   rows        INT NOT NULL
+);
+
+-- Installs from before it was unlogged (a no-op once it is).
+ALTER TABLE stategrid_dws_delta SET UNLOGGED;
+
+-- The (day, region) partitions of the deltas appended and not yet applied, one row per partition per write, in the
+-- writer's transaction (logged): after a crash emptied the deltas, these partitions are rebuilt from DWD.
+CREATE TABLE IF NOT EXISTS stategrid_dws_delta_parts (
+  stat_date DATE NOT NULL,
+  region_id INT NOT NULL
+);
+
+-- One row while the unlogged deltas are intact: a crash empties this table too. Only the DWS writer that finds it
+-- empty, and marks stategrid_dws_delta_parts for rebuilding, puts the row back; initialization never does.
+CREATE UNLOGGED TABLE IF NOT EXISTS stategrid_dws_delta_intact (
+  intact BOOLEAN NOT NULL
 );
 
 -- Resume point of each pipeline; written in the same transaction as the data it covers.

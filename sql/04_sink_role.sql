@@ -9,6 +9,7 @@ GRANT USAGE ON SCHEMA public TO stategrid_sink;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ods_power_user, ods_power_consumption, ods_change_log,
   dwd_power_user_info, dwd_power_consumption_detail, dws_region_daily_stats,
   stategrid_checkpoint, stategrid_dws_cursor, stategrid_dead_letter, stategrid_dws_dirty, stategrid_dws_delta,
+  stategrid_dws_delta_parts, stategrid_dws_delta_intact,
   dws_user_day_total, stategrid_window, dws_revision,
   stategrid_verify_run, stategrid_repair, stategrid_snapshot_chunk
   TO stategrid_sink;

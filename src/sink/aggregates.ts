@@ -290,6 +290,7 @@ function inDwsTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promi
   return withTransaction(pool, async (client) => {
     await client.query(dws.NO_JIT);
     await client.query(dws.LOCK_DWS);
+    await client.query(dws.RECOVER_LOST_DELTAS);
     return fn(client);
   });
 }

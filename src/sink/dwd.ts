@@ -97,6 +97,14 @@ const DELTA_COLUMNS =
 const INSERT_DELTAS = `
 INSERT INTO stategrid_dws_delta (stat_date, region_id, user_id, region_name, user_name, amount, cost, rows)`;
 
+/**
+ * Records the (day, region) partitions of the deltas a CTE inserted (RETURNING stat_date, region_id) in the logged
+ * stategrid_dws_delta_parts, in the same statement: if a crash empties the unlogged deltas, these partitions are
+ * rebuilt from DWD (dws.RECOVER_LOST_DELTAS).
+ */
+const recordDeltaParts = (inserted: string) => `
+INSERT INTO stategrid_dws_delta_parts (stat_date, region_id) SELECT DISTINCT stat_date, region_id FROM ${inserted}`;
+
 /** The DWS deltas of detail rows `rows` selects, netted (see recordDeltas), as a SELECT; `also` adds a condition. */
 const netDeltas = (rows: string, also = '') => `
 SELECT consumption_date::date, region_id, user_id, region_name, user_name, consumption_amount, consumption_cost,
@@ -109,7 +117,9 @@ GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING sum(n) <> 0`;
  * change and +1 as it is after. A row the change left as it was (a user update that kept name and region) cancels
  * out here. Orphans (no region) are outside DWS and leave none.
  */
-export const recordDeltas = (rows: string) => `${INSERT_DELTAS}${netDeltas(rows)}`;
+export const recordDeltas = (rows: string) =>
+  `WITH d AS (${INSERT_DELTAS}${netDeltas(rows)}
+RETURNING stat_date, region_id)${recordDeltaParts('d')}`;
 
 /** The deltas of the detail rows the one-statement batch wrote (its CTE dwd_up, n = +1), as they are. */
 const NEW_ROW_DELTAS = `
@@ -233,7 +243,8 @@ c AS MATERIALIZED (
   FROM unnest(:upsert_at::bigint[], :upsert_valid::boolean[]) AS u(at, valid) JOIN log l ON l.at = u.at),
 ods_up AS (${insertOds('power_consumption', 'c', { upsert, extra })} RETURNING 1),${removals}
 dwd_up AS (${insertDwdDetails('c', { where: 'c._valid', upsert, returning: `${DELTA_COLUMNS}, 1 AS n` })}),
-deltas AS (${deltas} RETURNING 1)
+deltas AS (${deltas} RETURNING stat_date, region_id),
+delta_parts AS (${recordDeltaParts('deltas')})
 SELECT ${atCheckpoint ? '(SELECT ok FROM gate) AS ok, ' : ''}(SELECT count(*) FROM logged)::int AS logged, (SELECT count(*) FROM dead)::int AS dead,
   (SELECT count(*) FROM ods_up)::int${removed('ods_del')} AS ods,
   (SELECT count(*) FROM dwd_up)::int${removed('dwd_del')} AS dwd,

@@ -68,6 +68,8 @@ const DWD_MAX_OF = (alias: string) => `(
  */
 export const APPLY_DELTAS = `
 WITH taken AS MATERIALIZED (DELETE FROM stategrid_dws_delta RETURNING *),
+-- The partitions of the deltas taken: applied in this transaction, so no longer at risk (see RECOVER_LOST_DELTAS).
+parts_taken AS (DELETE FROM stategrid_dws_delta_parts RETURNING 1),
 net AS MATERIALIZED (
   SELECT ${TOTALS_KEY}, ${NET_SUMS}, max(amount) FILTER (WHERE rows > 0) AS added_max,
     max(amount) FILTER (WHERE rows < 0) AS removed_max, sum(abs(rows)) AS touched
@@ -373,6 +375,26 @@ export const ANALYZE_TOTALS = `ANALYZE dws_user_day_total`;
  * refresh does not hold up the stream. Batches and refreshes only meet on dirty marks (see DROP_TAKEN_MARKS).
  */
 export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`;
+
+/**
+ * Run by every DWS writer right after LOCK_DWS. The deltas are unlogged: a crash of the sink's PostgreSQL (or a
+ * standby promoted in its place) empties them, deltas of batches that had committed included, and empties the
+ * sentinel row stategrid_dws_delta_intact with them. A writer that finds the sentinel gone marks every partition
+ * whose deltas may be lost (stategrid_dws_delta_parts, logged, written with the deltas) for a rebuild from DWD,
+ * which the refresh (catchUp) does before it applies any delta, and puts the sentinel back, all in its
+ * transaction. Deltas written after the crash are in marked partitions too: the rebuild takes them (TAKE_PENDING).
+ * On a new or upgraded sink the sentinel is missing once, with no partition to mark.
+ */
+export const RECOVER_LOST_DELTAS = `
+WITH lost AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM stategrid_dws_delta_intact) AS lost),
+marked AS (
+  INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
+  SELECT DISTINCT stat_date, region_id, 0 FROM stategrid_dws_delta_parts WHERE (SELECT lost FROM lost)
+  ORDER BY 1, 2
+  ON CONFLICT (stat_date, region_id) DO NOTHING
+  RETURNING 1),
+intact AS (INSERT INTO stategrid_dws_delta_intact SELECT true WHERE (SELECT lost FROM lost) RETURNING 1)
+SELECT (SELECT lost FROM lost) AS lost, (SELECT count(*) FROM marked)::int AS marked, (SELECT count(*) FROM intact)::int AS restored`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
 export const READ_MARKS_OF_PARTITIONS = `SELECT d.stat_date::text, d.region_id, d.changes FROM stategrid_dws_dirty d

@@ -13,6 +13,7 @@ export const CLEAR_FOR_SNAPSHOT = [
   ...LAYER_TABLES.map((t) => `DELETE FROM ${t}`),
   'DELETE FROM stategrid_dws_dirty',
   'DELETE FROM stategrid_dws_delta',
+  'DELETE FROM stategrid_dws_delta_parts',
   'DELETE FROM dws_user_day_total',
   // Dead letters of an earlier (interrupted or superseded) snapshot: this one finds the invalid rows again.
   'DELETE FROM stategrid_dead_letter WHERE seq IS NULL',

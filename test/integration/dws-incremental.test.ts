@@ -234,6 +234,45 @@ describe('incremental DWS', function () {
     assert.equal(after.lateEvents - before.lateEvents, 5, 'each late row counted once');
   });
 
+  it('rebuilds from DWD the partitions whose deltas a crash emptied (the delta table is unlogged)', async () => {
+    await t.twoDaysOfConsumptions([DAY1, DAY2]);
+    await t.caughtUp();
+    // Refreshes held back (the DWS lock), so the deltas of the batches below stay pending.
+    const holder = new pg.Client({ connectionString: t.cfg.sinkUrl });
+    await holder.connect();
+    try {
+      await holder.query(`BEGIN; SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))`);
+      await t.q(`INSERT INTO power_consumption SELECT 40000 + g, 1 + g % 6, 0.75 * g, 0.30, '${DAY1} 12:00'
+        FROM generate_series(1, 20) g`);
+      await t.q(`BEGIN;
+        UPDATE power_consumption SET consumption_amount = consumption_amount + 5 WHERE consumption_id % 5 = 0;
+        DELETE FROM power_consumption WHERE consumption_id % 9 = 0;
+        UPDATE power_user SET region_id = 2, region_name = 'r2' WHERE user_id = 4;
+        COMMIT`);
+      await t.waitFor('the batches committed, their deltas pending', async () => {
+        const [r] = await t.q<{ ods: boolean; deltas: number }>(
+          `SELECT EXISTS (SELECT 1 FROM ods_power_consumption WHERE consumption_id = 40020) AS ods,
+             (SELECT count(*)::int FROM stategrid_dws_delta) AS deltas`,
+        );
+        const log = await t.q(`SELECT 1 FROM ods_change_log WHERE table_name = 'power_user' AND op = 'U'`);
+        return r.ods && r.deltas > 0 && log.length > 0;
+      });
+      // What crash recovery does to unlogged tables: the deltas and the sentinel are gone, the marks are not.
+      await t.q(`TRUNCATE stategrid_dws_delta, stategrid_dws_delta_intact`);
+      const parts = await t.q(`SELECT DISTINCT stat_date, region_id FROM stategrid_dws_delta_parts`);
+      assert.ok(parts.length > 0, 'the partitions of the lost deltas are recorded');
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+    await assertExact([DAY1, DAY2]);
+    const [left] = await t.q<{ parts: number; intact: number }>(
+      `SELECT (SELECT count(*)::int FROM stategrid_dws_delta_parts) AS parts,
+         (SELECT count(*)::int FROM stategrid_dws_delta_intact) AS intact`,
+    );
+    assert.deepEqual(left, { parts: 0, intact: 1 }, 'partitions rebuilt, the sentinel back');
+  });
+
   it('brings DWS level with DWD as soon as the sink holds everything received, not at the next interval', async () => {
     // No refresh falls due by the interval after the segment's first one: only the sink catching up starts one.
     // A day ahead of the clock, so no window close (which takes the deltas too) brings DWS level instead.
