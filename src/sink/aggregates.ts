@@ -284,13 +284,22 @@ async function countLateEvents(
 
 /**
  * Runs `fn` in a transaction that holds the DWS lock (one DWS writer at a time) and plans without JIT: every DWS
- * statement runs on estimates past jit_above_cost, and compiling costs more than it saves (see dws.NO_JIT).
+ * statement runs on estimates past jit_above_cost, and compiling costs more than it saves (see dws.NO_JIT). First
+ * it recovers deltas a crash emptied (dws.RECOVER_LOST_DELTAS), and says so through `warn`.
  */
-function inDwsTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+function inDwsTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+  warn?: DwsWarn,
+): Promise<T> {
   return withTransaction(pool, async (client) => {
     await client.query(dws.NO_JIT);
     await client.query(dws.LOCK_DWS);
-    await client.query(dws.RECOVER_LOST_DELTAS);
+    const { rows } = await client.query<{ lost: boolean; marked: number }>(dws.RECOVER_LOST_DELTAS);
+    if (rows[0].lost && rows[0].marked > 0)
+      warn?.('DWS deltas lost in a crash of the sink database: their partitions are rebuilt from DWD', {
+        partitions: rows[0].marked,
+      });
     return fn(client);
   });
 }
@@ -309,11 +318,15 @@ export async function refreshDirtyPartitions(
 ): Promise<RefreshResult> {
   const cp = await readCheckpoint(pool, pipelineId);
   if (!cp) throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-  return inDwsTransaction(pool, async (client) => {
-    const result = await catchUp(client, spareOf(pool, warn));
-    await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);
-    return result;
-  });
+  return inDwsTransaction(
+    pool,
+    async (client) => {
+      const result = await catchUp(client, spareOf(pool, warn));
+      await advanceDwsCursor(client, pipelineId, cp.epoch, cp.confirmed_lsn);
+      return result;
+    },
+    warn,
+  );
 }
 
 /**
@@ -382,14 +395,18 @@ export async function closeDayWindow(
   closedBy: string,
   warn: DwsWarn,
 ): Promise<DayResult> {
-  return inDwsTransaction(pool, async (client) => {
-    if (!(await readCheckpoint(client, pipelineId)))
-      throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
-    const checked = await recheckWholeDay(client, date, 'close', spareOf(pool, warn));
-    const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
-    for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
-    return { date, ...checked, newlyClosed: rows[0].newly_closed };
-  });
+  return inDwsTransaction(
+    pool,
+    async (client) => {
+      if (!(await readCheckpoint(client, pipelineId)))
+        throw new Error(`no checkpoint row for pipeline ${pipelineId}`);
+      const checked = await recheckWholeDay(client, date, 'close', spareOf(pool, warn));
+      const { rows } = await client.query<{ newly_closed: boolean }>(dws.CLOSE_WINDOW, [date, closedBy]);
+      for (const sql of dws.FINALIZE_DAY_ROWS) await client.query(sql, [date]);
+      return { date, ...checked, newlyClosed: rows[0].newly_closed };
+    },
+    warn,
+  );
 }
 
 /**
@@ -404,10 +421,14 @@ export async function recomputeDay(
   date: string,
   warn: DwsWarn,
 ): Promise<DayResult> {
-  return inDwsTransaction(pool, async (client) => {
-    if (pipelineId) await lockCheckpoint(client, pipelineId);
-    const checked = await recheckWholeDay(client, date, 'recompute', spareOf(pool, warn));
-    await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
-    return { date, ...checked };
-  });
+  return inDwsTransaction(
+    pool,
+    async (client) => {
+      if (pipelineId) await lockCheckpoint(client, pipelineId);
+      const checked = await recheckWholeDay(client, date, 'recompute', spareOf(pool, warn));
+      await client.query(dws.DROP_DIRTY_OF_DAY, [date]);
+      return { date, ...checked };
+    },
+    warn,
+  );
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { withClient } from '../../src/db/client';
@@ -271,6 +272,8 @@ describe('incremental DWS', function () {
          (SELECT count(*)::int FROM stategrid_dws_delta_intact) AS intact`,
     );
     assert.deepEqual(left, { parts: 0, intact: 1 }, 'partitions rebuilt, the sentinel back');
+    const log = fs.readFileSync(path.join(t.cfg.home, 'logs', 'worker.log'), 'utf8');
+    assert.match(log, /DWS deltas lost in a crash of the sink database/, 'the worker says what happened');
   });
 
   it('brings DWS level with DWD as soon as the sink holds everything received, not at the next interval', async () => {
