@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { dropSlot } from '../../src/cdc/source-admin';
 import { loadConfig } from '../../src/config';
 import { withClient } from '../../src/db/client';
 import { initDatabases } from '../../src/db/init';
-import { resetEverything, startPipeline, terminatePipeline, waitCaughtUp } from '../../src/control/pipeline';
+import { resetEverything, startPipeline, waitCaughtUp } from '../../src/control/pipeline';
 import { tlsRootCert } from '../../src/stack/postgres';
-import { stopPid } from '../../src/stack/proc';
-import { PIPELINE_ID, spawnWorker, TestContext } from './helpers/pipeline';
+import { ownWorkerTestContext, PIPELINE_ID } from './helpers/pipeline';
 
 /**
  * Least privilege and TLS: the CDC role can replicate and read the two source tables and nothing else, the sink
@@ -16,18 +14,9 @@ import { PIPELINE_ID, spawnWorker, TestContext } from './helpers/pipeline';
  */
 describe('roles and TLS', function () {
   this.timeout(240000);
-  const t = new TestContext();
   const SECURE = 'secure';
   const QUEUE = 'stategrid-secure';
-  let workerPid: number | undefined;
-
-  before(() => t.open());
-  after(async () => {
-    await terminatePipeline(t.client, SECURE, 'test done');
-    if (workerPid) await stopPid(workerPid, 20000);
-    await dropSlot(t.cfg.sourceUrl, `stategrid_${SECURE}`);
-    await t.close();
-  });
+  const { t, spawn } = ownWorkerTestContext(SECURE);
 
   it('gives the CDC role REPLICATION and SELECT on the two source tables only, and the sink role no superuser', async () => {
     const roles = await t.q(
@@ -102,9 +91,7 @@ describe('roles and TLS', function () {
       STATEGRID_METRICS_PORT: '0',
     };
     const cfg = loadConfig(env);
-    const worker = await spawnWorker(env);
-    workerPid = worker.pid;
-    const logFile = worker.logFile;
+    const { logFile } = await spawn(env);
 
     await startPipeline(cfg, t.client, { pipelineId: SECURE, segmentSeconds: 5, batchDelayMs: 50 });
     await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 2, 2.50, 1.40, '2026-11-21 10:00:00'

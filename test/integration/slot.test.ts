@@ -8,20 +8,12 @@ import {
   pipelineWorkflowId,
   resetEverything,
   startPipeline,
-  terminatePipeline,
   waitCaughtUp,
   waitStreaming,
 } from '../../src/control/pipeline';
 import { ensureDatabase } from '../../src/stack/postgres';
-import { stopPid } from '../../src/stack/proc';
 import { statusQuery, stopUpdate } from '../../src/workflows/contract';
-import {
-  PIPELINE_ID,
-  pipelineTestContext,
-  runStategridIn,
-  spawnWorker,
-  TestContext,
-} from './helpers/pipeline';
+import { PIPELINE_ID, pipelineTestContext, runStategridIn, ownWorkerTestContext } from './helpers/pipeline';
 
 /** Slot hygiene: the slot advances while watched tables are idle, and stop --drop-slot cleans up. */
 describe('replication slot hygiene', function () {
@@ -185,16 +177,8 @@ describe('replication stream across capture segments', function () {
  */
 describe('decoding past its memory', function () {
   this.timeout(300000);
-  const t = new TestContext();
   const PIPELINE = 'spill';
-  let workerPid: number | undefined;
-  before(() => t.open());
-  after(async () => {
-    await terminatePipeline(t.client, PIPELINE, 'test done');
-    if (workerPid) await stopPid(workerPid, 20000);
-    await dropSlot(t.cfg.sourceUrl, `stategrid_${PIPELINE}`);
-    await t.close();
-  });
+  const { t, spawn } = ownWorkerTestContext(PIPELINE);
 
   it('spills a large transaction to disk and applies each of its changes once', async () => {
     const env = {
@@ -208,7 +192,7 @@ describe('decoding past its memory', function () {
     const cfg = loadConfig(env);
     await ensureDatabase(cfg);
     await resetEverything(cfg, t.client, PIPELINE);
-    workerPid = (await spawnWorker(env)).pid;
+    await spawn(env);
     await t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
       FROM generate_series(1, 100) g`);
     await startPipeline(cfg, t.client, { pipelineId: PIPELINE, segmentSeconds: 10, batchDelayMs: 50 });

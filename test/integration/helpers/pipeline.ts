@@ -10,7 +10,8 @@ import { loadConfig, type AppConfig } from '../../../src/config';
 import { withClient } from '../../../src/db/client';
 import { workerEntry } from '../../../src/stack';
 import { postgresPid } from '../../../src/stack/postgres';
-import { childPids, readPid, spawnDetached, waitFor } from '../../../src/stack/proc';
+import { childPids, readPid, spawnDetached, stopPid, waitFor } from '../../../src/stack/proc';
+import { dropSlot } from '../../../src/cdc/source-admin';
 import { CHANGE_LOG_AS_STREAMED, OracleCompare, type LayerDivergence } from './oracle-compare';
 import {
   currentDeadLetterLayer,
@@ -364,6 +365,32 @@ export function pipelineTestContext(
     await t.close();
   });
   return t;
+}
+
+/**
+ * A TestContext for a `describe` whose pipeline `pipelineId` runs on a worker process of its own: opened before its
+ * tests; afterwards that pipeline is terminated, the worker `spawn` started is stopped, the pipeline's slot dropped
+ * and the context closed.
+ */
+export function ownWorkerTestContext(pipelineId: string): {
+  t: TestContext;
+  spawn(env: NodeJS.ProcessEnv): ReturnType<typeof spawnWorker>;
+} {
+  const t = new TestContext();
+  let workerPid: number | undefined;
+  before(() => t.open());
+  after(async () => {
+    await terminatePipeline(t.client, pipelineId, 'test done');
+    if (workerPid) await stopPid(workerPid, 20000);
+    await dropSlot(t.cfg.sourceUrl, `stategrid_${pipelineId}`);
+    await t.close();
+  });
+  const spawn = async (env: NodeJS.ProcessEnv) => {
+    const worker = await spawnWorker(env);
+    workerPid = worker.pid;
+    return worker;
+  };
+  return { t, spawn };
 }
 
 /**
