@@ -29,6 +29,12 @@ export const lateEvents = new Counter({
   labelNames: ['pipeline'] as const,
   registers: [registry],
 });
+export const dwsLostDeltaPartitions = new Counter({
+  name: 'stategrid_dws_lost_delta_partitions_total',
+  help: 'DWS partitions rebuilt from DWD because a crash of the sink database emptied their unlogged deltas',
+  labelNames: ['pipeline'] as const,
+  registers: [registry],
+});
 export const slotLagBytes = new Gauge({
   name: 'stategrid_slot_lag_bytes',
   help: 'WAL between the source insert position and the slot confirmed position',

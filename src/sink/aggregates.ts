@@ -15,6 +15,8 @@ export type RefreshResult = {
   revisions: number;
   /** Changes that arrived for days whose window was already closed (final). */
   lateEvents?: number;
+  /** Partitions rebuilt from DWD because a crash had emptied their deltas (see dws.RECOVER_LOST_DELTAS). */
+  lostDeltaPartitions?: number;
 };
 
 /** (day, region) partitions as the parallel arrays the statements take. */
@@ -285,22 +287,24 @@ async function countLateEvents(
 /**
  * Runs `fn` in a transaction that holds the DWS lock (one DWS writer at a time) and plans without JIT: every DWS
  * statement runs on estimates past jit_above_cost, and compiling costs more than it saves (see dws.NO_JIT). First
- * it recovers deltas a crash emptied (dws.RECOVER_LOST_DELTAS), and says so through `warn`.
+ * it recovers deltas a crash emptied (dws.RECOVER_LOST_DELTAS), says so through `warn` and returns the partitions
+ * it marked for a rebuild beside `fn`'s result.
  */
-function inDwsTransaction<T>(
+function inDwsTransaction<T extends object>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
-  warn?: DwsWarn,
-): Promise<T> {
+  warn: DwsWarn,
+): Promise<T & { lostDeltaPartitions: number }> {
   return withTransaction(pool, async (client) => {
     await client.query(dws.NO_JIT);
     await client.query(dws.LOCK_DWS);
-    const { rows } = await client.query<{ lost: boolean; marked: number }>(dws.RECOVER_LOST_DELTAS);
-    if (rows[0].lost && rows[0].marked > 0)
-      warn?.('DWS deltas lost in a crash of the sink database: their partitions are rebuilt from DWD', {
-        partitions: rows[0].marked,
+    const { rows } = await client.query<{ lost: boolean; partitions: number }>(dws.RECOVER_LOST_DELTAS);
+    const lostDeltaPartitions = rows[0].lost ? rows[0].partitions : 0;
+    if (lostDeltaPartitions > 0)
+      warn('DWS deltas lost in a crash of the sink database: their partitions are rebuilt from DWD', {
+        partitions: lostDeltaPartitions,
       });
-    return fn(client);
+    return { ...(await fn(client)), lostDeltaPartitions };
   });
 }
 
@@ -337,22 +341,30 @@ export async function recomputePartitions(
   pool: pg.Pool,
   partitions: { stat_date: string; region_id: number }[],
   reason: string,
+  warn: DwsWarn,
 ): Promise<RefreshResult> {
   if (!partitions.length) return NOTHING;
-  return inDwsTransaction(pool, async (client) => {
-    const parts = { dates: partitions.map((p) => p.stat_date), regions: partitions.map((p) => p.region_id) };
-    const { rows: marks } = await client.query<DirtyMark>(dws.READ_MARKS_OF_PARTITIONS, [
-      parts.dates,
-      parts.regions,
-    ]);
-    const changes: ChangesByDay = new Map();
-    await rebuildTotals(client, parts, changes, false);
-    const refreshed = await refreshPartitions(client, parts, reason);
-    // The repair's own rebuild marks (and any other mark of these partitions) are taken care of now.
-    await dropTakenMarks(client, marks, changes);
-    const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
-    return { ...refreshed.result, lateEvents };
-  });
+  return inDwsTransaction(
+    pool,
+    async (client) => {
+      const parts = {
+        dates: partitions.map((p) => p.stat_date),
+        regions: partitions.map((p) => p.region_id),
+      };
+      const { rows: marks } = await client.query<DirtyMark>(dws.READ_MARKS_OF_PARTITIONS, [
+        parts.dates,
+        parts.regions,
+      ]);
+      const changes: ChangesByDay = new Map();
+      await rebuildTotals(client, parts, changes, false);
+      const refreshed = await refreshPartitions(client, parts, reason);
+      // The repair's own rebuild marks (and any other mark of these partitions) are taken care of now.
+      await dropTakenMarks(client, marks, changes);
+      const lateEvents = await countLateEvents(client, changes, refreshed.revisionsByDay);
+      return { ...refreshed.result, lateEvents };
+    },
+    warn,
+  );
 }
 
 export type DayResult = RefreshResult & {

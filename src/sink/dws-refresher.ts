@@ -129,6 +129,7 @@ export class DwsRefresher {
       this.stats.revisions += r.revisions;
       metrics.dwsRevisions.inc({ pipeline: this.pipelineId }, r.revisions);
       metrics.lateEvents.inc({ pipeline: this.pipelineId }, r.lateEvents ?? 0);
+      metrics.dwsLostDeltaPartitions.inc({ pipeline: this.pipelineId }, r.lostDeltaPartitions ?? 0);
     } catch (err) {
       this.failure ??= err;
       this.failed(err);

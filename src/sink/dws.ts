@@ -383,18 +383,21 @@ export const LOCK_DWS = `SELECT pg_advisory_xact_lock(hashtext('stategrid_dws'))
  * whose deltas may be lost (stategrid_dws_delta_parts, logged, written with the deltas) for a rebuild from DWD,
  * which the refresh (catchUp) does before it applies any delta, and puts the sentinel back, all in its
  * transaction. Deltas written after the crash are in marked partitions too: the rebuild takes them (TAKE_PENDING).
- * On a new or upgraded sink the sentinel is missing once, with no partition to mark.
+ * On a new or upgraded sink the sentinel is missing once, with no partition to mark. A statement of its own, not
+ * part of LOCK_DWS's: its snapshot must be taken after the lock is granted, or it would not see the sentinel a
+ * writer that held the lock put back (nor the marks that writer took) and would mark again.
  */
 export const RECOVER_LOST_DELTAS = `
 WITH lost AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM stategrid_dws_delta_intact) AS lost),
+parts AS MATERIALIZED (
+  SELECT DISTINCT stat_date, region_id FROM stategrid_dws_delta_parts WHERE (SELECT lost FROM lost)),
 marked AS (
   INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
-  SELECT DISTINCT stat_date, region_id, 0 FROM stategrid_dws_delta_parts WHERE (SELECT lost FROM lost)
-  ORDER BY 1, 2
-  ON CONFLICT (stat_date, region_id) DO NOTHING
-  RETURNING 1),
+  SELECT stat_date, region_id, 0 FROM parts ORDER BY 1, 2
+  ON CONFLICT (stat_date, region_id) DO NOTHING),
 intact AS (INSERT INTO stategrid_dws_delta_intact SELECT true WHERE (SELECT lost FROM lost) RETURNING 1)
-SELECT (SELECT lost FROM lost) AS lost, (SELECT count(*) FROM marked)::int AS marked, (SELECT count(*) FROM intact)::int AS restored`;
+SELECT (SELECT lost FROM lost) AS lost, (SELECT count(*) FROM parts)::int AS partitions,
+  (SELECT count(*) FROM intact)::int AS restored`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
 export const READ_MARKS_OF_PARTITIONS = `SELECT d.stat_date::text, d.region_id, d.changes FROM stategrid_dws_dirty d

@@ -89,7 +89,10 @@ export async function repairDifferences(
       }
     });
     const recompute = [...partitions.values()];
-    await recomputePartitions(sink, recompute, 'repair');
+    // Deltas a crash emptied are found here too: their partitions are marked for the next refresh to rebuild.
+    await recomputePartitions(sink, recompute, 'repair', (message, fields) =>
+      progress(`repair: ${message} ${JSON.stringify(fields)}`),
+    );
     records.push(...(await recordRecomputed(sink, { verifyRunId, pipelineId }, recompute)));
     progress(`repair: ${recompute.length} DWS partitions recomputed`);
     return records;

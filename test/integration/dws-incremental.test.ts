@@ -10,6 +10,7 @@ import { TOP_USERS_LATEST_DAY } from '../../src/sink/reports';
 import { stackUp } from '../../src/stack';
 import { readPid } from '../../src/stack/proc';
 import type { RecomputeResult } from '../../src/workflows/contract';
+import { metricValue, scrapeMetrics } from './helpers/metrics';
 import { PIPELINE_ID, pipelineTestContext } from './helpers/pipeline';
 
 /**
@@ -238,6 +239,9 @@ describe('incremental DWS', function () {
   it('rebuilds from DWD the partitions whose deltas a crash emptied (the delta table is unlogged)', async () => {
     await t.twoDaysOfConsumptions([DAY1, DAY2]);
     await t.caughtUp();
+    const lostSeries = `stategrid_dws_lost_delta_partitions_total{pipeline="${PIPELINE_ID}"}`;
+    const lostBefore = metricValue(await scrapeMetrics(t.cfg), lostSeries);
+    let lostParts = 0;
     // Refreshes held back (the DWS lock), so the deltas of the batches below stay pending.
     const holder = new pg.Client({ connectionString: t.cfg.sinkUrl });
     await holder.connect();
@@ -262,6 +266,7 @@ describe('incremental DWS', function () {
       await t.q(`TRUNCATE stategrid_dws_delta, stategrid_dws_delta_intact`);
       const parts = await t.q(`SELECT DISTINCT stat_date, region_id FROM stategrid_dws_delta_parts`);
       assert.ok(parts.length > 0, 'the partitions of the lost deltas are recorded');
+      lostParts = parts.length;
     } finally {
       await holder.query('ROLLBACK');
       await holder.end();
@@ -274,6 +279,8 @@ describe('incremental DWS', function () {
     assert.deepEqual(left, { parts: 0, intact: 1 }, 'partitions rebuilt, the sentinel back');
     const log = fs.readFileSync(path.join(t.cfg.home, 'logs', 'worker.log'), 'utf8');
     assert.match(log, /DWS deltas lost in a crash of the sink database/, 'the worker says what happened');
+    const lost = metricValue(await scrapeMetrics(t.cfg), lostSeries) - lostBefore;
+    assert.equal(lost, lostParts, 'and counts the partitions it rebuilt');
   });
 
   it('brings DWS level with DWD as soon as the sink holds everything received, not at the next interval', async () => {

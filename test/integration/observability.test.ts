@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { metricValue, scrapeMetrics } from './helpers/metrics';
 import { pipelineTestContext } from './helpers/pipeline';
 
 /** The worker's Prometheus endpoint and structured JSON logs, read from the running worker process. */
@@ -9,22 +10,8 @@ describe('worker metrics and logs', function () {
   const t = pipelineTestContext();
 
   it('counts applied rows and dead letters on /metrics and logs JSON lines without passwords', async () => {
-    const scrape = async () => {
-      const res = await fetch(`http://127.0.0.1:${t.cfg.metricsPort}/metrics`);
-      assert.equal(res.status, 200);
-      return res.text();
-    };
-    // Every series also carries the worker's identity (worker="…"), one process per worker.
-    const value = (body: string, series: string) => {
-      const [name, labels] = series.split('{');
-      const wanted = labels.replace(/}$/, '').split(',');
-      const line = body
-        .split('\n')
-        .find(
-          (l) => l.startsWith(`${name}{`) && wanted.every((w) => l.includes(w)) && l.includes('worker="'),
-        );
-      return line ? Number(line.split(' ')[1]) : 0;
-    };
+    const scrape = () => scrapeMetrics(t.cfg);
+    const value = metricValue;
     const applied = 'stategrid_rows_applied_total{pipeline="test",table="power_consumption"}';
     const dead = 'stategrid_dead_letters_total{pipeline="test"}';
     const before = await scrape();

@@ -13,6 +13,7 @@ import { WorkflowType } from '../../src/workflows/contract';
 import type { verifyWorkflow } from '../../src/workflows/verifyWorkflow';
 import { REPO_ROOT } from './setup/env';
 import { PIPELINE_ID, pipelineTestContext, runStategrid } from './helpers/pipeline';
+import { scrapeMetrics } from './helpers/metrics';
 
 const DAY_A = '2026-11-20';
 const DAY_B = '2026-11-21';
@@ -217,7 +218,9 @@ describe('stategrid verify --repair', function () {
     );
     await t.q(`DELETE FROM ods_power_consumption WHERE consumption_id = ${lost}`);
     await t.q(`DELETE FROM dwd_power_consumption_detail WHERE consumption_id = ${lost}`);
-    await withPool(t.cfg.sinkUrl, (sink) => recomputePartitions(sink, [lostAt], 'recompute'));
+    await withPool(t.cfg.sinkUrl, (sink) =>
+      recomputePartitions(sink, [lostAt], 'recompute', () => undefined),
+    );
     // The read happens first; then the stream changes two of the keys, and the third is corrupted in the sink.
     const { low, rows } = await withClient(t.cfg.sourceUrl, async (source) => ({
       low: await repairLowWatermark(source),
@@ -286,7 +289,7 @@ describe('stategrid verify --repair', function () {
     });
     await t.assertConverged();
 
-    const metrics = await (await fetch(`http://127.0.0.1:${t.cfg.metricsPort}/metrics`)).text();
+    const metrics = await scrapeMetrics(t.cfg);
     assert.match(
       metrics,
       /stategrid_repairs_total\{[^}]*table="ods_power_user"[^}]*action="updated"[^}]*\} 1\n/,
