@@ -59,6 +59,53 @@ export function processCpuSeconds(pid: number, withReapedChildren = false): numb
   return fields ? cpuOf(fields, withReapedChildren) : null;
 }
 
+/** The whole machine's CPU seconds so far (/proc/stat, every core): busy (all but idle and I/O wait) and stolen. */
+export type MachineCpu = { busy: number; steal: number };
+
+export function machineCpu(): MachineCpu {
+  // cpu  user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user)
+  const [user, nice, system, , , irq, softirq, steal] = fs
+    .readFileSync('/proc/stat', 'utf8')
+    .split('\n')[0]
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  return { busy: (user + nice + system + irq + softirq) / CLOCK_TICKS, steal: steal / CLOCK_TICKS };
+}
+
+/**
+ * The whole machine over a burst, from its first commit until ODS+DWD held it (`seconds`): how busy its cores
+ * were, its CPU per streamed row (every process: the source's writer, Temporal and the rest too), and the DWS lag
+ * that CPU allows at best: all cores busy from the first commit, less the time the source took to write.
+ */
+export function machineFigures(
+  label: string,
+  before: MachineCpu,
+  after: MachineCpu,
+  run: { seconds: number; writeSeconds: number; rows: number; cores: number },
+): Figure[] {
+  const busy = after.busy - before.busy;
+  return [
+    {
+      name: `${label} cores busy (/proc/stat)`,
+      ours: (busy / (run.seconds * run.cores)) * 100,
+      unit: '%',
+    },
+    {
+      name: `${label} cores stolen by the hypervisor`,
+      ours: ((after.steal - before.steal) / (run.seconds * run.cores)) * 100,
+      unit: '%',
+    },
+    { name: `${label} machine CPU per row, every process`, ours: (busy / run.rows) * 1e6, unit: 'us' },
+    {
+      name: `${label} ODS+DWD lag after the last commit, floor at that CPU (every core busy)`,
+      ours: Math.max(0, busy / run.cores - run.writeSeconds),
+      unit: 's',
+    },
+  ];
+}
+
 /**
  * CPU seconds used so far by the embedded PostgreSQL clusters (the stack's, and with `--sink-cluster` the sink's,
  * whose home run.ts passes in STATEGRID_BENCH_SINK_CLUSTER_HOME): each postmaster, every live backend and every

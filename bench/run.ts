@@ -38,6 +38,8 @@ import {
   offerSteadyLoad,
   insertSpreadConsumptions,
   insertSpreadUsers,
+  machineCpu,
+  machineFigures,
   processCpuSeconds,
   sampleDwsCursor,
   seconds,
@@ -325,11 +327,13 @@ async function spreadScenario(
   const burst = { first: marker + 1, last: marker + sizes.streamRows };
   // The DWS cursor from the first commit on: when DWS held the burst's last commit (not the later wait marker).
   const burstCursor = burstCursorSampler(cfg, PIPELINE);
+  const machineBefore = machineCpu();
   t0 = process.hrtime.bigint();
   await insertSpreadConsumptions(cfg, burst.first, burst.last, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
   await waitApplied(cfg, appliedBefore + sizes.streamRows, 600_000);
   const odsS = seconds(t0);
+  const machineAfter = machineCpu();
   const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
   const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
   burstCursor.stop();
@@ -404,6 +408,12 @@ async function spreadScenario(
     },
     { name: 'spread: streaming CPU per row, all processes', ours: cpuUs, unit: 'us' },
     ...walFigures('spread: streaming until caught up,', walBefore, walAfter, sizes.streamRows),
+    ...machineFigures('spread: first commit until ODS+DWD current:', machineBefore, machineAfter, {
+      seconds: odsS,
+      writeSeconds: writeS,
+      rows: sizes.streamRows,
+      cores: os.cpus().length,
+    }),
     ...Object.entries(cpu).map(([part, cpuS]) => ({
       name: `spread: streaming CPU per row: ${part}`,
       ours: (cpuS / sizes.streamRows) * 1e6,
@@ -595,12 +605,14 @@ async function uniformFigures(
   const walBefore = await walSoFar(cfg);
   const decodedBefore = await slotDecoding(cfg, SLOT);
   const cursor = burstCursorSampler(cfg, PIPELINE);
+  const machineBefore = machineCpu();
   t0 = process.hrtime.bigint();
   await insertConsumptions(cfg, first, last, sizes.txRows, sizes.users);
   const writeS = seconds(t0);
   const endLsn = (await sql<{ l: string }>(cfg, 'SELECT pg_current_wal_lsn()::text AS l'))[0].l;
   await waitApplied(cfg, appliedBefore + sizes.streamRows, 600_000);
   const odsS = seconds(t0);
+  const machineAfter = machineCpu();
   const cpu = cpuSpent(cpuBefore, await pipelineCpu(cfg));
   const caughtUp = await waitCaughtUp(cfg, PIPELINE, 600_000);
   cursor.stop();
@@ -661,6 +673,14 @@ async function uniformFigures(
   // What the walsender had to read and the sink to write: the WAL of the burst until caught up.
   figures.push(...walFigures('streaming until caught up,', walBefore, walAfter, sizes.streamRows));
   figures.push(...decodingFigures('streaming until caught up,', decodedBefore, decodedAfter));
+  figures.push(
+    ...machineFigures('streaming, first commit until ODS+DWD current:', machineBefore, machineAfter, {
+      seconds: odsS,
+      writeSeconds: writeS,
+      rows: sizes.streamRows,
+      cores: os.cpus().length,
+    }),
+  );
   say(
     `streaming: source wrote in ${writeS.toFixed(1)}s, ODS+DWD after ${odsS.toFixed(1)}s, DWS after ${dwsS.toFixed(1)}s`,
   );
