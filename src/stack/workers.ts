@@ -41,12 +41,15 @@ function knownWorkers(cfg: AppConfig): string[] {
  * Node flags of a worker process. Memory: a young generation of 16 MB semi-spaces (4 MB made V8 scavenge so often
  * that GC was a third of the worker's streaming CPU; 16 MB cut its CPU per row by about a quarter for ~30 MB more
  * resident) and an old-space cap that makes V8 collect before it grows; the live set is two batches
- * (<= 2 x batchRows changes) plus the SDK, far below the cap. STATEGRID_WORKER_NODE_ARGS adds flags NODE_OPTIONS
- * refuses, such as `--cpu-prof --cpu-prof-dir=DIR` to profile the streaming path.
+ * (<= 2 x batchRows changes) plus the SDK, far below the cap. GC on the main thread: V8's parallel helper
+ * threads cost about 1 us more CPU per streamed row on a machine whose cores the pipeline keeps busy (four quick
+ * bench runs, bench/README.md), and the worker's main thread is not what limits the stream.
+ * STATEGRID_WORKER_NODE_ARGS adds flags NODE_OPTIONS refuses, such as `--cpu-prof --cpu-prof-dir=DIR` to profile
+ * the streaming path, or `--no-single-threaded-gc` (later flags win).
  */
 function nodeFlags(env: NodeJS.ProcessEnv): string[] {
   const extra = (env.STATEGRID_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  return ['--max-semi-space-size=16', '--max-old-space-size=256', ...extra];
+  return ['--max-semi-space-size=16', '--max-old-space-size=256', '--single-threaded-gc', ...extra];
 }
 
 async function startWorker(
