@@ -59,7 +59,7 @@ export function processCpuSeconds(pid: number, withReapedChildren = false): numb
   return fields ? cpuOf(fields, withReapedChildren) : null;
 }
 
-/** The whole machine's CPU seconds so far (/proc/stat, every core): busy (all but idle and I/O wait) and stolen. */
+/** The whole machine's CPU seconds so far (/proc/stat, every core): busy (not idle, I/O wait or stolen) and stolen. */
 export type MachineCpu = { busy: number; steal: number };
 
 export function machineCpu(): MachineCpu {
@@ -76,8 +76,8 @@ export function machineCpu(): MachineCpu {
 
 /**
  * The whole machine over a burst, from its first commit until ODS+DWD held it (`seconds`): how busy its cores
- * were, its CPU per streamed row (every process: the source's writer, Temporal and the rest too), and the DWS lag
- * that CPU allows at best: all cores busy from the first commit, less the time the source took to write.
+ * were, its CPU per streamed row (every process: the source's writer, Temporal and the rest too), and the ODS+DWD
+ * lag that CPU allows at best: all cores busy from the first commit, less the time the source took to write.
  */
 export function machineFigures(
   label: string,

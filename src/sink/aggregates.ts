@@ -15,7 +15,7 @@ export type RefreshResult = {
   revisions: number;
   /** Changes that arrived for days whose window was already closed (final). */
   lateEvents?: number;
-  /** Partitions rebuilt from DWD because a crash had emptied their deltas (see dws.RECOVER_LOST_DELTAS). */
+  /** Partitions marked for a rebuild from DWD because a crash had emptied their deltas (dws.RECOVER_LOST_DELTAS). */
   lostDeltaPartitions?: number;
 };
 
