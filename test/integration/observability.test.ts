@@ -11,7 +11,6 @@ describe('worker metrics and logs', function () {
 
   it('counts applied rows and dead letters on /metrics and logs JSON lines without passwords', async () => {
     const scrape = () => scrapeMetrics(t.cfg);
-    const value = metricValue;
     const applied = 'stategrid_rows_applied_total{pipeline="test",table="power_consumption"}';
     const dead = 'stategrid_dead_letters_total{pipeline="test"}';
     const before = await scrape();
@@ -23,16 +22,16 @@ describe('worker metrics and logs', function () {
     await t.q(`INSERT INTO power_consumption VALUES (251, 1, -1.00, 0.56, '2026-11-20 10:00:00')`);
     await t.caughtUp();
     const after = await scrape();
-    assert.equal(value(after, applied) - value(before, applied), 251);
-    assert.equal(value(after, dead) - value(before, dead), 1);
+    assert.equal(metricValue(after, applied) - metricValue(before, applied), 251);
+    assert.equal(metricValue(after, dead) - metricValue(before, dead), 1);
     assert.match(after, /stategrid_batch_seconds_bucket/);
     // The streaming pipeline's capture segment is running on this worker right now.
-    assert.equal(value(after, 'stategrid_activities_running{activity="captureChanges"}'), 1);
+    assert.equal(metricValue(after, 'stategrid_activities_running{activity="captureChanges"}'), 1);
 
     // When a capture segment ends (every 5 s here), the slot's decoding figures as PostgreSQL counts them.
     await t.waitFor(
       'the slot figures of an ended segment',
-      async () => value(await scrape(), 'stategrid_slot_decoded_bytes{pipeline="test"}') > 0,
+      async () => metricValue(await scrape(), 'stategrid_slot_decoded_bytes{pipeline="test"}') > 0,
       30000,
     );
     assert.match(await scrape(), /^stategrid_slot_spilled_bytes\{pipeline="test"/m);
@@ -49,7 +48,7 @@ describe('worker metrics and logs', function () {
       `SELECT late_events::int AS n FROM stategrid_window WHERE stat_date = '2026-11-20'`,
     );
     assert.ok(window[0].n >= 1);
-    assert.equal(value(await scrape(), late) - value(after, late), window[0].n);
+    assert.equal(metricValue(await scrape(), late) - metricValue(after, late), window[0].n);
 
     const log = fs.readFileSync(path.join(t.cfg.home, 'logs', 'worker.log'), 'utf8');
     const json = log
