@@ -395,9 +395,8 @@ marked AS (
   INSERT INTO stategrid_dws_dirty (stat_date, region_id, changes)
   SELECT stat_date, region_id, 0 FROM parts ORDER BY 1, 2
   ON CONFLICT (stat_date, region_id) DO NOTHING),
-intact AS (INSERT INTO stategrid_dws_delta_intact SELECT true WHERE (SELECT lost FROM lost) RETURNING 1)
-SELECT (SELECT lost FROM lost) AS lost, (SELECT count(*) FROM parts)::int AS partitions,
-  (SELECT count(*) FROM intact)::int AS restored`;
+intact AS (INSERT INTO stategrid_dws_delta_intact SELECT true WHERE (SELECT lost FROM lost))
+SELECT (SELECT lost FROM lost) AS lost, (SELECT count(*) FROM parts)::int AS partitions`;
 
 export const READ_DIRTY_PARTITIONS = `SELECT stat_date::text, region_id, changes FROM stategrid_dws_dirty`;
 export const READ_MARKS_OF_PARTITIONS = `SELECT d.stat_date::text, d.region_id, d.changes FROM stategrid_dws_dirty d
