@@ -164,9 +164,16 @@ export function walFigures(phase: string, before: WalSample, after: WalSample, r
 /** What a slot's walsenders decoded so far, and spilled to disk (the product's slot figures). */
 export type SlotDecoding = NonNullable<SlotFigures['decoded']>;
 
+/** Nothing decoded: a slot PostgreSQL has no statistics for yet, or the start of a new slot. */
+export const NOTHING_DECODED: SlotDecoding = {
+  transactions: 0,
+  bytes: 0,
+  spilledTransactions: 0,
+  spilledBytes: 0,
+};
+
 export async function slotDecoding(cfg: AppConfig, slot: string): Promise<SlotDecoding> {
-  const NONE = { transactions: 0, bytes: 0, spilledTransactions: 0, spilledBytes: 0 };
-  return (await slotFigures(cfg.sourceUrl, slot)).decoded ?? NONE;
+  return (await slotFigures(cfg.sourceUrl, slot)).decoded ?? NOTHING_DECODED;
 }
 
 /**

@@ -40,6 +40,7 @@ import {
   insertSpreadUsers,
   machineCpu,
   machineFigures,
+  NOTHING_DECODED,
   processCpuSeconds,
   sampleDwsCursor,
   seconds,
@@ -465,11 +466,7 @@ async function uniformSnapshot(
       unit: 'rows/s',
       target: '>= 100,000 rows/s',
     },
-    ...decodingFigures(
-      'snapshot until caught up,',
-      { transactions: 0, bytes: 0, spilledTransactions: 0, spilledBytes: 0 },
-      decoded,
-    ),
+    ...decodingFigures('snapshot until caught up,', NOTHING_DECODED, decoded),
   ];
 }
 
