@@ -11,4 +11,5 @@ RUN npm ci --ignore-scripts
 COPY . .
 RUN npm run build
 
-CMD ["node", "dist/src/worker.js"]
+# The flags of every worker process (src/stack/workers.ts).
+CMD ["node", "--max-semi-space-size=16", "--max-old-space-size=256", "--single-threaded-gc", "dist/src/worker.js"]

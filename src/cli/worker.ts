@@ -1,7 +1,11 @@
 import type { Command } from 'commander';
+import { runWorkerInForeground } from '../stack/workers';
 import { config } from './shared';
 
-/** `stategrid worker`: one more worker in the foreground, on this host or another (a container, a VM). */
+/**
+ * `stategrid worker`: one more worker in the foreground, on this host or another (a container, a VM), run with the
+ * node flags of the workers `stack up` starts.
+ */
 export function registerWorker(program: Command): void {
   program
     .command('worker')
@@ -9,9 +13,7 @@ export function registerWorker(program: Command): void {
       'run a worker in the foreground (logs to stdout) on the settings of this environment; stops on Ctrl-C / SIGTERM',
     )
     .action(async () => {
-      const cfg = config();
-      // Loaded on demand: the SDK's worker (and its native runtime) is not needed by the other commands.
-      const { runWorker } = await import('../worker');
-      await runWorker(cfg);
+      config(); // bad settings fail here, naming the setting, before a process starts
+      process.exitCode = await runWorkerInForeground(process.env);
     });
 }

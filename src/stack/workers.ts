@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { AppConfig } from '../config';
 import { logFile, ownedPid, runFile, type Log } from './home-files';
@@ -47,9 +49,53 @@ function knownWorkers(cfg: AppConfig): string[] {
  * STATEGRID_WORKER_NODE_ARGS adds flags NODE_OPTIONS refuses, such as `--cpu-prof --cpu-prof-dir=DIR` to profile
  * the streaming path, or `--no-single-threaded-gc` (later flags win).
  */
-function nodeFlags(env: NodeJS.ProcessEnv): string[] {
+export function nodeFlags(env: NodeJS.ProcessEnv): string[] {
   const extra = (env.STATEGRID_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  return ['--max-semi-space-size=16', '--max-old-space-size=256', '--single-threaded-gc', ...extra];
+  return [...WORKER_NODE_FLAGS, ...extra];
+}
+
+/** The flags every worker process runs with (docker-compose.yml and the Dockerfile give the same). */
+export const WORKER_NODE_FLAGS = [
+  '--max-semi-space-size=16',
+  '--max-old-space-size=256',
+  '--single-threaded-gc',
+];
+
+/** Signals a foreground worker passes on; a hangup (its terminal closed) stops the worker as SIGTERM does. */
+const FORWARDED: Partial<Record<NodeJS.Signals, NodeJS.Signals>> = {
+  SIGINT: 'SIGINT',
+  SIGTERM: 'SIGTERM',
+  SIGQUIT: 'SIGQUIT',
+  SIGHUP: 'SIGTERM',
+};
+
+/**
+ * `stategrid worker`: the worker entry in a child process with the workers' node flags (heap sizes and GC cannot be
+ * set once node runs), its output on this terminal. The child has a process group of its own, so a Ctrl-C reaches
+ * it once, through this process, not twice (the SDK stops gracefully on the first signal and leaves the second to
+ * node, which exits at once). Resolves to the exit code to leave with.
+ */
+export function runWorkerInForeground(env: NodeJS.ProcessEnv): Promise<number> {
+  const child = spawn(process.execPath, [...nodeFlags(env), workerEntry()], {
+    stdio: 'inherit',
+    env,
+    detached: true,
+  });
+  const handlers = Object.entries(FORWARDED).map(([received, sent]) => {
+    const handler = () => child.kill(sent);
+    process.on(received, handler);
+    return () => process.off(received, handler);
+  });
+  return new Promise((resolve, reject) => {
+    const done = (outcome: () => void) => {
+      handlers.forEach((off) => off());
+      outcome();
+    };
+    child.once('error', (err) => done(() => reject(err)));
+    child.once('exit', (code, signal) =>
+      done(() => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0))),
+    );
+  });
 }
 
 async function startWorker(

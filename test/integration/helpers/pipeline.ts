@@ -8,9 +8,8 @@ import pg from 'pg';
 import { keepValuesAsText } from '../../../src/db/client';
 import { loadConfig, type AppConfig } from '../../../src/config';
 import { withClient } from '../../../src/db/client';
-import { workerEntry } from '../../../src/stack';
 import { postgresPid } from '../../../src/stack/postgres';
-import { childPids, readPid, spawnDetached, stopPid, waitFor } from '../../../src/stack/proc';
+import { childPids, isAlive, readPid, spawnDetached, stopPid, waitFor } from '../../../src/stack/proc';
 import { dropSlot } from '../../../src/cdc/source-admin';
 import { CHANGE_LOG_AS_STREAMED, OracleCompare, type LayerDivergence } from './oracle-compare';
 import {
@@ -311,21 +310,32 @@ export class TestContext {
 }
 
 /**
- * A worker process of its own with `env` (other roles, sink URL, task queue), its home being env.STATEGRID_HOME;
- * resolves once it polls. The caller stops it with stopPid.
+ * A worker of its own with `env` (other roles, sink URL, task queue), its home being env.STATEGRID_HOME, started as
+ * an operator starts one: `stategrid worker`, which runs the worker in a child process. Resolves once that child
+ * polls, with the pid of the command (the caller stops it with stopPid) and of its worker process.
  */
-export async function spawnWorker(env: NodeJS.ProcessEnv): Promise<{ pid: number; logFile: string }> {
+export async function spawnWorker(
+  env: NodeJS.ProcessEnv,
+): Promise<{ pid: number; workerPid: number; logFile: string }> {
   const home = env.STATEGRID_HOME;
   if (!home) throw new Error('spawnWorker needs STATEGRID_HOME');
   fs.mkdirSync(path.join(home, 'logs'), { recursive: true });
   const logFile = path.join(home, 'logs', 'worker.log');
-  const pid = spawnDetached(process.execPath, [workerEntry()], { logFile, env });
+  const pid = spawnDetached(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), 'worker'], {
+    logFile,
+    env,
+  });
+  let workerPid = 0;
   await waitFor(
     `the worker in ${home} to poll`,
-    async () => readPid(path.join(home, 'run', 'worker.ready')) === pid,
+    async () => {
+      if (!isAlive(pid)) throw new Error(`stategrid worker exited at start; see ${logFile}`);
+      workerPid = readPid(path.join(home, 'run', 'worker.ready')) ?? 0;
+      return childPids(pid).includes(workerPid);
+    },
     120000,
   );
-  return { pid, logFile };
+  return { pid, workerPid, logFile };
 }
 
 /** The `stategrid` CLI as an operator runs it, in the test's environment. */
