@@ -11,7 +11,10 @@ export type RowChange = {
   kind: 'row';
   table: SourceTable;
   op: 'I' | 'U' | 'D';
-  /** New row for I/U; for D the old key (and the old row where replica identity gives it). */
+  /**
+   * New row for I/U; for D the old key (and the old row where replica identity gives it). An update's row leaves
+   * out the columns whose value the source did not send (a TOASTed value the update left unchanged).
+   */
   row: Row;
   /** Set when an update changed the primary key: the key the row had before. */
   oldKey?: string;

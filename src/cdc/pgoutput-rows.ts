@@ -65,7 +65,7 @@ export class PgoutputRowReader {
 
 /**
  * One TupleData at `at.p`, advancing it. A key tuple keeps the key columns only; an unchanged TOASTed value takes
- * the old row's value, or null when the message has no old row (as the library's tuple did, copied into a row).
+ * the old row's value, and is left out of the row when the message has no old row (its value was not sent).
  */
 function readTuple(buf: Buffer, at: { p: number }, columns: Columns, old: Row | null, keyOnly: boolean): Row {
   let p = at.p;
@@ -84,7 +84,8 @@ function readTuple(buf: Buffer, at: { p: number }, columns: Columns, old: Row | 
     } else if (kind === NULL_VALUE) {
       value = null;
     } else if (kind === UNCHANGED_TOAST) {
-      value = old?.[name] ?? null;
+      if (!old || !(name in old)) continue;
+      value = old[name];
     } else {
       // Binary values come only with the binary option, which the stream never asks for.
       throw new Error(

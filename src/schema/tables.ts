@@ -63,14 +63,21 @@ export const PRIMARY_KEY: Record<SourceTable, string> = {
 export const ODS_METADATA: readonly Column[] = [col('_lsn', 'pg_lsn'), col('_op', 'char(1)')];
 
 /**
- * Names a source column cannot take in its ODS mirror: the row metadata, `_synced_at`, and `_valid`, which the
- * streaming statement adds to each row it reads. A source column of such a name is not mirrored (its values stay
- * in the change log).
+ * Meta fields the statement-per-layer batch path adds to an updated row whose source left values out (see
+ * ods.sentOrKept): the columns not sent, and the key of the ODS row that holds their values.
+ */
+export const UNSENT_METADATA: readonly Column[] = [col('_unsent', 'text[]'), col('_ods_key', 'text')];
+
+/**
+ * Names a source column cannot take in its ODS mirror: the row metadata, `_synced_at`, and the fields the batch
+ * statements add to the rows they read (`_valid`, UNSENT_METADATA). A source column of such a name is not mirrored
+ * (its values stay in the change log).
  */
 export const ODS_RESERVED_NAMES: readonly string[] = [
   ...ODS_METADATA.map((c) => c.name),
   '_synced_at',
   '_valid',
+  ...UNSENT_METADATA.map((c) => c.name),
 ];
 
 /** User columns a DWD consumption detail takes from the current valid user row (the LEFT JOIN). */

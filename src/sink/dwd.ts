@@ -3,7 +3,7 @@
  * user row; plus the DWS deltas (and, for truncates and snapshots, dirty marks) that DWD changes leave, and the
  * one-statement streaming batch.
  */
-import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE, type Column } from '../schema/tables';
+import { CONSUMPTION_TABLE, USER_ENRICHMENT, USER_TABLE } from '../schema/tables';
 import { named, quoteIdent, quoteLiteral, type Statement } from '../db/sql';
 import { ADVANCE_CHECKPOINT_SQL, BATCH_FOLLOWS_CHECKPOINT_SQL, type AdvanceParam } from './checkpoint';
 import {
@@ -11,10 +11,13 @@ import {
   type ChangeLogParam,
   insertChangeLogFrom,
   insertOds,
+  odsKeyOf,
   recordsetOf,
+  sentOrKept,
   unlessUnchanged,
   updateFromExcluded,
 } from './ods';
+import type { ExtraColumn } from './ods-columns';
 import { insertDeadLetters } from './ops';
 
 const USER_COLUMNS = USER_TABLE.columns.map((c) => c.name);
@@ -183,14 +186,21 @@ export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM
 
 /**
  * The consumption columns of a change log entry `alias`'s row_data, converted as jsonb_to_recordset converts
- * them: spec columns to their type, `extra` ones as text. Reading fields of the parsed entry is cheaper than
- * parsing the row's JSON a second time (or calling jsonb_to_record once per row).
+ * them: spec columns to their type, `extra` ones as text (an update's value the source left out: the ODS row's,
+ * see sentOrKept). Reading fields of the parsed entry is cheaper than parsing the row's JSON a second time (or
+ * calling jsonb_to_record once per row).
  */
-function columnsOfRowData(alias: string, extra: readonly Column[]): string {
+function columnsOfRowData(alias: string, extra: readonly ExtraColumn[]): string {
   const field = (name: string) => `${alias}.row_data ->> ${quoteLiteral(name)}`;
+  const key = CONSUMPTION_TABLE.key;
+  const keyBefore = odsKeyOf('power_consumption', `coalesce(${alias}.old_key ->> '${key}', ${field(key)})`);
+  const unsent = (name: string) => `${alias}.op = 'U' AND NOT ${alias}.row_data ? ${quoteLiteral(name)}`;
   return [
     ...CONSUMPTION_TABLE.columns.map((c) => `(${field(c.name)})::${c.type} AS ${c.name}`),
-    ...extra.map((c) => `${field(c.name)} AS ${quoteIdent(c.name)}`),
+    ...extra.map(
+      (c) =>
+        `${sentOrKept('power_consumption', c, field(c.name), unsent(c.name), keyBefore)} AS ${quoteIdent(c.name)}`,
+    ),
   ].join(', ');
 }
 
@@ -214,7 +224,7 @@ function columnsOfRowData(alias: string, extra: readonly Column[]): string {
  * (a repair wrote it first) fails the statement on the key, having written nothing: the caller then runs the
  * general form.
  */
-function applyConsumptionsSql(atCheckpoint: boolean, extra: readonly Column[], newKeys = false): string {
+function applyConsumptionsSql(atCheckpoint: boolean, extra: readonly ExtraColumn[], newKeys = false): string {
   const gate = atCheckpoint ? ' AND (SELECT ok FROM gate)' : '';
   const where = atCheckpoint ? ' WHERE (SELECT ok FROM gate)' : '';
   const checkpoint = atCheckpoint
@@ -280,7 +290,7 @@ const WITHOUT_EXTRA_COLUMNS: ConsumptionStatements = {
 const withExtraColumns = new Map<string, ConsumptionStatements>();
 
 /** The statements for the current ODS columns, compiled once per column list; no extra column: the constants. */
-export function consumptionStatements(extra: readonly Column[]): ConsumptionStatements {
+export function consumptionStatements(extra: readonly ExtraColumn[]): ConsumptionStatements {
   if (!extra.length) return WITHOUT_EXTRA_COLUMNS;
   const key = JSON.stringify(extra);
   let stmts = withExtraColumns.get(key);

@@ -18,8 +18,14 @@ import {
 } from '../schema/evolution';
 import { SOURCE_TABLES, TABLE, type Column, type SourceTable } from '../schema/tables';
 
-/** Columns beyond the spec each ODS table is written with (mirrored and dropped ones), with their ODS types. */
-export type OdsExtras = Record<SourceTable, readonly Column[]>;
+/**
+ * A column beyond the spec an ODS table is written with, with its ODS type; `mirrored`: the source still has it
+ * (otherwise it was dropped there, and rows written since get NULL).
+ */
+export type ExtraColumn = Column & { mirrored: boolean };
+
+/** The extra columns each ODS table is written with. */
+export type OdsExtras = Record<SourceTable, readonly ExtraColumn[]>;
 
 /** Where column changes are reported (the worker log). */
 export type ColumnLog = (level: 'info' | 'warn', message: string, fields: Record<string, unknown>) => void;
@@ -31,7 +37,7 @@ const ODS_OF = `(VALUES ${SOURCE_TABLES.map((t) => `('${t}', '${TABLE[t].ods}'::
 // Tracked columns the ODS table really has with the recorded type: a column removed or retyped in ODS by hand is
 // not written (better a missing column than a batch that can never commit).
 const WRITTEN_COLUMNS = `
-SELECT t.table_name, t.column_name AS name, t.column_type AS type
+SELECT t.table_name, t.column_name AS name, t.column_type AS type, t.state = 'mirrored' AS mirrored
 FROM stategrid_ods_column t JOIN ${ODS_OF} USING (table_name)
 JOIN pg_attribute a ON a.attrelid = o.ods AND a.attname = t.column_name AND a.attnum > 0 AND NOT a.attisdropped
 WHERE t.state <> 'skipped' AND format_type(a.atttypid, a.atttypmod) = t.column_type
@@ -39,11 +45,12 @@ ORDER BY t.table_name, t.column_name`;
 
 /** The extra columns the writers put into each ODS table. One query; read once per capture segment or snapshot. */
 export async function readOdsExtras(db: pg.ClientBase | pg.Pool): Promise<OdsExtras> {
-  const { rows } = await db.query<{ table_name: SourceTable; name: string; type: string }>(WRITTEN_COLUMNS);
-  const extras: Record<SourceTable, Column[]> = { power_user: [], power_consumption: [] };
+  const { rows } = await db.query<{ table_name: SourceTable } & ExtraColumn>(WRITTEN_COLUMNS);
+  const extras: Record<SourceTable, ExtraColumn[]> = { power_user: [], power_consumption: [] };
   for (const r of rows) {
     const inSpec = TABLE[r.table_name].columns.some((c) => c.name === r.name);
-    if (!inSpec && mirrorableType(r.type)) extras[r.table_name].push({ name: r.name, type: r.type });
+    if (!inSpec && mirrorableType(r.type))
+      extras[r.table_name].push({ name: r.name, type: r.type, mirrored: r.mirrored });
   }
   return extras;
 }

@@ -4,7 +4,15 @@
  * read as text, which every type's input accepts, and cast to their ODS type on insert.
  */
 import { named, quoteIdent, quoteLiteral } from '../db/sql';
-import { ODS_METADATA, SOURCE_TABLES, TABLE, type Column, type SourceTable } from '../schema/tables';
+import {
+  ODS_METADATA,
+  SOURCE_TABLES,
+  TABLE,
+  UNSENT_METADATA,
+  type Column,
+  type SourceTable,
+} from '../schema/tables';
+import type { ExtraColumn } from './ods-columns';
 
 const names = (cols: readonly Column[]) => cols.map((c) => c.name).join(', ');
 
@@ -40,10 +48,31 @@ export function unlessUnchanged(target: string, cols: readonly string[]): string
 }
 
 /**
+ * The text an upsert writes into the extra column `c`: `value`, unless `unsent` holds (the source left the value
+ * out: an update does not send a TOASTed value it left unchanged); then the ODS row at `key` (the row's key
+ * before the batch) keeps its own. A column dropped at the source has none to keep: its value (NULL) is written.
+ */
+export function sentOrKept(
+  table: SourceTable,
+  c: ExtraColumn,
+  value: string,
+  unsent: string,
+  key: string,
+): string {
+  if (!c.mirrored) return value;
+  const spec = TABLE[table];
+  return `CASE WHEN ${unsent} THEN (SELECT k.${quoteIdent(c.name)}::text FROM ${spec.ods} k WHERE k.${spec.key} = ${key}) ELSE ${value} END`;
+}
+
+/** The key expression of sentOrKept from a key in text. */
+export const odsKeyOf = (table: SourceTable, text: string) =>
+  `(${text})::${TABLE[table].columns.find((c) => c.name === TABLE[table].key)?.type ?? 'bigint'}`;
+
+/**
  * Writes rows into a table's ODS mirror. `select` gives the source columns (plain names, or casts from staged
  * text), `lsn` and `op` the metadata expressions; `extra` the source columns beyond the spec, each taken from the
- * text column of its name and cast to its ODS type; `upsert` replaces an existing row of the same key,
- * `changedOnly` only when a source column differs.
+ * text column of its name (or what `extraValue` makes of it) and cast to its ODS type; `upsert` replaces an
+ * existing row of the same key, `changedOnly` only when a source column differs.
  */
 export function insertOds(
   table: SourceTable,
@@ -55,6 +84,7 @@ export function insertOds(
     upsert: boolean;
     changedOnly?: boolean;
     extra?: readonly Column[];
+    extraValue?: (i: number, text: string) => string;
   },
 ): string {
   const spec = TABLE[table];
@@ -66,17 +96,28 @@ export function insertOds(
         opts.changedOnly ? unlessUnchanged(spec.ods, [...spec.columns.map((c) => c.name), ...extraNames]) : ''
       }`
     : '';
-  const extraValues = extra.map((c, i) => `, ${extraNames[i]}::${c.type}`).join('');
+  const valueOf = opts.extraValue ?? ((_i: number, text: string) => text);
+  const extraValues = extra.map((c, i) => `, (${valueOf(i, extraNames[i])})::${c.type}`).join('');
   return `INSERT INTO ${spec.ods} (${cols.join(', ')}, _synced_at)
 SELECT ${opts.select ?? names(spec.columns)}${extraValues}, ${opts.lsn ?? '_lsn'}, ${opts.op ?? '_op'}, now() FROM ${from}${conflict}`;
 }
 
-/** $1: JSON array of rows, each with _lsn and _op. */
-export const upsertOdsFromJson = (table: SourceTable, extra: readonly Column[] = []) =>
-  insertOds(table, `jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', ODS_METADATA, extra)}`, {
+/**
+ * $1: JSON array of rows, each with _lsn and _op; an updated row whose source left values out of mirrored extra
+ * columns names them in _unsent, and the key of the ODS row that holds them in _ods_key (its own when absent).
+ */
+export function upsertOdsFromJson(table: SourceTable, extra: readonly ExtraColumn[] = []): string {
+  const keeps = extra.some((c) => c.mirrored);
+  const meta = keeps ? [...ODS_METADATA, ...UNSENT_METADATA] : ODS_METADATA;
+  const key = odsKeyOf(table, `coalesce(r._ods_key, r.${TABLE[table].key}::text)`);
+  return insertOds(table, `jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', meta, extra)}`, {
     upsert: true,
     extra,
+    extraValue: keeps
+      ? (i, text) => sentOrKept(table, extra[i], text, `${quoteLiteral(extra[i].name)} = ANY(r._unsent)`, key)
+      : undefined,
   });
+}
 
 /** $1: bigint[] of keys. */
 export const deleteOds = (table: SourceTable) =>

@@ -7,11 +7,11 @@ import {
   type BatchResult,
   type Change,
   type Row,
+  type RowChange,
   type SourceTable,
 } from '../cdc/changes';
 import type { BatchSink, ChangeBatch } from '../cdc/ports';
 import { invalidReason } from '../cdc/validate';
-import type { Column } from '../schema/tables';
 import { withTransaction } from '../db/client';
 import { boundQuery } from '../db/sql';
 import {
@@ -22,7 +22,14 @@ import {
 } from './checkpoint';
 import * as dwd from './dwd';
 import * as ods from './ods';
-import { evolveForBatch, noColumnLog, readOdsExtras, type ColumnLog, type OdsExtras } from './ods-columns';
+import {
+  evolveForBatch,
+  noColumnLog,
+  readOdsExtras,
+  type ColumnLog,
+  type ExtraColumn,
+  type OdsExtras,
+} from './ods-columns';
 import * as ops from './ops';
 
 /** The batch sink: applies a batch of changes to ODS, change log, DWD, dead letters and checkpoint in one transaction. */
@@ -146,9 +153,20 @@ export type OdsOptions = { extras?: OdsExtras; newColumns?: boolean; log?: Colum
 
 /**
  * Last state of a key in the batch (row null = deleted); validity is decided once, when the change is read. `at`:
- * the place of the change that left the row among the changes summarized (its change log entry).
+ * the place of the change that left the row among the changes summarized (its change log entry). An update's
+ * row lacks the values its source did not send (see RowChange); where an earlier change of the batch had them,
+ * the row is that change's row updated (`merged`: the change log entry alone no longer gives it), and `odsKey`
+ * names the key whose ODS row holds the rest when it is not the row's own (the key changed).
  */
-type FinalState = { row: Row | null; op: string; lsn: bigint; valid: boolean; at: number };
+type FinalState = {
+  row: Row | null;
+  op: string;
+  lsn: bigint;
+  valid: boolean;
+  at: number;
+  merged?: true;
+  odsKey?: string;
+};
 
 /** Last state per primary key: set-based statements may touch each key only once. */
 type TableState = Map<string, FinalState>;
@@ -227,7 +245,7 @@ export async function applyConsumptionsAtCheckpoint(
   changes: Change[],
   prepared: PreparedConsumptions,
   confirmLsn: bigint | null,
-  extraColumns: readonly Column[] = [],
+  extraColumns: readonly ExtraColumn[] = [],
 ): Promise<BatchResult | null> {
   const stmts = dwd.consumptionStatements(extraColumns);
   const values = checkpointValues(pipelineId, epoch, changes, prepared, confirmLsn);
@@ -278,7 +296,8 @@ export function prepareConsumptions(changes: Change[]): PreparedConsumptions | n
   if (!changes.length || changes.some((c) => c.kind !== 'row' || c.table !== 'power_consumption'))
     return null;
   const result = emptyBatchResult();
-  const { states, deadLetters } = summarizeRows(changes, result);
+  const { states, deadLetters, merged } = summarizeRows(changes, result);
+  if (merged) return null;
   const newKeys =
     states.power_consumption.size === changes.length &&
     changes.every((c) => c.kind === 'row' && c.op === 'I' && c.oldKey === undefined);
@@ -347,20 +366,49 @@ type DeadLetter = {
   seq: number;
 };
 
+/**
+ * The state update `c` of key `key` leaves, given the state before it in this batch of the key it had before
+ * (`before`, if any): the values `c` did not send are the ones `before` holds, else the ODS row's (see FinalState).
+ */
+function updatedState(
+  c: Change & RowChange,
+  key: string,
+  before: FinalState | undefined,
+  valid: boolean,
+  at: number,
+): FinalState {
+  const state: FinalState = { row: c.row, op: c.op, lsn: c.txLsn, valid, at };
+  const keyBefore = c.oldKey ?? key;
+  const odsKey = before?.odsKey ?? keyBefore;
+  if (odsKey !== key) state.odsKey = odsKey;
+  if (!before?.row) return state;
+  // The statement that reads rows from their change log entries looks unsent values up at the entry's old key.
+  if (before.odsKey !== undefined) state.merged = true;
+  for (const column in before.row) {
+    if (column in c.row) continue;
+    state.row = { ...before.row, ...c.row };
+    state.merged = true;
+    break;
+  }
+  return state;
+}
+
 /** Final state per key and dead letters of a run of row changes; counts them into `result`. */
 function summarizeRows(
   changes: Change[],
   result: BatchResult,
-): { states: Record<SourceTable, TableState>; deadLetters: DeadLetter[] } {
+): { states: Record<SourceTable, TableState>; deadLetters: DeadLetter[]; merged: boolean } {
   const states: Record<SourceTable, TableState> = { power_user: new Map(), power_consumption: new Map() };
   const deadLetters: DeadLetter[] = [];
   const days = new Set(result.days);
   let lastDay: string | null = null;
+  let merged = false;
   for (let at = 0; at < changes.length; at++) {
     const c = changes[at];
     if (c.kind !== 'row') continue;
     const key = c.row[PRIMARY_KEY[c.table]];
     if (key === null || key === undefined) throw new Error(`change without primary key on ${c.table}`);
+    const before = c.op === 'U' ? states[c.table].get(c.oldKey ?? key) : undefined;
     if (c.oldKey !== undefined || c.op === 'D') {
       const deleted: FinalState = { row: null, op: 'D', lsn: c.txLsn, valid: false, at };
       if (c.oldKey !== undefined) states[c.table].set(c.oldKey, deleted);
@@ -368,7 +416,13 @@ function summarizeRows(
     }
     if (c.op !== 'D') {
       const reason = invalidReason(c.table, c.row);
-      states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason, at });
+      if (c.op === 'U') {
+        const state = updatedState(c, key, before, !reason, at);
+        merged ||= !!state.merged;
+        states[c.table].set(key, state);
+      } else {
+        states[c.table].set(key, { row: c.row, op: c.op, lsn: c.txLsn, valid: !reason, at });
+      }
       if (reason) {
         const lsn = formatLsn(c.txLsn);
         deadLetters.push({ table_name: c.table, record_key: key, raw_row: c.row, reason, lsn, seq: c.seq });
@@ -384,7 +438,7 @@ function summarizeRows(
   }
   result.days = [...days];
   result.deadLetters += deadLetters.length;
-  return { states, deadLetters };
+  return { states, deadLetters, merged };
 }
 
 function consumptionParams(
@@ -428,8 +482,8 @@ async function applyRowSegment(
   extras: OdsExtras,
 ): Promise<void> {
   if (!changes.length) return;
-  const { states, deadLetters } = summarizeRows(changes, result);
-  if (states.power_user.size === 0) {
+  const { states, deadLetters, merged } = summarizeRows(changes, result);
+  if (states.power_user.size === 0 && !merged) {
     // The common streaming case: one statement and one round trip for the whole batch.
     const stmt = dwd.consumptionStatements(extras.power_consumption).plain;
     await client.query(boundQuery(stmt, consumptionParams(changes, states.power_consumption, deadLetters)));
@@ -439,8 +493,8 @@ async function applyRowSegment(
   await client.query(boundQuery(ods.INSERT_CHANGE_LOG, changeLogParams(changes, true)));
   if (deadLetters.length) await client.query(ops.INSERT_DEAD_LETTERS, [JSON.stringify(deadLetters)]);
 
-  const users = split(states.power_user);
-  const consumptions = split(states.power_consumption);
+  const users = split(states.power_user, extras.power_user);
+  const consumptions = split(states.power_consumption, extras.power_consumption);
   const touchedUsers = [...states.power_user.keys()];
   const touchedConsumptions = [...states.power_consumption.keys()];
 
@@ -475,9 +529,13 @@ async function applyRowSegment(
 /**
  * Splits final states into ODS writes (every row, valid or not, and deleted keys) and DWD writes (valid rows in;
  * deleted or invalid keys out). Rows are JSON text: the source row plus _lsn, _op and _valid, written out
- * directly (copying each row into a new object cost three times as much on a streaming batch).
+ * directly (copying each row into a new object cost three times as much on a streaming batch); an updated row
+ * without values of mirrored `extras` names them in _unsent (and the ODS row holding them in _ods_key).
  */
-function split(state: TableState): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
+function split(
+  state: TableState,
+  extras: readonly ExtraColumn[],
+): { upserts: string[]; deletes: string[]; valid: string[]; gone: string[] } {
   const out = {
     upserts: [] as string[],
     deletes: [] as string[],
@@ -493,12 +551,21 @@ function split(state: TableState): { upserts: string[]; deletes: string[]; valid
       continue;
     }
     const body = JSON.stringify(s.row);
-    const row = `${body.length > 2 ? body.slice(0, -1) + ',' : '{'}"_lsn":"${lsnText(s.lsn)}","_op":${JSON.stringify(s.op)},"_valid":${s.valid}}`;
+    const unsent = s.op === 'U' ? unsentMeta(s, extras) : '';
+    const row = `${body.length > 2 ? body.slice(0, -1) + ',' : '{'}"_lsn":"${lsnText(s.lsn)}","_op":${JSON.stringify(s.op)},"_valid":${s.valid}${unsent}}`;
     out.upserts.push(row);
     if (fate === 'valid') out.valid.push(row);
     else out.gone.push(key);
   }
   return out;
+}
+
+/** `,"_unsent":[...],"_ods_key":...` for an updated row that lacks values of mirrored extra columns, else ''. */
+function unsentMeta(s: FinalState, extras: readonly ExtraColumn[]): string {
+  const row = s.row as Row;
+  const unsent = extras.filter((c) => c.mirrored && !(c.name in row)).map((c) => c.name);
+  if (!unsent.length) return '';
+  return `,"_unsent":${JSON.stringify(unsent)},"_ods_key":${JSON.stringify(s.odsKey ?? null)}`;
 }
 
 const jsonArray = (items: string[]) => `[${items.join(',')}]`;

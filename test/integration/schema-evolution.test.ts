@@ -18,9 +18,13 @@ describe('schema evolution', function () {
   async function resetColumns(c: TestContext): Promise<void> {
     await c.terminatePipeline();
     await c.q(`ALTER TABLE power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS _op,
-      DROP COLUMN IF EXISTS mood`);
+      DROP COLUMN IF EXISTS mood, DROP COLUMN IF EXISTS notes`);
+    await c.q(`ALTER TABLE power_user DROP COLUMN IF EXISTS notes`);
     await c.q('DROP SCHEMA IF EXISTS stategrid_test_types CASCADE');
-    await c.q('ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id');
+    await c.q(
+      'ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS notes',
+    );
+    await c.q('ALTER TABLE ods_power_user DROP COLUMN IF EXISTS notes');
     await c.q('DELETE FROM stategrid_ods_column');
   }
 
@@ -139,6 +143,74 @@ describe('schema evolution', function () {
         /power_consumption\.meter_id was dropped at the source: kept in ods_power_consumption/,
       );
       assert.match(log, /power_consumption\.mood \(stategrid_test_types\.mood\) is not mirrored/);
+    });
+  }
+
+  /**
+   * Random text of about 6 kB: compression cannot bring it under the 2 kB TOAST threshold, so PostgreSQL stores it
+   * out of line, and an update that leaves it unchanged does not send it (pgoutput marks it unchanged, wal2json
+   * leaves it out).
+   */
+  const largeText = (seed: string) =>
+    `(SELECT string_agg(md5(${seed} || '/' || i), '') FROM generate_series(1, 200) i)`;
+  const notesDiff = (table: 'power_consumption' | 'power_user', key: string) =>
+    t.diff(`SELECT ${key}, md5(notes) FROM ${table}`, `SELECT ${key}, md5(notes) FROM ods_${table}`);
+
+  for (const plugin of ['pgoutput', 'wal2json'] as const) {
+    it(`${plugin}: a large extra value an update leaves unchanged (not sent) keeps its ODS value`, async () => {
+      await resetColumns(t);
+      await t.freshPipeline({ plugin }, async () => {
+        await seedUsers();
+      });
+      await t.q('ALTER TABLE power_consumption ADD COLUMN notes TEXT');
+      await t.q('ALTER TABLE power_user ADD COLUMN notes TEXT');
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.00, 0.50, '2026-11-20 08:00:00',
+        ${largeText("'c' || g")} FROM generate_series(1, 40) g`);
+      await t.q(`UPDATE power_user SET notes = ${largeText("'u' || user_id")} WHERE user_id <= 5`);
+      await t.caughtUp();
+      const [{ toast }] = await t.q<{ toast: string }>(
+        `SELECT reltoastrelid::regclass::text AS toast FROM pg_class WHERE oid = 'power_consumption'::regclass`,
+      );
+      const outOfLine = await t.q<{ n: number }>(`SELECT count(DISTINCT chunk_id)::int AS n FROM ${toast}`);
+      assert.ok(outOfLine[0].n >= 40, `the notes are stored out of line: ${outOfLine[0].n} values`);
+
+      // Each step is a batch of its own (caught up in between): consumption updates alone take the one-statement
+      // path, whose rows come from their change log entries.
+      await t.q(`UPDATE power_consumption SET consumption_amount = 2.00 WHERE consumption_id <= 10`);
+      await t.caughtUp();
+      // Within one transaction: a new large value, then an update that leaves it unchanged.
+      await t.q(`BEGIN;
+        UPDATE power_consumption SET notes = ${largeText("'new' || consumption_id")}
+          WHERE consumption_id BETWEEN 11 AND 15;
+        UPDATE power_consumption SET consumption_amount = 3.00 WHERE consumption_id BETWEEN 11 AND 20;
+        COMMIT`);
+      await t.caughtUp();
+      // With user changes in the same transaction (the statement per layer path), users' own notes included.
+      await t.q(`BEGIN;
+        UPDATE power_user SET user_name = 'renamed ' || user_id WHERE user_id <= 5;
+        UPDATE power_consumption SET consumption_amount = 4.00 WHERE consumption_id BETWEEN 21 AND 25;
+        COMMIT`);
+      await t.caughtUp();
+      // A key change: the value is the one the row had under its old key; then one in the same transaction as a
+      // user change.
+      await t.q(`UPDATE power_consumption SET consumption_id = consumption_id + 1000
+        WHERE consumption_id BETWEEN 26 AND 27`);
+      await t.caughtUp();
+      await t.q(`BEGIN;
+        UPDATE power_user SET user_name = 'again ' || user_id WHERE user_id <= 5;
+        UPDATE power_consumption SET consumption_id = consumption_id + 1000 WHERE consumption_id BETWEEN 28 AND 29;
+        COMMIT`);
+      await t.caughtUp();
+
+      assert.equal(await notesDiff('power_consumption', 'consumption_id'), 0, 'consumption notes in ODS');
+      assert.equal(await notesDiff('power_user', 'user_id'), 0, 'user notes in ODS');
+      await t.assertConverged();
+      // The change log keeps what the source sent: the updates that left the value unchanged have no notes.
+      const logged = await t.q<{ sent: boolean }>(
+        `SELECT row_data ? 'notes' AS sent FROM ods_change_log
+         WHERE table_name = 'power_consumption' AND op = 'U' AND row_data->>'consumption_id' = '5'`,
+      );
+      assert.deepEqual(logged, [{ sent: false }]);
     });
   }
 

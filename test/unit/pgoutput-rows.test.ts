@@ -65,13 +65,15 @@ const full: Value[] = ['42', '国网用户 张三', 'residential', '3', 'Region 
 const changed: Value[] = ['43', 'O\'Brien "quoted"', null, '4', 'Region 4', { unchanged: true }];
 const keyOnly: Value[] = ['42', null, null, null, null, null];
 
-const MESSAGES: [string, Buffer][] = [
+/** Each message, and the columns of its new row whose value was not sent (left out of our row). */
+const MESSAGES: [string, Buffer, string[]?][] = [
   ['insert, UTF-8 text', message('I', 'N', tuple(full))],
   ['insert with a NULL', message('I', 'N', tuple(['44', 'x', null, '1', 'r', null]))],
   ['update, new tuple only', message('U', 'N', tuple(full))],
   [
     'update of the key (K then N, an unchanged TOASTed value)',
     message('U', 'K', tuple(keyOnly), 'N', tuple(changed)),
+    ['update_time'],
   ],
   ['update under REPLICA IDENTITY FULL (O then N)', message('U', 'O', tuple(full), 'N', tuple(changed))],
   ['delete by key', message('D', 'K', tuple(keyOnly))],
@@ -95,11 +97,11 @@ function libraryRows(m: Record<string, unknown>) {
 describe('pgoutput row reader', () => {
   before(keepValuesAsText);
 
-  it('reads every row change form as the library does, into rows of text', () => {
+  it('reads every row change form as the library does, into rows of text, leaving out values not sent', () => {
     const library = new PgoutputPlugin({ protoVersion: 1, publicationNames: ['p'] });
     const reader = new PgoutputRowReader();
     reader.learn(library.parse(relationMessage()) as Pgoutput.MessageRelation);
-    for (const [name, buf] of MESSAGES) {
+    for (const [name, buf, unsent = []] of MESSAGES) {
       const ours = reader.read(buf);
       assert.ok(ours, name);
       const row = (t: unknown) => (t === undefined ? null : t);
@@ -109,7 +111,13 @@ describe('pgoutput row reader', () => {
         old: row('old' in ours ? ours.old : undefined),
         key: row('key' in ours ? ours.key : undefined),
       };
-      assert.deepEqual(oursRows, libraryRows(library.parse(buf) as unknown as Record<string, unknown>), name);
+      // The library gives a value it was not sent as null; we leave it out (ODS keeps what it has).
+      const expected = libraryRows(library.parse(buf) as unknown as Record<string, unknown>);
+      for (const column of unsent) {
+        assert.equal(expected.new?.[column], null, `${name}: the library's ${column}`);
+        delete expected.new?.[column];
+      }
+      assert.deepEqual(oursRows, expected, name);
     }
   });
 
@@ -142,7 +150,10 @@ describe('pgoutput row reader', () => {
     });
     const keyUpdate = decode(plugin.parse(message('U', 'K', tuple(keyOnly), 'N', tuple(changed))));
     assert.equal(keyUpdate.type === 'change' && keyUpdate.oldKey, '42');
-    assert.equal(keyUpdate.type === 'change' && keyUpdate.row.update_time, null);
+    assert.ok(
+      keyUpdate.type === 'change' && !('update_time' in keyUpdate.row),
+      'an unsent value is left out',
+    );
     const deleted = decode(plugin.parse(message('D', 'K', tuple(keyOnly))));
     assert.deepEqual(deleted.type === 'change' && deleted.row, { user_id: '42' });
     assert.equal(plugin.parsed, 4);

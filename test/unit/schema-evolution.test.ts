@@ -215,12 +215,20 @@ describe('schema evolution: types and shared columns', () => {
 });
 
 describe('schema evolution: SQL for extra columns', () => {
-  const odd = [{ name: 'Meter "Id"', type: 'character varying(20)' }];
+  const odd = [{ name: 'Meter "Id"', type: 'character varying(20)', mirrored: true }];
 
   it('quotes extra column names everywhere and reads them as text cast to their ODS type', () => {
     const upsert = upsertOdsFromJson('power_consumption', odd);
     assert.match(upsert, /INSERT INTO ods_power_consumption \(.*"Meter ""Id""".*_synced_at\)/);
-    assert.match(upsert, /"Meter ""Id"""::character varying\(20\)/);
+    // The value, or the ODS row's own when the source did not send it.
+    assert.match(
+      upsert,
+      /\(CASE WHEN 'Meter "Id"' = ANY\(r\._unsent\) THEN \(SELECT k\."Meter ""Id"""::text FROM ods_power_consumption k WHERE k\.consumption_id = \(coalesce\(r\._ods_key, r\.consumption_id::text\)\)::bigint\) ELSE "Meter ""Id""" END\)::character varying\(20\)/,
+    );
+    assert.match(upsert, /r\(.*_unsent text\[\], _ods_key text\)/);
+    const dropped = upsertOdsFromJson('power_consumption', [{ ...odd[0], mirrored: false }]);
+    assert.match(dropped, /\("Meter ""Id"""\)::character varying\(20\)/);
+    assert.doesNotMatch(dropped, /_unsent/);
     assert.match(upsert, /r\(.*"Meter ""Id""" text.*\)/);
     assert.match(upsert, /"Meter ""Id""" = EXCLUDED\."Meter ""Id"""/);
     assert.match(
@@ -237,9 +245,12 @@ describe('schema evolution: SQL for extra columns', () => {
     assert.doesNotMatch(insertOds('power_consumption', 'c', { upsert: true }), /"/);
     assert.equal(consumptionStatements([]).plain, APPLY_CONSUMPTIONS);
     assert.equal(consumptionStatements([]).atCheckpoint, APPLY_CONSUMPTIONS_AT_CHECKPOINT);
-    const first = consumptionStatements([{ name: 'meter_id', type: 'text' }]);
-    assert.equal(consumptionStatements([{ name: 'meter_id', type: 'text' }]), first);
-    assert.match(first.plain.text, /"meter_id"::text/);
+    const meter = { name: 'meter_id', type: 'text', mirrored: true };
+    const first = consumptionStatements([meter]);
+    assert.equal(consumptionStatements([{ ...meter }]), first);
+    assert.notEqual(consumptionStatements([{ ...meter, mirrored: false }]), first);
+    assert.match(first.plain.text, /\("meter_id"\)::text/);
+    assert.match(first.plain.text, /CASE WHEN l\.op = 'U' AND NOT l\.row_data \? 'meter_id' THEN/);
     assert.deepEqual(first.atCheckpoint.names, APPLY_CONSUMPTIONS_AT_CHECKPOINT.names);
     // Each column list has its own staging table: a session keeps its temp tables between snapshots.
     assert.equal(stagingTable('power_consumption'), 'stategrid_stage_power_consumption');
