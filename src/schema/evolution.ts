@@ -5,8 +5,12 @@
  */
 import { ODS_RESERVED_NAMES, type Column, type SourceTableSpec } from './tables';
 
-/** A source column as the source reports it: its type as `format_type` prints it, or null when unknown. */
-export type SourceColumn = { name: string; type: string | null };
+/**
+ * A source column as the source reports it: its type as `format_type` prints it, or null when unknown; `missing`:
+ * the value rows that predate the column read (it was added with a constant default, which PostgreSQL keeps in the
+ * catalog instead of writing it into those rows, so the WAL never carries it), as text.
+ */
+export type SourceColumn = { name: string; type: string | null; missing?: string | null };
 
 /**
  * `mirrored`: in ODS, written by every row change; `dropped`: gone at the source, kept in ODS (nullable) and
@@ -21,8 +25,11 @@ export type TrackedColumn = { name: string; type: string | null; state: ColumnSt
 export type OdsColumn = { type: string; notNull: boolean };
 
 export type ColumnStep =
-  /** ALTER TABLE … ADD COLUMN IF NOT EXISTS, then mirrored (skipped if PostgreSQL refuses). */
-  | { action: 'add'; name: string; type: string }
+  /**
+   * ALTER TABLE … ADD COLUMN IF NOT EXISTS, then mirrored (skipped if PostgreSQL refuses); with `missing`, the rows
+   * ODS holds take that value, as the source's rows that predate the column do.
+   */
+  | { action: 'add'; name: string; type: string; missing: string | null }
   /** The ODS table already has the column with the source's type: write it from now on. */
   | { action: 'mirror'; name: string; type: string; detail: string }
   /** Gone at the source: kept in ODS; NOT NULL (never the key's) is dropped so new rows can leave it empty. */
@@ -67,7 +74,7 @@ function stepForReported(
   if (reason) return skip(reason);
   const type = c.type as string;
   const existing = ods.get(c.name);
-  if (!existing) return { action: 'add', name: c.name, type };
+  if (!existing) return { action: 'add', name: c.name, type, missing: c.missing ?? null };
   if (existing.type !== type) return skip(`the ODS column has type ${existing.type}, the source ${type}`);
   if (tracked?.state === 'mirrored') return null;
   const detail = tracked?.state === 'dropped' ? 're-added at the source' : 'the ODS column already existed';
@@ -139,7 +146,9 @@ export function describeStep(table: string, ods: string, step: ColumnStep): stri
   const col = `${table}.${step.name}`;
   switch (step.action) {
     case 'add':
-      return `${col} (${step.type}) added to ${ods}: mirrored from now on`;
+      return `${col} (${step.type}) added to ${ods}: mirrored from now on${
+        step.missing === null ? '' : `; the rows it holds take the default the source's older rows read`
+      }`;
     case 'mirror':
       return `${col} (${step.type}) mirrored into its existing ${ods} column (${step.detail})`;
     case 'drop':

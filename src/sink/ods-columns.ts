@@ -5,8 +5,7 @@
  * are src/schema/evolution.ts; this module carries them out and reads the catalogs.
  */
 import type pg from 'pg';
-import type { Change } from '../cdc/changes';
-import { quoteIdent } from '../db/sql';
+import { quoteIdent, quoteLiteral } from '../db/sql';
 import {
   describeStep,
   mirrorableType,
@@ -131,25 +130,18 @@ export async function evolveOdsColumns(
   }
 }
 
-/** Applies each column list the fresh changes of a batch carry, in order; returns the columns to write now. */
-export async function evolveForBatch(
-  client: pg.ClientBase,
-  changes: readonly Change[],
-  log: ColumnLog,
-): Promise<OdsExtras> {
-  for (const c of changes) {
-    if (c.kind === 'row' && c.columns) await evolveOdsColumns(client, c.table, c.columns, log);
-  }
-  return readOdsExtras(client);
-}
-
 async function carryOut(client: pg.ClientBase, ods: string, step: ColumnStep): Promise<ColumnStep> {
   const target = `ALTER TABLE ${quoteIdent(ods)}`;
   if (step.action === 'add') {
-    // step.type passed mirrorableType: plain format_type text, safe to write into DDL.
+    // step.type passed mirrorableType: plain format_type text, safe to write into DDL. A constant default fills the
+    // rows ODS holds without rewriting them (as at the source); rows written from now on carry their own value.
+    const column = quoteIdent(step.name);
+    const add = `${target} ADD COLUMN IF NOT EXISTS ${column} ${step.type}`;
     const failed = await inSavepoint(
       client,
-      `${target} ADD COLUMN IF NOT EXISTS ${quoteIdent(step.name)} ${step.type}`,
+      step.missing === null
+        ? add
+        : `${add} DEFAULT ${quoteLiteral(step.missing)}::${step.type}; ${target} ALTER COLUMN ${column} DROP DEFAULT`,
     );
     return failed ? { action: 'skip', name: step.name, type: step.type, detail: failed } : step;
   }

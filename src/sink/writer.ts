@@ -23,7 +23,7 @@ import {
 import * as dwd from './dwd';
 import * as ods from './ods';
 import {
-  evolveForBatch,
+  evolveOdsColumns,
   noColumnLog,
   readOdsExtras,
   type ColumnLog,
@@ -204,16 +204,24 @@ export async function applyChangeBatch(
     if (confirmed !== null) await confirmIdlePosition(client, pipelineId, confirmed);
     return result;
   }
-  // Column lists of changes at or before the checkpoint were applied with them: only fresh ones count.
-  const extras = odsOptions.newColumns
-    ? await evolveForBatch(client, fresh, odsOptions.log ?? noColumnLog)
-    : (odsOptions.extras ?? (await readOdsExtras(client)));
-  // Set-based statements per run of row changes; a TRUNCATE in between is applied where it stands.
+  // Set-based statements per run of row changes; a TRUNCATE in between is applied where it stands, and so is a
+  // column list (only fresh ones count: those at or before the checkpoint were applied with their changes): the
+  // changes before it wrote rows the source had without its new columns, which then take their defaults in ODS
+  // as they do at the source.
+  const log = odsOptions.log ?? noColumnLog;
+  let extras = odsOptions.extras ?? (await readOdsExtras(client));
   let start = 0;
   for (let i = 0; i <= fresh.length; i++) {
     const c = fresh[i];
-    if (i < fresh.length && c.kind !== 'truncate') continue;
+    const columns = odsOptions.newColumns && c?.kind === 'row' ? c.columns : undefined;
+    if (i < fresh.length && c.kind !== 'truncate' && !columns) continue;
     await applyRowSegment(client, fresh.slice(start, i), result, extras);
+    if (columns && c.kind === 'row') {
+      await evolveOdsColumns(client, c.table, columns, log);
+      extras = await readOdsExtras(client);
+      start = i;
+      continue;
+    }
     if (c?.kind === 'truncate') {
       await client.query(boundQuery(ods.INSERT_CHANGE_LOG, changeLogParams([c], true)));
       await applyTruncate(client, c.tables);

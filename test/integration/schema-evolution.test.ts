@@ -18,12 +18,12 @@ describe('schema evolution', function () {
   async function resetColumns(c: TestContext): Promise<void> {
     await c.terminatePipeline();
     await c.q(`ALTER TABLE power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS _op,
-      DROP COLUMN IF EXISTS mood, DROP COLUMN IF EXISTS notes`);
+      DROP COLUMN IF EXISTS mood, DROP COLUMN IF EXISTS notes, DROP COLUMN IF EXISTS tariff,
+      DROP COLUMN IF EXISTS factor, DROP COLUMN IF EXISTS plain`);
     await c.q(`ALTER TABLE power_user DROP COLUMN IF EXISTS notes`);
     await c.q('DROP SCHEMA IF EXISTS stategrid_test_types CASCADE');
-    await c.q(
-      'ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS notes',
-    );
+    await c.q(`ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS notes,
+      DROP COLUMN IF EXISTS tariff, DROP COLUMN IF EXISTS factor, DROP COLUMN IF EXISTS plain`);
     await c.q('ALTER TABLE ods_power_user DROP COLUMN IF EXISTS notes');
     await c.q('DELETE FROM stategrid_ods_column');
   }
@@ -31,6 +31,17 @@ describe('schema evolution', function () {
   const seedUsers = () =>
     t.q(`INSERT INTO power_user SELECT g, 'u' || g, '居民用电', 1 + g % 3, 'r' || (1 + g % 3), now()
       FROM generate_series(1, 20) g`);
+
+  /** A fresh pipeline whose snapshot holds the users and consumptions 1..`consumptions`. */
+  const freshPipeline = (plugin: 'pgoutput' | 'wal2json', consumptions: number) =>
+    t.freshPipeline({ plugin }, async () => {
+      await seedUsers();
+      await t.q(
+        `INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.50, 0.75, '2026-11-20 08:00:00'
+         FROM generate_series(1, $1::int) g`,
+        [consumptions],
+      );
+    });
 
   /** Rows whose meter_id differs between the source and its ODS mirror (either way). */
   const meterDiff = () =>
@@ -68,11 +79,7 @@ describe('schema evolution', function () {
     it(`${plugin}: ADD COLUMN meter_id TEXT is mirrored with its values; DROP COLUMN keeps it, nullable, reported`, async () => {
       await resetColumns(t);
       const logStart = fs.statSync(workerLog()).size;
-      await t.freshPipeline({ plugin }, async () => {
-        await seedUsers();
-        await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.50, 0.75, '2026-11-20 08:00:00'
-          FROM generate_series(1, 500) g`);
-      });
+      await freshPipeline(plugin, 500);
       await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 2.00, 1.00, '2026-11-20 09:00:00'
         FROM generate_series(501, 600) g`);
 
@@ -146,6 +153,50 @@ describe('schema evolution', function () {
     });
   }
 
+  for (const plugin of ['pgoutput', 'wal2json'] as const) {
+    it(`${plugin}: ADD COLUMN … DEFAULT: rows that predate the column read its default in ODS, as at the source`, async () => {
+      await resetColumns(t);
+      await freshPipeline(plugin, 100);
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.50, 0.75, '2026-11-20 09:00:00'
+        FROM generate_series(101, 200) g`);
+      await t.caughtUp();
+      // In one transaction, so the rows before the columns and after them share a batch: PostgreSQL fills the
+      // older rows from the catalog, without writing them (nothing in the WAL says their value).
+      await t.q(`BEGIN;
+        INSERT INTO power_consumption SELECT g, 1 + g % 20, 2.00, 1.00, '2026-11-20 10:00:00'
+          FROM generate_series(201, 250) g;
+        ALTER TABLE power_consumption ADD COLUMN tariff TEXT DEFAULT 'it''s standard',
+          ADD COLUMN factor NUMERIC(4,2) DEFAULT 1.25, ADD COLUMN plain TEXT;
+        INSERT INTO power_consumption SELECT g, 1 + g % 20, 2.00, 1.00, '2026-11-20 11:00:00',
+          CASE WHEN g % 2 = 0 THEN 'peak' END, 0.5, 'p' || g FROM generate_series(251, 300) g;
+        COMMIT`);
+      // An older row updated: the update sends the default it reads.
+      await t.q(`UPDATE power_consumption SET consumption_amount = 9.00 WHERE consumption_id IN (5, 205)`);
+      await t.caughtUp();
+
+      assert.equal(
+        await t.diff(
+          'SELECT consumption_id, tariff, factor, plain FROM power_consumption',
+          'SELECT consumption_id, tariff, factor, plain FROM ods_power_consumption',
+        ),
+        0,
+        'tariff, factor and plain in ODS equal the source',
+      );
+      const older = await t.q<{ tariff: string; factor: string; plain: string | null }>(
+        `SELECT tariff, factor::text, plain FROM ods_power_consumption WHERE consumption_id = 42`,
+      );
+      assert.deepEqual(older, [{ tariff: "it's standard", factor: '1.25', plain: null }]);
+      // The default fills only the rows that were there: the ODS columns have none.
+      const defaults = await t.q<{ name: string }>(
+        `SELECT a.attname AS name FROM pg_attrdef d
+         JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+         WHERE d.adrelid = 'ods_power_consumption'::regclass`,
+      );
+      assert.deepEqual(defaults, [{ name: '_synced_at' }]);
+      await t.assertConverged();
+    });
+  }
+
   /**
    * Random text of about 6 kB: compression cannot bring it under the 2 kB TOAST threshold, so PostgreSQL stores it
    * out of line, and an update that leaves it unchanged does not send it (pgoutput marks it unchanged, wal2json
@@ -159,9 +210,7 @@ describe('schema evolution', function () {
   for (const plugin of ['pgoutput', 'wal2json'] as const) {
     it(`${plugin}: a large extra value an update leaves unchanged (not sent) keeps its ODS value`, async () => {
       await resetColumns(t);
-      await t.freshPipeline({ plugin }, async () => {
-        await seedUsers();
-      });
+      await freshPipeline(plugin, 0);
       await t.q('ALTER TABLE power_consumption ADD COLUMN notes TEXT');
       await t.q('ALTER TABLE power_user ADD COLUMN notes TEXT');
       await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 1.00, 0.50, '2026-11-20 08:00:00',

@@ -59,9 +59,12 @@ describe('schema evolution: column plan', () => {
     assert.deepEqual(plan(source(), [], ods()), []);
   });
 
-  it('adds a new source column with its type, once', () => {
+  it('adds a new source column with its type (and the default older rows read), once', () => {
     assert.deepEqual(plan(source({ name: 'meter_id', type: 'text' }), [], ods()), [
-      { action: 'add', name: 'meter_id', type: 'text' },
+      { action: 'add', name: 'meter_id', type: 'text', missing: null },
+    ]);
+    assert.deepEqual(plan(source({ name: 'tariff', type: 'text', missing: "it's" }), [], ods()), [
+      { action: 'add', name: 'tariff', type: 'text', missing: "it's" },
     ]);
     const mirrored = [tracked('meter_id', 'text', 'mirrored')];
     const withColumn = ods(['meter_id', { type: 'text', notNull: false }]);
