@@ -137,13 +137,15 @@ async function carryOut(client: pg.ClientBase, ods: string, step: ColumnStep): P
     // rows ODS holds without rewriting them (as at the source); rows written from now on carry their own value.
     const column = quoteIdent(step.name);
     const add = `${target} ADD COLUMN IF NOT EXISTS ${column} ${step.type}`;
-    const failed = await inSavepoint(
-      client,
-      step.missing === null
-        ? add
-        : `${add} DEFAULT ${quoteLiteral(step.missing)}::${step.type}; ${target} ALTER COLUMN ${column} DROP DEFAULT`,
-    );
-    return failed ? { action: 'skip', name: step.name, type: step.type, detail: failed } : step;
+    if (step.missing !== null) {
+      const withDefault = `${add} DEFAULT ${quoteLiteral(step.missing)}::${step.type}`;
+      if (!(await inSavepoint(client, `${withDefault}; ${target} ALTER COLUMN ${column} DROP DEFAULT`)))
+        return step;
+      // A default the sink cannot read back: the column is mirrored all the same, its older rows NULL.
+    }
+    const failed = await inSavepoint(client, add);
+    if (failed) return { action: 'skip', name: step.name, type: step.type, detail: failed };
+    return { ...step, missing: null };
   }
   if (step.action === 'drop' && step.dropNotNull) {
     const failed = await inSavepoint(client, `${target} ALTER COLUMN ${quoteIdent(step.name)} DROP NOT NULL`);
