@@ -27,9 +27,10 @@ export type OdsColumn = { type: string; notNull: boolean };
 export type ColumnStep =
   /**
    * ALTER TABLE … ADD COLUMN IF NOT EXISTS, then mirrored (skipped if PostgreSQL refuses); with `missing`, the rows
-   * ODS holds take that value, as the source's rows that predate the column do.
+   * ODS holds take that value, as the source's rows that predate the column do. `replace`: a column dropped at the
+   * source came back; its ODS column, whose values belong to the column that was dropped, is dropped first.
    */
-  | { action: 'add'; name: string; type: string; missing: string | null }
+  | { action: 'add'; name: string; type: string; missing: string | null; replace?: true }
   /** The ODS table already has the column with the source's type: write it from now on. */
   | { action: 'mirror'; name: string; type: string; detail: string }
   /** Gone at the source: kept in ODS; NOT NULL (never the key's) is dropped so new rows can leave it empty. */
@@ -74,11 +75,13 @@ function stepForReported(
   if (reason) return skip(reason);
   const type = c.type as string;
   const existing = ods.get(c.name);
-  if (!existing) return { action: 'add', name: c.name, type, missing: c.missing ?? null };
+  const add: ColumnStep = { action: 'add', name: c.name, type, missing: c.missing ?? null };
+  if (!existing) return add;
+  // Added again after a drop: the source's rows hold NULL or the new default there, not the old values.
+  if (tracked?.state === 'dropped') return { ...add, replace: true };
   if (existing.type !== type) return skip(`the ODS column has type ${existing.type}, the source ${type}`);
   if (tracked?.state === 'mirrored') return null;
-  const detail = tracked?.state === 'dropped' ? 're-added at the source' : 'the ODS column already existed';
-  return { action: 'mirror', name: c.name, type, detail };
+  return { action: 'mirror', name: c.name, type, detail: 'the ODS column already existed' };
 }
 
 /**
@@ -146,7 +149,7 @@ export function describeStep(table: string, ods: string, step: ColumnStep): stri
   const col = `${table}.${step.name}`;
   switch (step.action) {
     case 'add':
-      return `${col} (${step.type}) added to ${ods}: mirrored from now on${
+      return `${col} (${step.type}) ${step.replace ? `re-added at the source: its column in ${ods} is created anew` : `added to ${ods}`}: mirrored from now on${
         step.missing === null ? '' : `; the rows it holds take the default the source's older rows read`
       }`;
     case 'mirror':

@@ -136,7 +136,8 @@ async function carryOut(client: pg.ClientBase, ods: string, step: ColumnStep): P
     // step.type passed mirrorableType: plain format_type text, safe to write into DDL. A constant default fills the
     // rows ODS holds without rewriting them (as at the source); rows written from now on carry their own value.
     const column = quoteIdent(step.name);
-    const add = `${target} ADD COLUMN IF NOT EXISTS ${column} ${step.type}`;
+    const drop = step.replace ? `${target} DROP COLUMN IF EXISTS ${column}; ` : '';
+    const add = `${drop}${target} ADD COLUMN IF NOT EXISTS ${column} ${step.type}`;
     if (step.missing !== null) {
       const withDefault = `${add} DEFAULT ${quoteLiteral(step.missing)}::${step.type}`;
       if (!(await inSavepoint(client, `${withDefault}; ${target} ALTER COLUMN ${column} DROP DEFAULT`)))

@@ -150,6 +150,23 @@ describe('schema evolution', function () {
         /power_consumption\.meter_id was dropped at the source: kept in ods_power_consumption/,
       );
       assert.match(log, /power_consumption\.mood \(stategrid_test_types\.mood\) is not mirrored/);
+
+      // Added again: the source's older rows read the new default, not the values of the column that was dropped.
+      await t.q(`ALTER TABLE power_consumption ADD COLUMN meter_id TEXT DEFAULT 'again'`);
+      await t.q(`INSERT INTO power_consumption
+        (consumption_id, user_id, consumption_amount, consumption_cost, consumption_date, meter_id)
+        VALUES (1701, 1, 1.00, 0.50, '2026-11-20 13:00:00', 'M-back')`);
+      await t.caughtUp();
+      assert.equal(await meterDiff(), 0, 'meter_id in ODS equals the source after its re-add');
+      const readded = await t.q<{ consumption_id: string; meter_id: string }>(
+        `SELECT consumption_id, meter_id FROM ods_power_consumption WHERE consumption_id IN (700, 1701) ORDER BY 1`,
+      );
+      assert.deepEqual(readded, [
+        { consumption_id: '700', meter_id: 'again' },
+        { consumption_id: '1701', meter_id: 'M-back' },
+      ]);
+      assert.equal(status().sink.odsColumns.find((c) => c.name === 'meter_id')?.state, 'mirrored');
+      await t.assertConverged();
     });
   }
 

@@ -84,11 +84,15 @@ describe('schema evolution: column plan', () => {
     assert.deepEqual(plan(source(), [tracked('meter_id', 'text', 'dropped')], ods()), []);
   });
 
-  it('mirrors again a column re-added with the type it had, and adopts an existing ODS column of that type', () => {
+  it('adds anew a column re-added after a drop, of any type, and adopts an existing ODS column of its type', () => {
     const meter = { name: 'meter_id', type: 'text' };
     const existing = ods(['meter_id', { type: 'text', notNull: false }]);
     assert.deepEqual(plan(source(meter), [tracked('meter_id', 'text', 'dropped')], existing), [
-      { action: 'mirror', name: 'meter_id', type: 'text', detail: 're-added at the source' },
+      { action: 'add', name: 'meter_id', type: 'text', missing: null, replace: true },
+    ]);
+    const retyped = { name: 'meter_id', type: 'integer', missing: '7' };
+    assert.deepEqual(plan(source(retyped), [tracked('meter_id', 'text', 'dropped')], existing), [
+      { action: 'add', name: 'meter_id', type: 'integer', missing: '7', replace: true },
     ]);
     assert.deepEqual(plan(source(meter), [], existing), [
       { action: 'mirror', name: 'meter_id', type: 'text', detail: 'the ODS column already existed' },
