@@ -23,7 +23,7 @@ import { formatTable } from '../src/cli/output';
 import type { TemporalClient } from '../src/cli/shared';
 import { withClient } from '../src/db/client';
 import { readCheckpoint } from '../src/sink/checkpoint';
-import { APPLY_CONSUMPTIONS } from '../src/sink/dwd';
+import { consumptionStatements } from '../src/sink/dwd';
 import { prepareConsumptions } from '../src/sink/writer';
 import { boundQuery } from '../src/db/sql';
 import { stackDown, stackUp } from '../src/stack';
@@ -196,7 +196,10 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
       if (!prepared) throw new Error('bench batch was not prepared');
       await c.query('BEGIN');
       const t0 = process.hrtime.bigint();
-      await c.query(boundQuery(APPLY_CONSUMPTIONS, prepared.params));
+      // The form the capture writes such a batch with: new keys, no conflict handling (without the checkpoint's
+      // gate, which the rollback would undo anyway).
+      const forms = consumptionStatements([]);
+      await c.query(boundQuery(prepared.newKeys ? forms.newKeys : forms.plain, prepared.params));
       elapsed += process.hrtime.bigint() - t0;
       await c.query('ROLLBACK');
     }
