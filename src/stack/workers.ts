@@ -49,7 +49,7 @@ function knownWorkers(cfg: AppConfig): string[] {
  * STATEGRID_WORKER_NODE_ARGS adds flags NODE_OPTIONS refuses, such as `--cpu-prof --cpu-prof-dir=DIR` to profile
  * the streaming path, or `--no-single-threaded-gc` (later flags win).
  */
-export function nodeFlags(env: NodeJS.ProcessEnv): string[] {
+function nodeFlags(env: NodeJS.ProcessEnv): string[] {
   const extra = (env.STATEGRID_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   return [...WORKER_NODE_FLAGS, ...extra];
 }
