@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import pg from 'pg';
-import type { Change, Row, RowChange, SourceTable, TruncateChange } from '../../src/cdc/changes';
-import { loadConfig } from '../../src/config';
-import { ensureDatabaseExists } from '../../src/db/admin';
-import { keepValuesAsText, withClient } from '../../src/db/client';
-import { readSqlFile } from '../../src/db/sql';
+import type { Row, SourceTable } from '../../src/cdc/changes';
 import { closeDayWindow, recomputeDay, refreshDirtyPartitions } from '../../src/sink/aggregates';
 import { MARK_ALL_DIRTY } from '../../src/sink/dwd';
-import { PgBatchSink, type PreparedBatch } from '../../src/sink/writer';
+import {
+  batchesOf,
+  SinkPropertyDb,
+  writeBatches,
+  type BatchPaths,
+  type Emitted,
+} from './helpers/sink-property';
 
 /**
  * Property: whatever changes arrive, however they are cut into batches and wherever refreshes fall, a refresh
@@ -113,9 +114,6 @@ const consumptionRow = (id: number, c: Consumption): Row => ({
   consumption_date: `${DAYS[c.day]} 10:00:00`,
 });
 
-/** A change as the source streams it, before its place in the stream (transaction and sequence) is known. */
-type Emitted = Omit<RowChange, 'columns'> | TruncateChange;
-
 /** Applies a command to the model and returns the change the source would stream for it (none if it changes nothing). */
 function applyToModel(s: Source, c: Command): Emitted | null {
   switch (c.k) {
@@ -161,23 +159,7 @@ function applyToModel(s: Source, c: Command): Emitted | null {
   }
 }
 
-/** How many batches the cases wrote, and how many of them behind another: the path must be exercised. */
-const paths = { batches: 0, behind: 0 };
-
-/**
- * Writes the batches as the capture does: the second behind the first while it is in the sink when both only
- * insert new consumptions (applyBehind), otherwise after it.
- */
-async function writeBatches(sink: PgBatchSink, [first, second]: PreparedBatch[]): Promise<void> {
-  paths.batches += [first, second].filter(Boolean).length;
-  if (!first) return;
-  const lsnOf = (b: PreparedBatch) => b.changes[b.changes.length - 1].txLsn;
-  const firstDone = sink.apply(first, lsnOf(first));
-  const behind = second ? await sink.applyBehind(second, first, firstDone, lsnOf(second)) : null;
-  await firstDone;
-  if (behind) paths.behind++;
-  if (second && !behind) await sink.apply(second, lsnOf(second));
-}
+const paths: BatchPaths = { batches: 0, behind: 0 };
 
 const cents = (amount: string) => Math.round(Number(amount) * 100);
 const money = (c: number) => (c / 100).toFixed(2);
@@ -278,27 +260,11 @@ const FOUND: Step[][] = [
 
 describe('property: DWS by deltas', function () {
   this.timeout(600000);
-  const cfg = loadConfig();
-  const url = new URL(cfg.sinkUrl);
-  url.pathname = `/${DB}`;
-  const pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
+  const db = new SinkPropertyDb(DB);
+  const pool = db.pool;
   const warn = () => undefined;
-  /** Empties every table of the database: by DELETE, since a TRUNCATE per run bloats the catalog (pg_class). */
-  let emptyAll = '';
-
-  before(async () => {
-    keepValuesAsText();
-    const admin = new URL(cfg.sinkUrl);
-    admin.pathname = '/postgres';
-    await withClient(admin.toString(), (client) => ensureDatabaseExists(client, DB));
-    await pool.query(readSqlFile('03_sink.sql'));
-    await pool.query(readSqlFile('05_dwd_indexes.sql'));
-    const { rows } = await pool.query<{ t: string }>(
-      `SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public'`,
-    );
-    emptyAll = rows.map((r) => `DELETE FROM ${r.t};`).join(' ');
-  });
-  after(() => pool.end());
+  before(() => db.open());
+  after(() => db.close());
 
   const rowsOf = async (sql: string) => (await pool.query<{ r: string }>(sql)).rows.map((x) => x.r);
 
@@ -313,28 +279,16 @@ describe('property: DWS by deltas', function () {
   it('equals the model of the source after every refresh, close and recompute, with drift 0', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 8 }), async (steps) => {
-        await pool.query(emptyAll);
-        const { rows } = await pool.query<{ epoch: string }>(
-          `INSERT INTO stategrid_checkpoint (pipeline_id, slot_name, phase, epoch)
-           VALUES ($1, 'none', 'streaming', 1) RETURNING epoch::text`,
-          [PIPELINE],
-        );
-        const sink = new PgBatchSink(pool, PIPELINE, rows[0].epoch);
+        const sink = await db.freshSink(PIPELINE);
         const source: Source = { users: new Map(), consumptions: new Map() };
-        let lsn = 0x1000000n;
+        const lsn = { at: 0x1000000n };
         let beside: Promise<unknown> | null = null;
         for (const [n, st] of steps.entries()) {
           // Each transaction's changes, as the stream delivers them, then cut into one or two batches.
-          const transactions = st.transactions.map((tx) => {
-            lsn += 0x100n;
-            const emitted = tx.map((c) => applyToModel(source, c)).filter((e) => e !== null);
-            return emitted.map((e, i) => ({ ...e, txLsn: lsn, seq: i + 1, commitTime: null }) as Change);
-          });
-          const cut = st.twoInFlight ? 1 : transactions.length;
-          const batches = [transactions.slice(0, cut).flat(), transactions.slice(cut).flat()]
-            .filter((changes) => changes.length)
-            .map((changes) => sink.prepare({ changes, endLsn: changes[changes.length - 1].txLsn }));
-          await writeBatches(sink, batches);
+          const emitted = st.transactions.map((tx) =>
+            tx.map((c) => applyToModel(source, c)).filter((e) => e !== null),
+          );
+          await writeBatches(sink, batchesOf(sink, emitted, lsn, st.twoInFlight), paths);
           await beside;
           beside = null;
           const when = `after step ${n + 1} of ${JSON.stringify(steps)}`;

@@ -1,12 +1,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import pg from 'pg';
-import type { Change, Row, RowChange, SourceTable, TruncateChange } from '../../src/cdc/changes';
-import { loadConfig } from '../../src/config';
-import { ensureDatabaseExists } from '../../src/db/admin';
-import { keepValuesAsText, withClient } from '../../src/db/client';
-import { readSqlFile } from '../../src/db/sql';
-import { PgBatchSink, type PreparedBatch } from '../../src/sink/writer';
+import type { Row, SourceTable } from '../../src/cdc/changes';
+import { batchesOf, SinkPropertyDb, writeBatches, type Emitted } from './helpers/sink-property';
 
 /**
  * Property: an extra ODS column holds the source's value however its updates send it. An update may leave a
@@ -100,8 +95,6 @@ const consumptionRow = (id: number, user: number, amount: string): Row => ({
   consumption_date: '2026-11-20 10:00:00',
 });
 
-type Emitted = Omit<RowChange, 'columns'> | TruncateChange;
-
 /** Applies a command to the model; returns the change the source streams for it (null: it changes nothing). */
 function applyToModel(s: Source, c: Command): Emitted | null {
   switch (c.k) {
@@ -160,46 +153,22 @@ const EXAMPLES: Step[][] = [
 
 const paths = { batches: 0, behind: 0, unsent: 0 };
 
-/** The second batch behind the first while it is in the sink where both only insert, else after it. */
-async function writeBatches(sink: PgBatchSink, [first, second]: PreparedBatch[]): Promise<void> {
-  paths.batches += [first, second].filter(Boolean).length;
-  if (!first) return;
-  const lsnOf = (b: PreparedBatch) => b.changes[b.changes.length - 1].txLsn;
-  const firstDone = sink.apply(first, lsnOf(first));
-  const behind = second ? await sink.applyBehind(second, first, firstDone, lsnOf(second)) : null;
-  await firstDone;
-  if (behind) paths.behind++;
-  if (second && !behind) await sink.apply(second, lsnOf(second));
-}
-
 describe('property: extra ODS values an update does not send', function () {
   this.timeout(600000);
-  const cfg = loadConfig();
-  const url = new URL(cfg.sinkUrl);
-  url.pathname = `/${DB}`;
-  const pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
-  let emptyAll = '';
-
-  before(async () => {
-    keepValuesAsText();
-    const admin = new URL(cfg.sinkUrl);
-    admin.pathname = '/postgres';
-    await withClient(admin.toString(), (client) => ensureDatabaseExists(client, DB));
-    await pool.query(readSqlFile('03_sink.sql'));
-    await pool.query(readSqlFile('05_dwd_indexes.sql'));
-    await pool.query(`ALTER TABLE ods_power_consumption ADD COLUMN IF NOT EXISTS notes text;
-      ALTER TABLE ods_power_user ADD COLUMN IF NOT EXISTS notes text`);
-    const { rows } = await pool.query<{ t: string }>(
-      `SELECT quote_ident(tablename) AS t FROM pg_tables
-       WHERE schemaname = 'public' AND tablename <> 'stategrid_ods_column'`,
-    );
-    emptyAll = rows.map((r) => `DELETE FROM ${r.t};`).join(' ');
-    // The column as the sink records one it mirrors.
-    await pool.query(`INSERT INTO stategrid_ods_column (table_name, column_name, column_type, state)
-      VALUES ('power_consumption', 'notes', 'text', 'mirrored'), ('power_user', 'notes', 'text', 'mirrored')
-      ON CONFLICT DO NOTHING`);
-  });
-  after(() => pool.end());
+  const db = new SinkPropertyDb(DB);
+  const pool = db.pool;
+  // The column in both ODS tables, recorded as the sink records one it mirrors (kept between cases).
+  before(() =>
+    db.open(
+      `ALTER TABLE ods_power_consumption ADD COLUMN IF NOT EXISTS notes text;
+       ALTER TABLE ods_power_user ADD COLUMN IF NOT EXISTS notes text;
+       INSERT INTO stategrid_ods_column (table_name, column_name, column_type, state)
+       VALUES ('power_consumption', 'notes', 'text', 'mirrored'), ('power_user', 'notes', 'text', 'mirrored')
+       ON CONFLICT DO NOTHING`,
+      ['stategrid_ods_column'],
+    ),
+  );
+  after(() => db.close());
 
   const odsNotes = async (table: string, key: string) =>
     (
@@ -215,29 +184,17 @@ describe('property: extra ODS values an update does not send', function () {
   it('keeps in ODS the value the source row has, sent or not, on every batch path', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 6 }), async (steps) => {
-        await pool.query(emptyAll);
-        const { rows } = await pool.query<{ epoch: string }>(
-          `INSERT INTO stategrid_checkpoint (pipeline_id, slot_name, phase, epoch)
-           VALUES ($1, 'none', 'streaming', 1) RETURNING epoch::text`,
-          [PIPELINE],
-        );
-        const sink = new PgBatchSink(pool, PIPELINE, rows[0].epoch);
+        const sink = await db.freshSink(PIPELINE);
         const source: Source = { users: new Map(), consumptions: new Map() };
-        let lsn = 0x1000000n;
+        const lsn = { at: 0x1000000n };
         for (const st of steps) {
-          const transactions = st.transactions.map((tx) => {
-            lsn += 0x100n;
-            const emitted = tx.map((c) => applyToModel(source, c)).filter((e) => e !== null);
-            paths.unsent += emitted.filter(
-              (e) => e.kind === 'row' && e.op === 'U' && !('notes' in e.row),
-            ).length;
-            return emitted.map((e, i) => ({ ...e, txLsn: lsn, seq: i + 1, commitTime: null }) as Change);
-          });
-          const cut = st.twoInFlight ? 1 : transactions.length;
-          const batches = [transactions.slice(0, cut).flat(), transactions.slice(cut).flat()]
-            .filter((changes) => changes.length)
-            .map((changes) => sink.prepare({ changes, endLsn: changes[changes.length - 1].txLsn }));
-          await writeBatches(sink, batches);
+          const emitted = st.transactions.map((tx) =>
+            tx.map((c) => applyToModel(source, c)).filter((e) => e !== null),
+          );
+          paths.unsent += emitted
+            .flat()
+            .filter((e) => e.kind === 'row' && e.op === 'U' && !('notes' in e.row)).length;
+          await writeBatches(sink, batchesOf(sink, emitted, lsn, st.twoInFlight), paths);
         }
         const when = JSON.stringify(steps);
         assert.deepEqual(
