@@ -76,7 +76,7 @@ describe('schema evolution', function () {
   const loggedSince = (from: number) => fs.readFileSync(workerLog()).subarray(from).toString('utf8');
 
   for (const plugin of ['pgoutput', 'wal2json'] as const) {
-    it(`${plugin}: ADD COLUMN meter_id TEXT is mirrored with its values; DROP COLUMN keeps it, nullable, reported`, async () => {
+    it(`${plugin}: ADD COLUMN meter_id TEXT is mirrored with its values; DROP COLUMN keeps it, nullable, reported; ADD again starts it anew`, async () => {
       await resetColumns(t);
       const logStart = fs.statSync(workerLog()).size;
       await freshPipeline(plugin, 500);
@@ -215,8 +215,8 @@ describe('schema evolution', function () {
   }
 
   /**
-   * Random text of about 6 kB: compression cannot bring it under the 2 kB TOAST threshold, so PostgreSQL stores it
-   * out of line, and an update that leaves it unchanged does not send it (pgoutput marks it unchanged, wal2json
+   * About 6 kB of hex digests: compression cannot bring them under the 2 kB TOAST threshold, so PostgreSQL stores
+   * the value out of line, and an update that leaves it unchanged does not send it (pgoutput marks it unchanged, wal2json
    * leaves it out).
    */
   const largeText = (seed: string) =>
