@@ -99,7 +99,23 @@ export async function runWorker(cfg = loadConfig()): Promise<void> {
   }
 }
 
+/**
+ * Started by `stategrid worker` (STATEGRID_WORKER_PARENT: the command's pid): stop as on SIGTERM once that command
+ * is gone, so a command killed outright (SIGKILL, which it cannot pass on) leaves no worker behind in its own
+ * process group.
+ */
+function stopWithParent(parent: string | undefined): void {
+  if (!parent) return;
+  const check = setInterval(() => {
+    if (String(process.ppid) === parent) return;
+    clearInterval(check);
+    process.kill(process.pid, 'SIGTERM');
+  }, 1000);
+  check.unref();
+}
+
 if (require.main === module) {
+  stopWithParent(process.env.STATEGRID_WORKER_PARENT);
   runWorker().catch((err) => {
     console.error(err instanceof Error ? err.message : err);
     process.exit(1);

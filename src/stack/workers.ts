@@ -73,12 +73,13 @@ const FORWARDED: Partial<Record<NodeJS.Signals, NodeJS.Signals>> = {
  * `stategrid worker`: the worker entry in a child process with the workers' node flags (heap sizes and GC cannot be
  * set once node runs), its output on this terminal. The child has a process group of its own, so a Ctrl-C reaches
  * it once, through this process, not twice (the SDK stops gracefully on the first signal and leaves the second to
- * node, which exits at once). Resolves to the exit code to leave with.
+ * node, which exits at once); it stops by itself if this process is killed outright. Resolves to the exit code to
+ * leave with.
  */
 export function runWorkerInForeground(env: NodeJS.ProcessEnv): Promise<number> {
   const child = spawn(process.execPath, [...nodeFlags(env), workerEntry()], {
     stdio: 'inherit',
-    env,
+    env: { ...env, STATEGRID_WORKER_PARENT: String(process.pid) },
     detached: true,
   });
   const handlers = Object.entries(FORWARDED).map(([received, sent]) => {

@@ -9,15 +9,16 @@ import { REPO_ROOT } from './setup/env';
 
 /**
  * `stategrid worker` as an operator runs it, in a terminal, a container or a service unit, against the test's
- * PostgreSQL and Temporal: its worker process runs with the node flags of every worker, and one signal stops it
- * gracefully. A Ctrl-C goes to the terminal's whole process group; the test sends it that way.
+ * PostgreSQL and Temporal: its worker process runs with the node flags of every worker, one signal stops it
+ * gracefully, and a command killed outright leaves no worker behind. A Ctrl-C goes to the terminal's whole process
+ * group; the test sends it that way.
  */
 describe('stategrid worker in the foreground', function () {
   this.timeout(120000);
   const base = loadConfig().home;
 
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    it(`runs the worker with the workers' node flags and stops it gracefully on ${signal}`, async () => {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGKILL'] as const) {
+    it(`runs the worker with the workers' node flags and stops it on ${signal} to the command`, async () => {
       const home = path.join(base, `worker-command-${signal}`);
       fs.rmSync(home, { recursive: true, force: true });
       const command = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'stategrid.js'), 'worker'], {
@@ -54,6 +55,16 @@ describe('stategrid worker in the foreground', function () {
       );
 
       process.kill(signal === 'SIGINT' ? -pid : pid, signal);
+      if (signal === 'SIGKILL') {
+        // The command cannot pass it on: the worker, in its own process group, notices and stops by itself.
+        await exited;
+        await waitFor(
+          'the worker to stop after its command was killed',
+          async () => !isAlive(workerPid),
+          30000,
+        );
+        return;
+      }
       // Exit 0: the worker shut down on its own, not ended by a signal (128 + n).
       assert.equal(await exited, 0, `stategrid worker exit code; its output:\n${output}`);
       assert.ok(!isAlive(workerPid), 'the worker process is gone with the command');
