@@ -170,6 +170,9 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
   const batchRows = 5000;
   const firstId = 2_000_000_000;
   let elapsed = 0n;
+  // The form the capture writes such a batch with: new keys, no conflict handling (without the checkpoint's gate,
+  // which the rollback would undo anyway).
+  const forms = consumptionStatements([]);
   await withClient(cfg.sinkUrl, async (c) => {
     for (let b = 0; b < rows / batchRows; b++) {
       const changes: Change[] = [];
@@ -196,9 +199,6 @@ async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number)
       if (!prepared) throw new Error('bench batch was not prepared');
       await c.query('BEGIN');
       const t0 = process.hrtime.bigint();
-      // The form the capture writes such a batch with: new keys, no conflict handling (without the checkpoint's
-      // gate, which the rollback would undo anyway).
-      const forms = consumptionStatements([]);
       await c.query(boundQuery(prepared.newKeys ? forms.newKeys : forms.plain, prepared.params));
       elapsed += process.hrtime.bigint() - t0;
       await c.query('ROLLBACK');

@@ -193,7 +193,7 @@ export const MARK_ALL_DIRTY = markDirty(`SELECT consumption_date, region_id FROM
 function columnsOfRowData(alias: string, extra: readonly ExtraColumn[]): string {
   const field = (name: string) => `${alias}.row_data ->> ${quoteLiteral(name)}`;
   const key = CONSUMPTION_TABLE.key;
-  const keyBefore = odsKeyOf('power_consumption', `coalesce(${alias}.old_key ->> '${key}', ${field(key)})`);
+  const keyBefore = odsKeyOf(`coalesce(${alias}.old_key ->> '${key}', ${field(key)})`);
   const unsent = (name: string) => `${alias}.op = 'U' AND NOT ${alias}.row_data ? ${quoteLiteral(name)}`;
   return [
     ...CONSUMPTION_TABLE.columns.map((c) => `(${field(c.name)})::${c.type} AS ${c.name}`),

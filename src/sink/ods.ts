@@ -64,9 +64,8 @@ export function sentOrKept(
   return `CASE WHEN ${unsent} THEN (SELECT k.${quoteIdent(c.name)}::text FROM ${spec.ods} k WHERE k.${spec.key} = ${key}) ELSE ${value} END`;
 }
 
-/** The key expression of sentOrKept from a key in text. */
-export const odsKeyOf = (table: SourceTable, text: string) =>
-  `(${text})::${TABLE[table].columns.find((c) => c.name === TABLE[table].key)?.type ?? 'bigint'}`;
+/** The key expression of sentOrKept from a key in text (both tables' keys are bigint, as deleteOds takes them). */
+export const odsKeyOf = (text: string) => `(${text})::bigint`;
 
 /**
  * Writes rows into a table's ODS mirror. `select` gives the source columns (plain names, or casts from staged
@@ -109,7 +108,7 @@ SELECT ${opts.select ?? names(spec.columns)}${extraValues}, ${opts.lsn ?? '_lsn'
 export function upsertOdsFromJson(table: SourceTable, extra: readonly ExtraColumn[] = []): string {
   const keeps = extra.some((c) => c.mirrored);
   const meta = keeps ? [...ODS_METADATA, ...UNSENT_METADATA] : ODS_METADATA;
-  const key = odsKeyOf(table, `coalesce(r._ods_key, r.${TABLE[table].key}::text)`);
+  const key = odsKeyOf(`coalesce(r._ods_key, r.${TABLE[table].key}::text)`);
   return insertOds(table, `jsonb_to_recordset($1::jsonb) AS ${recordsetOf(table, 'r', meta, extra)}`, {
     upsert: true,
     extra,

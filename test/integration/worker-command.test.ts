@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import { WORKER_NODE_FLAGS } from '../../src/stack/workers';
-import { childPids, isAlive, readPid, waitFor } from '../../src/stack/proc';
+import { isAlive, waitFor } from '../../src/stack/proc';
+import { commandWorker } from './helpers/pipeline';
 import { REPO_ROOT } from './setup/env';
 
 /**
@@ -37,16 +38,7 @@ describe('stategrid worker in the foreground', function () {
       const exited = new Promise<number | null>((resolve) => command.on('exit', (code) => resolve(code)));
       const pid = command.pid ?? 0;
 
-      let workerPid = 0;
-      await waitFor(
-        'the foreground worker to poll',
-        async () => {
-          if (!isAlive(pid)) throw new Error(`stategrid worker exited at start:\n${output}`);
-          workerPid = readPid(path.join(home, 'run', 'worker.ready')) ?? 0;
-          return childPids(pid).includes(workerPid);
-        },
-        60000,
-      );
+      const workerPid = await commandWorker(pid, home, () => `its output:\n${output}`, 60000);
       const argv = fs.readFileSync(`/proc/${workerPid}/cmdline`, 'utf8').split('\0');
       for (const flag of WORKER_NODE_FLAGS) assert.ok(argv.includes(flag), `${flag} in ${argv.join(' ')}`);
       assert.ok(

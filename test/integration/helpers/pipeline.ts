@@ -325,17 +325,31 @@ export async function spawnWorker(
     logFile,
     env,
   });
+  const workerPid = await commandWorker(pid, home, () => `see ${logFile}`, 120000);
+  return { pid, workerPid, logFile };
+}
+
+/**
+ * The pid of the worker process `stategrid worker` (pid `command`, home `home`) runs, once it polls: the pid in its
+ * ready file, a child of the command (a stale file names another). `output` says where the command's output is.
+ */
+export async function commandWorker(
+  command: number,
+  home: string,
+  output: () => string,
+  timeoutMs: number,
+): Promise<number> {
   let workerPid = 0;
   await waitFor(
-    `the worker in ${home} to poll`,
+    `the worker of stategrid worker in ${home} to poll`,
     async () => {
-      if (!isAlive(pid)) throw new Error(`stategrid worker exited at start; see ${logFile}`);
+      if (!isAlive(command)) throw new Error(`stategrid worker exited at start; ${output()}`);
       workerPid = readPid(path.join(home, 'run', 'worker.ready')) ?? 0;
-      return childPids(pid).includes(workerPid);
+      return childPids(command).includes(workerPid);
     },
-    120000,
+    timeoutMs,
   );
-  return { pid, workerPid, logFile };
+  return workerPid;
 }
 
 /** The `stategrid` CLI as an operator runs it, in the test's environment. */
