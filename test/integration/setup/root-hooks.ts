@@ -2,9 +2,14 @@ import './env';
 import { loadConfig } from '../../../src/config';
 import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
+import { workerLogSizes } from '../../../src/stack/workers';
+import { workerReport } from './failed-test-report';
 
 /** Brings up the real test stack (PostgreSQL, Temporal dev server, worker process) once for the whole run. */
 const log = (m: string) => console.log(`  [stack] ${m}`);
+
+/** Sizes of the worker logs when the current test started. */
+let logsAtStart = new Map<string, number>();
 
 export const mochaHooks = {
   async beforeAll(this: Mocha.Context) {
@@ -12,6 +17,20 @@ export const mochaHooks = {
     const cfg = loadConfig();
     await stackUp(cfg, log, { restartWorker: true });
     await initDatabases(cfg, 'stategrid_cdc');
+  },
+  beforeEach() {
+    logsAtStart = workerLogSizes(loadConfig());
+  },
+  /**
+   * After a failed test: shows what the stack's workers logged during it, then starts them anew, so that a worker
+   * the failure left stopped or stuck does not fail every test after it as well.
+   */
+  async afterEach(this: Mocha.Context) {
+    if (this.currentTest?.state !== 'failed') return;
+    this.timeout(120 * 1000);
+    const cfg = loadConfig();
+    for (const line of workerReport(cfg, logsAtStart)) log(line);
+    await stackUp(cfg, log, { restartWorker: true });
   },
   async afterAll(this: Mocha.Context) {
     this.timeout(120 * 1000);
