@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AppConfig } from '../../../src/config';
+import { pipelineHandle, temporalClient } from '../../../src/control/pipeline';
+import { withClient } from '../../../src/db/client';
 import { workerLogSizes, workerProcesses } from '../../../src/stack/workers';
 
 /** Lines of a worker log worth showing after a failed test: warnings, errors, and whatever is not a JSON entry. */
@@ -34,6 +36,55 @@ export function workerReport(cfg: AppConfig, since: Map<string, number>, maxLine
     out.push(`${path.basename(file)}: ${added.length} warnings or errors during the test, the last ones:`);
     for (const line of added.slice(-maxLines))
       out.push(`  ${line.length > 400 ? `${line.slice(0, 400)}…` : line}`);
+  }
+  return out;
+}
+
+const ACTIVITY_STATES = [
+  'unspecified',
+  'scheduled',
+  'started',
+  'cancel requested',
+  'paused',
+  'pause requested',
+];
+
+/**
+ * The workers' database sessions (what each waits for, how long its transaction is open) and the test pipeline's
+ * pending activities (attempt, last failure): where a pipeline that stopped moving is stuck.
+ */
+export async function pipelineReport(cfg: AppConfig, pipelineId: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    const sessions = await withClient(cfg.sinkUrl, (db) =>
+      db.query<Record<string, string>>(
+        `SELECT application_name AS app, state, coalesce(wait_event_type || ':' || wait_event, '-') AS waits,
+           coalesce(round(extract(epoch FROM now() - xact_start))::text || ' s', '-') AS xact,
+           left(btrim(regexp_replace(query, '\\s+', ' ', 'g')), 100) AS query
+         FROM pg_stat_activity WHERE application_name LIKE 'stategrid%' ORDER BY xact_start NULLS LAST`,
+      ),
+    );
+    out.push(`worker sessions: ${sessions.rows.length}`);
+    for (const r of sessions.rows)
+      out.push(`  ${r.app} ${r.state} waits ${r.waits} xact ${r.xact}: ${r.query}`);
+  } catch (err) {
+    out.push(`worker sessions not read: ${(err as Error).message}`);
+  }
+  try {
+    const { client, close } = await temporalClient(cfg);
+    try {
+      const desc = await pipelineHandle(client, pipelineId).describe();
+      out.push(`pipeline ${pipelineId}: ${desc.status.name}`);
+      for (const a of desc.raw.pendingActivities ?? [])
+        out.push(
+          `  ${a.activityType?.name} attempt ${a.attempt} ${ACTIVITY_STATES[a.state ?? 0] ?? a.state}` +
+            (a.lastFailure?.message ? `, last failure: ${a.lastFailure.message.slice(0, 200)}` : ''),
+        );
+    } finally {
+      await close();
+    }
+  } catch (err) {
+    out.push(`pipeline ${pipelineId} not described: ${(err as Error).message}`);
   }
   return out;
 }

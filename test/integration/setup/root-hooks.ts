@@ -3,7 +3,8 @@ import { loadConfig } from '../../../src/config';
 import { initDatabases } from '../../../src/db/init';
 import { stackDown, stackUp } from '../../../src/stack';
 import { workerLogSizes } from '../../../src/stack/workers';
-import { workerReport } from './failed-test-report';
+import { PIPELINE_ID } from '../helpers/pipeline';
+import { pipelineReport, workerReport } from './failed-test-report';
 
 /** Brings up the real test stack (PostgreSQL, Temporal dev server, worker process) once for the whole run. */
 const log = (m: string) => console.log(`  [stack] ${m}`);
@@ -22,14 +23,15 @@ export const mochaHooks = {
     logsAtStart = workerLogSizes(loadConfig());
   },
   /**
-   * After a failed test: shows what the stack's workers logged during it, then starts them anew, so that a worker
-   * the failure left stopped or stuck does not fail every test after it as well.
+   * After a failed test: shows what the stack's workers logged during it and where the test pipeline stands, then
+   * starts the workers anew, so that a worker the failure left stopped or stuck does not fail every test after it.
    */
   async afterEach(this: Mocha.Context) {
     if (this.currentTest?.state !== 'failed') return;
     this.timeout(120 * 1000);
     const cfg = loadConfig();
-    for (const line of workerReport(cfg, logsAtStart)) log(line);
+    const report = [...workerReport(cfg, logsAtStart), ...(await pipelineReport(cfg, PIPELINE_ID))];
+    for (const line of report) log(line);
     await stackUp(cfg, log, { restartWorker: true });
   },
   async afterAll(this: Mocha.Context) {
