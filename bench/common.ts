@@ -2,12 +2,11 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { parseLsn } from '../src/cdc/changes';
 import { slotFigures, type SlotFigures } from '../src/cdc/source-admin';
 import type { AppConfig } from '../src/config';
 import { waitCaughtUp } from '../src/control/pipeline';
-import { withClient } from '../src/db/client';
+import { openPool, withClient } from '../src/db/client';
 import { childPids, procStatFields } from '../src/stack/proc';
 import { verifyWarehouse } from '../src/verify/warehouse';
 import { oracleLayers, type OracleInputs } from '../test/integration/helpers/oracle';
@@ -456,7 +455,7 @@ async function oracleDifferences(cfg: AppConfig): Promise<string[]> {
     nanArrivesAsNull: cfg.decodingPlugin === 'wal2json',
   };
   if (cfg.sinkUrl === cfg.sourceUrl) {
-    const db = new pg.Pool({ connectionString: cfg.sourceUrl, max: 1 });
+    const db = openPool({ connectionString: cfg.sourceUrl, max: 1 });
     try {
       const layers = await new OracleCompare(db).everyLayer(o);
       return layers

@@ -1,14 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
-import pg from 'pg';
 import { createActivities } from './activities';
 import { StreamPark } from './cdc/stream-park';
 import { WORKFLOW_BUNDLE } from './build/bundle-workflows';
 import { loadConfig, maskUrl } from './config';
 import { createLogger, installSdkLogger } from './observability/log';
 import { countRunning, labelWorker, serveMetrics } from './observability/metrics';
-import { keepValuesAsText } from './db/client';
+import { keepValuesAsText, openPool } from './db/client';
 import { DwsRefreshers } from './sink/dws-refresher';
 import { ensureSearchAttributes } from './temporal/search-attributes';
 
@@ -21,8 +20,10 @@ export async function runWorker(cfg = loadConfig()): Promise<void> {
   keepValuesAsText();
   const logger = createLogger(cfg.logLevel);
   installSdkLogger(logger);
-  const sink = new pg.Pool({ connectionString: cfg.sinkUrl, max: 6, application_name: 'stategrid-worker' });
-  sink.on('error', (err) => logger.warn({ sink: maskUrl(cfg.sinkUrl), err: err.message }, 'sink pool error'));
+  const sink = openPool(
+    { connectionString: cfg.sinkUrl, max: 6, application_name: 'stategrid-worker' },
+    (err) => logger.warn({ sink: maskUrl(cfg.sinkUrl), err: err.message }, 'sink pool error'),
+  );
   const metricsServer = serveMetrics(
     cfg.metricsPort,
     (port) => logger.info({ port }, `metrics on http://127.0.0.1:${port}/metrics`),

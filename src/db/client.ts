@@ -26,15 +26,30 @@ export function keepValuesAsText(): void {
   for (const oid of [1082, 1114, 1184, 1700, 20]) pg.types.setTypeParser(oid, (v: string) => v);
 }
 
+/**
+ * A pool whose connections never crash the process with an unhandled 'error' event: each has a listener from
+ * the moment it connects, so a connection lost while checked out is reported by its failing query (or by the
+ * ROLLBACK of withTransaction), and one lost while idle is passed to `onIdleError` and replaced. A listener added
+ * after `pool.connect()` resolves comes too late: when the server ends a fresh connection right after it is
+ * ready, its error can arrive in the same network read as the ready message, and node-postgres emits it before
+ * the promise's continuation runs (found by killing the worker's sink connections; it ended the worker).
+ */
+export function openPool(
+  config: pg.PoolConfig,
+  onIdleError: (err: Error) => void = () => undefined,
+): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  pool.on('error', onIdleError);
+  return pool;
+}
+
+/** Runs `fn` in a transaction on a connection of `pool` (from openPool); rolls back if `fn` throws. */
 export async function withTransaction<T>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
   const client = await pool.connect();
-  // A connection lost while checked out is reported by the failing query; without a listener the client's
-  // 'error' event would crash the worker instead.
-  const ignore = () => undefined;
-  client.on('error', ignore);
   let broken: Error | undefined;
   try {
     await client.query('BEGIN');
@@ -45,7 +60,6 @@ export async function withTransaction<T>(
     await client.query('ROLLBACK').catch((e: Error) => (broken = e));
     throw err;
   } finally {
-    client.removeListener('error', ignore);
     client.release(broken); // a broken connection is destroyed, not returned to the pool
   }
 }

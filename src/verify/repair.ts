@@ -1,7 +1,6 @@
-import pg from 'pg';
 import { readRowsInOneSnapshot, repairLowWatermark, waitTransactionsEnded } from '../cdc/source-admin';
 import type { AppConfig } from '../config';
-import { withClient } from '../db/client';
+import { openPool, withClient } from '../db/client';
 import { readOdsExtras } from '../sink/ods-columns';
 import { SOURCE_TABLES, TABLE, type SourceTable } from '../schema/tables';
 import { recomputePartitions } from '../sink/aggregates';
@@ -46,8 +45,7 @@ export async function repairDifferences(
   progress: (m: string) => void,
 ): Promise<RepairRecord[]> {
   const plan = repairPlan(found);
-  const sink = new pg.Pool({ connectionString: cfg.sinkUrl, max: 1 });
-  sink.on('error', () => undefined); // surfaced by the failing query
+  const sink = openPool({ connectionString: cfg.sinkUrl, max: 1 });
   try {
     const records: RepairRecord[] = [];
     const partitions = new Map(plan.partitions.map((p) => [partitionKey(p), p]));

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { withClient } from '../../src/db/client';
+import { openPool, withClient } from '../../src/db/client';
 import { refreshDirtyPartitions } from '../../src/sink/aggregates';
 import { MARK_ALL_DIRTY } from '../../src/sink/dwd';
 import { NO_JIT, REBUILD_TOTALS } from '../../src/sink/dws';
@@ -325,7 +325,7 @@ describe('incremental DWS', function () {
       warnings.push(`${message} (${fields.err})`);
     // One pooled connection, already open, for the refresh; the second connection of the rebuild opens beside
     // the pool with its settings, which first point nowhere.
-    const sink = new pg.Pool({ connectionString: t.cfg.sinkUrl, max: 1 });
+    const sink = openPool({ connectionString: t.cfg.sinkUrl, max: 1 });
     try {
       await sink.query('SELECT 1');
       sink.options.connectionString = t.cfg.sinkUrl.replace(/:\d+\//, ':1/');

@@ -4,7 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { readRowsInOneSnapshot, repairLowWatermark } from '../../src/cdc/source-admin';
 import { pipelineState } from '../../src/control/pipeline';
-import { withClient } from '../../src/db/client';
+import { openPool, withClient } from '../../src/db/client';
 import { recomputePartitions } from '../../src/sink/aggregates';
 import { readCheckpoint } from '../../src/sink/checkpoint';
 import { applyRepairWindow } from '../../src/sink/repair';
@@ -78,7 +78,7 @@ describe('stategrid verify --repair', function () {
         .map((x) => [x.table, { missing: x.missing, extra: x.extra, different: x.different }]),
     );
   const withPool = async <T>(url: string, use: (pool: pg.Pool) => Promise<T>): Promise<T> => {
-    const pool = new pg.Pool({ connectionString: url, max: 1 });
+    const pool = openPool({ connectionString: url, max: 1 });
     try {
       return await use(pool);
     } finally {

@@ -5,9 +5,8 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Client } from '@temporalio/client';
 import pg from 'pg';
-import { keepValuesAsText } from '../../../src/db/client';
+import { keepValuesAsText, openPool, withClient } from '../../../src/db/client';
 import { loadConfig, type AppConfig } from '../../../src/config';
-import { withClient } from '../../../src/db/client';
 import { postgresPid } from '../../../src/stack/postgres';
 import { childPids, isAlive, readPid, spawnDetached, stopPid, waitFor } from '../../../src/stack/proc';
 import { dropSlot } from '../../../src/cdc/source-admin';
@@ -46,13 +45,10 @@ keepValuesAsText();
 
 export class TestContext {
   readonly cfg: AppConfig = loadConfig();
-  readonly db = new pg.Pool({ connectionString: this.cfg.sourceUrl, max: 4 });
+  // An idle connection dropped by a database restart is replaced on next use.
+  readonly db = openPool({ connectionString: this.cfg.sourceUrl, max: 4 });
   private readonly oracle = new OracleCompare(this.db);
 
-  constructor() {
-    // An idle connection dropped by a database restart is replaced on next use; unheard it would crash the run.
-    this.db.on('error', () => undefined);
-  }
   client!: Client;
   private closeClient?: () => Promise<void>;
   /** Set by a context that audits the WAL: freshPipeline then starts a WalAudit for each pipeline. */

@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Change, RowChange, TruncateChange } from '../../../src/cdc/changes';
 import { loadConfig } from '../../../src/config';
 import { ensureDatabaseExists } from '../../../src/db/admin';
-import { keepValuesAsText, withClient } from '../../../src/db/client';
+import { keepValuesAsText, openPool, withClient } from '../../../src/db/client';
 import { readSqlFile } from '../../../src/db/sql';
 import { PgBatchSink, type PreparedBatch } from '../../../src/sink/writer';
 
@@ -25,7 +25,7 @@ export class SinkPropertyDb {
   constructor(private readonly database: string) {
     const url = new URL(loadConfig().sinkUrl);
     url.pathname = `/${database}`;
-    this.pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
+    this.pool = openPool({ connectionString: url.toString(), max: 4 });
   }
 
   /** Creates the database and the sink's tables, runs `setup`; a case empties every table but those in `kept`. */
