@@ -232,19 +232,20 @@ export async function endSnapshotRead(reader: pg.ClientBase): Promise<void> {
 // The reported list with types: from the plugin's type OID and modifier where it sent them, else from the catalog
 // (null for a column the catalog no longer has); with $5, also the catalog's columns the list lacks. `missing`:
 // the value of a column added with a constant default, which the rows that predate it read (attmissingval, an
-// array of one element).
+// array of one element); `defaultInRows`: a default with no such value (see SourceColumn).
 const SOURCE_COLUMNS = `
 WITH reported AS (
   SELECT * FROM unnest($2::text[], $3::oid[], $4::int[]) WITH ORDINALITY AS r(name, type_oid, typmod, pos)),
 catalog AS (
   SELECT attname::text AS name, format_type(atttypid, atttypmod) AS type, attnum,
-    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END AS missing
+    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END AS missing,
+    atthasdef AND NOT atthasmissing AS default_in_rows
   FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped)
-SELECT name, type, missing FROM (
-  SELECT r.name, coalesce(format_type(r.type_oid, r.typmod), c.type) AS type, c.missing, r.pos
+SELECT name, type, missing, coalesce(default_in_rows, false) AS "defaultInRows" FROM (
+  SELECT r.name, coalesce(format_type(r.type_oid, r.typmod), c.type) AS type, c.missing, c.default_in_rows, r.pos
   FROM reported r LEFT JOIN catalog c ON c.name = r.name
   UNION ALL
-  SELECT c.name, c.type, c.missing, 1000000 + c.attnum FROM catalog c
+  SELECT c.name, c.type, c.missing, c.default_in_rows, 1000000 + c.attnum FROM catalog c
   WHERE $5 AND NOT EXISTS (SELECT 1 FROM reported r WHERE r.name = c.name)) x
 ORDER BY pos`;
 

@@ -8,9 +8,16 @@ import { ODS_RESERVED_NAMES, type Column, type SourceTableSpec } from './tables'
 /**
  * A source column as the source reports it: its type as `format_type` prints it, or null when unknown; `missing`:
  * the value rows that predate the column read (it was added with a constant default, which PostgreSQL keeps in the
- * catalog instead of writing it into those rows, so the WAL never carries it), as text.
+ * catalog instead of writing it into those rows, so the WAL never carries it), as text. `defaultInRows`: it has a
+ * default but none in the catalog for older rows: a volatile one (`now()`, `gen_random_uuid()`) made PostgreSQL
+ * rewrite the table, writing a value into every existing row, which the WAL does not carry either.
  */
-export type SourceColumn = { name: string; type: string | null; missing?: string | null };
+export type SourceColumn = {
+  name: string;
+  type: string | null;
+  missing?: string | null;
+  defaultInRows?: boolean;
+};
 
 /**
  * `mirrored`: in ODS, written by every row change; `dropped`: gone at the source, kept in ODS (nullable) and
@@ -29,8 +36,9 @@ export type ColumnStep =
    * ALTER TABLE … ADD COLUMN IF NOT EXISTS, then mirrored (skipped if PostgreSQL refuses); with `missing`, the rows
    * ODS holds take that value, as the source's rows that predate the column do. `replace`: a column dropped at the
    * source came back; its ODS column, whose values belong to the column that was dropped, is dropped first.
+   * `unfilled`: the source wrote a default into its older rows that ODS cannot know (see SourceColumn).
    */
-  | { action: 'add'; name: string; type: string; missing: string | null; replace?: true }
+  | { action: 'add'; name: string; type: string; missing: string | null; replace?: true; unfilled?: true }
   /** The ODS table already has the column with the source's type: write it from now on. */
   | { action: 'mirror'; name: string; type: string; detail: string }
   /** Gone at the source: kept in ODS; NOT NULL (never the key's) is dropped so new rows can leave it empty. */
@@ -75,7 +83,13 @@ function stepForReported(
   if (reason) return skip(reason);
   const type = c.type as string;
   const existing = ods.get(c.name);
-  const add: ColumnStep = { action: 'add', name: c.name, type, missing: c.missing ?? null };
+  const add: ColumnStep = {
+    action: 'add',
+    name: c.name,
+    type,
+    missing: c.missing ?? null,
+    ...(c.defaultInRows ? { unfilled: true as const } : {}),
+  };
   if (!existing) return add;
   // Added again after a drop: the source's rows hold NULL or the new default there, not the old values.
   if (tracked?.state === 'dropped') return { ...add, replace: true };
@@ -144,6 +158,12 @@ export function sharedExtraColumns(
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
+/** What an `unfilled` column means for the operator (its detail in stategrid_ods_column, its log line). */
+export const UNFILLED =
+  "its default was written into the source's older rows (a volatile default rewrites the table, without " +
+  'changes in the WAL): those rows hold NULL here until they change; `stategrid verify --layer ods --repair` ' +
+  'copies their values';
+
 /** The log line of a step carried out on `table` (its ODS mirror `ods`). */
 export function describeStep(table: string, ods: string, step: ColumnStep): string {
   const col = `${table}.${step.name}`;
@@ -151,7 +171,7 @@ export function describeStep(table: string, ods: string, step: ColumnStep): stri
     case 'add':
       return `${col} (${step.type}) ${step.replace ? `re-added at the source: its column in ${ods} is created anew` : `added to ${ods}`}: mirrored from now on${
         step.missing === null ? '' : `; the rows it holds take the default the source's older rows read`
-      }`;
+      }${step.unfilled ? `; ${UNFILLED}` : ''}`;
     case 'mirror':
       return `${col} (${step.type}) mirrored into its existing ${ods} column (${step.detail})`;
     case 'drop':

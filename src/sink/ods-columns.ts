@@ -10,6 +10,7 @@ import {
   describeStep,
   mirrorableType,
   planColumns,
+  UNFILLED,
   type ColumnState,
   type ColumnStep,
   type SourceColumn,
@@ -118,9 +119,15 @@ export async function evolveOdsColumns(
   const steps = planColumns(spec, reported, await trackedColumns(client, table), ods);
   for (const planned of steps) {
     const step = await carryOut(client, spec.ods, planned);
-    const detail = step.action === 'skip' || step.action === 'mirror' ? step.detail : null;
+    const detail =
+      step.action === 'skip' || step.action === 'mirror'
+        ? step.detail
+        : step.action === 'add' && step.unfilled
+          ? UNFILLED
+          : null;
     await client.query(TRACK, [table, step.name, step.type, STATE_AFTER[step.action], detail]);
-    const level = step.action === 'add' || step.action === 'mirror' ? 'info' : 'warn';
+    const quiet = (step.action === 'add' && !step.unfilled) || step.action === 'mirror';
+    const level = quiet ? 'info' : 'warn';
     log(level, describeStep(table, spec.ods, step), {
       table,
       column: step.name,

@@ -158,7 +158,9 @@ export class PgSnapshotSink implements SnapshotSink {
    * are gone); the chunks then carry the spec columns and the mirrored extra ones, in the returned order.
    */
   async prepareTable(table: SourceTable, source: SourceColumn[]): Promise<string[]> {
-    await withTransaction(this.pool, (client) => evolveOdsColumns(client, table, source, this.log));
+    // The chunks copy every row's value: a default written into the source's rows is filled here too.
+    const copied = source.map((c) => ({ ...c, defaultInRows: false }));
+    await withTransaction(this.pool, (client) => evolveOdsColumns(client, table, copied, this.log));
     const atSource = new Set(source.map((c) => c.name));
     this.extras[table] = (await readOdsExtras(this.pool))[table].filter((c) => atSource.has(c.name));
     return [...SNAPSHOT_COLUMNS[table], ...this.extras[table].map((c) => c.name)];

@@ -66,6 +66,10 @@ describe('schema evolution: column plan', () => {
     assert.deepEqual(plan(source({ name: 'tariff', type: 'text', missing: "it's" }), [], ods()), [
       { action: 'add', name: 'tariff', type: 'text', missing: "it's" },
     ]);
+    // A default PostgreSQL wrote into the older rows (a volatile one rewrites the table): added, marked unfilled.
+    assert.deepEqual(plan(source({ name: 'stamp', type: 'text', defaultInRows: true }), [], ods()), [
+      { action: 'add', name: 'stamp', type: 'text', missing: null, unfilled: true },
+    ]);
     const mirrored = [tracked('meter_id', 'text', 'mirrored')];
     const withColumn = ods(['meter_id', { type: 'text', notNull: false }]);
     assert.deepEqual(plan(source({ name: 'meter_id', type: 'text' }), mirrored, withColumn), []);
