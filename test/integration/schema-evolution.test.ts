@@ -19,11 +19,12 @@ describe('schema evolution', function () {
     await c.terminatePipeline();
     await c.q(`ALTER TABLE power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS _op,
       DROP COLUMN IF EXISTS mood, DROP COLUMN IF EXISTS notes, DROP COLUMN IF EXISTS tariff,
-      DROP COLUMN IF EXISTS factor, DROP COLUMN IF EXISTS plain`);
+      DROP COLUMN IF EXISTS factor, DROP COLUMN IF EXISTS plain, DROP COLUMN IF EXISTS stamp`);
     await c.q(`ALTER TABLE power_user DROP COLUMN IF EXISTS notes`);
     await c.q('DROP SCHEMA IF EXISTS stategrid_test_types CASCADE');
     await c.q(`ALTER TABLE ods_power_consumption DROP COLUMN IF EXISTS meter_id, DROP COLUMN IF EXISTS notes,
-      DROP COLUMN IF EXISTS tariff, DROP COLUMN IF EXISTS factor, DROP COLUMN IF EXISTS plain`);
+      DROP COLUMN IF EXISTS tariff, DROP COLUMN IF EXISTS factor, DROP COLUMN IF EXISTS plain,
+      DROP COLUMN IF EXISTS stamp`);
     await c.q('ALTER TABLE ods_power_user DROP COLUMN IF EXISTS notes');
     await c.q('DELETE FROM stategrid_ods_column');
   }
@@ -210,6 +211,42 @@ describe('schema evolution', function () {
          WHERE d.adrelid = 'ods_power_consumption'::regclass`,
       );
       assert.deepEqual(defaults, [{ name: '_synced_at' }]);
+      await t.assertConverged();
+    });
+  }
+
+  for (const plugin of ['pgoutput', 'wal2json'] as const) {
+    it(`${plugin}: ADD COLUMN … DEFAULT volatile: the older rows' values, which the WAL lacks, are reported and repaired`, async () => {
+      await resetColumns(t);
+      await freshPipeline(plugin, 100);
+      const logFrom = fs.statSync(workerLog()).size;
+      // A volatile default rewrites the table: each older row gets its own value, and no change says which.
+      await t.q(`ALTER TABLE power_consumption ADD COLUMN stamp TEXT DEFAULT md5(random()::text),
+        ADD COLUMN tariff TEXT DEFAULT 'flat', ADD COLUMN plain TEXT`);
+      await t.q(`INSERT INTO power_consumption SELECT g, 1 + g % 20, 2.00, 1.00, '2026-11-20 11:00:00'
+        FROM generate_series(101, 120) g`);
+      await t.caughtUp();
+
+      const columns = status().sink.odsColumns;
+      const detailOf = (name: string) => columns.find((c) => c.name === name)?.detail ?? null;
+      assert.match(detailOf('stamp') ?? '', /verify --layer ods --repair/, JSON.stringify(columns));
+      // The rewrite wrote the constant default into the rows too, leaving none in the catalog for older rows.
+      assert.match(detailOf('tariff') ?? '', /verify --layer ods --repair/, JSON.stringify(columns));
+      assert.equal(detailOf('plain'), null, 'no default: the older rows hold NULL at the source as in ODS');
+      assert.match(loggedSince(logFrom), /power_consumption\.stamp .*verify --layer ods --repair/);
+      const stampDiff = () =>
+        t.diff(
+          'SELECT consumption_id, stamp, tariff, plain FROM power_consumption',
+          'SELECT consumption_id, stamp, tariff, plain FROM ods_power_consumption',
+        );
+      assert.equal(await stampDiff(), 200, 'the 100 older rows: NULL in ODS, their own values at the source');
+
+      const repair = runStategrid(
+        ['verify', '--id', PIPELINE_ID, '--layer', 'ods', '--repair', '--json'],
+        180000,
+      );
+      assert.equal(repair.status, 0, repair.stdout + repair.stderr);
+      assert.equal(await stampDiff(), 0, "the repair copied every older row's values");
       await t.assertConverged();
     });
   }
