@@ -117,6 +117,7 @@ export function captureActivities({ cfg, sink, streams, refreshers, worker }: Ac
       slotLagBytes: slot.lagBytes,
       orphans: health.orphans,
       deadLettersTotal: health.deadLetters,
+      unfilledColumns: health.unfilledColumns,
       worker,
     };
   }

@@ -79,6 +79,31 @@ export async function odsColumnReport(db: pg.ClientBase): Promise<OdsColumnRepor
   return rows;
 }
 
+/**
+ * Mirrored columns whose older rows still wait for the values the source wrote into them (UNFILLED), as a
+ * subquery of a status read.
+ */
+export const UNFILLED_COLUMNS = `(SELECT count(*) FROM stategrid_ods_column
+  WHERE state = 'mirrored' AND detail = ${quoteLiteral(UNFILLED)})::int AS unfilled_columns`;
+
+/** The sink's clock now, as text: when a comparison began, for markColumnsFilled. */
+export async function sinkClock(db: pg.ClientBase): Promise<string> {
+  return (await db.query<{ t: string }>('SELECT now()::text AS t')).rows[0].t;
+}
+
+/**
+ * After a comparison found ODS equal to its source: the columns marked unfilled before it began (`since`, the sink's
+ * clock) hold every value now.
+ */
+export async function markColumnsFilled(db: pg.ClientBase, since: string): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE stategrid_ods_column SET detail = 'filled: verify found ODS equal to its source', changed_at = now()
+     WHERE state = 'mirrored' AND detail = $1 AND changed_at <= $2::timestamptz`,
+    [UNFILLED, since],
+  );
+  return rowCount ?? 0;
+}
+
 async function trackedColumns(db: pg.ClientBase, table: SourceTable): Promise<TrackedColumn[]> {
   const { rows } = await db.query<TrackedColumn>(
     `SELECT column_name AS name, column_type AS type, state, detail FROM stategrid_ods_column

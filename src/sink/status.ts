@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { CONSUMPTION_TABLE, LAYER_TABLES } from '../schema/tables';
 import { readCheckpoint, type CheckpointRow } from './checkpoint';
 import { lastRepair } from './repair';
-import { odsColumnReport, type OdsColumnReport } from './ods-columns';
+import { odsColumnReport, UNFILLED_COLUMNS, type OdsColumnReport } from './ods-columns';
 import { lastVerifyRun, type VerifyRun } from './verify-sql';
 
 /**
@@ -11,7 +11,13 @@ import { lastVerifyRun, type VerifyRun } from './verify-sql';
  * days its own batches touched, and when its result is lost (its activity timed out while the Temporal server was
  * down, and the retry found every row applied), these still tell the workflow which days to close.
  */
-export type SinkHealth = { orphans: number; deadLetters: number; provisionalDays: string[] };
+export type SinkHealth = {
+  orphans: number;
+  deadLetters: number;
+  provisionalDays: string[];
+  /** ODS columns whose older rows wait for values only the source has (see UNFILLED). */
+  unfilledColumns: number;
+};
 
 // Orphans: DWD details without a known region (a partial index keeps this off a table scan).
 const ORPHANS = `(SELECT count(*) FROM ${CONSUMPTION_TABLE.dwd} WHERE region_id IS NULL)::int AS orphans`;
@@ -21,12 +27,15 @@ const PROVISIONAL_DAYS = `(SELECT string_agg(DISTINCT stat_date::text, ',') FROM
 
 /** Orphans, dead letters and provisional days in one round trip. */
 export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealth> {
-  const { rows } = await db.query(`SELECT ${ORPHANS}, ${DEAD_LETTERS}, ${PROVISIONAL_DAYS}`);
+  const { rows } = await db.query(
+    `SELECT ${ORPHANS}, ${DEAD_LETTERS}, ${PROVISIONAL_DAYS}, ${UNFILLED_COLUMNS}`,
+  );
   const days: string | null = rows[0].provisional_days;
   return {
     orphans: rows[0].orphans,
     deadLetters: rows[0].dead_letters,
     provisionalDays: days ? days.split(',') : [],
+    unfilledColumns: rows[0].unfilled_columns,
   };
 }
 

@@ -4,7 +4,7 @@ import type { VerifyLayerChoice } from '../workflows/contract';
 import { withClient } from '../db/client';
 import { sharedExtraColumns } from '../schema/evolution';
 import { SOURCE_TABLES, TABLE, type Column, type SourceTable } from '../schema/tables';
-import { catalogColumns } from '../sink/ods-columns';
+import { catalogColumns, markColumnsFilled, sinkClock } from '../sink/ods-columns';
 import {
   chunkChecksums,
   differingDwsPartitions,
@@ -84,6 +84,7 @@ export async function verifyWarehouse(
   opts: { repair?: boolean } = {},
 ): Promise<VerifyReport> {
   const started = Date.now();
+  const sinkStart = await withClient(cfg.sinkUrl, sinkClock);
   let last = await compareRecorded(cfg, pipelineId, layers, progress);
   let repair: RepairSummary | undefined;
   if (opts.repair && !last.report.equal) {
@@ -100,6 +101,11 @@ export async function verifyWarehouse(
     }
     repair.repaired = countRepairs(records);
   }
+  const odsEqual = last.report.tables.filter((t) => t.layer === 'ods').every((t) => isEqual(t));
+  if (layers.includes('ods') && odsEqual) {
+    const filled = await withClient(cfg.sinkUrl, (db) => markColumnsFilled(db, sinkStart));
+    if (filled) progress(`${filled} ODS column(s) whose older rows waited for their values: filled`);
+  }
   return {
     ...last.report,
     seconds: (Date.now() - started) / 1000,
@@ -107,6 +113,8 @@ export async function verifyWarehouse(
     ...(repair ? { repair } : {}),
   };
 }
+
+const isEqual = (t: TableVerdict) => !t.counts.missing && !t.counts.extra && !t.counts.different;
 
 /** One comparison with every differing key (not only the listed ones), recorded in stategrid_verify_run. */
 async function compareRecorded(
@@ -149,7 +157,7 @@ async function compareRecorded(
     }
   }
   tables.push(...(await dws));
-  const equal = tables.every((t) => !t.counts.missing && !t.counts.extra && !t.counts.different);
+  const equal = tables.every(isEqual);
   const report = { equal, seconds: (Date.now() - started) / 1000, rechecks, tables };
   const runId = await withClient(cfg.sinkUrl, (db) =>
     recordVerifyRun(db, pipelineId, {

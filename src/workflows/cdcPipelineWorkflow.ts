@@ -8,16 +8,20 @@ import {
   makeContinueAsNewFunc,
   isCancellation,
   log,
+  ParentClosePolicy,
   patched,
   proxyActivities,
   setCurrentDetails,
   sleep,
+  startChild,
   TimeoutFailure,
   upsertSearchAttributes,
+  uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
 import {
   ErrorType,
+  WorkflowType,
   type CaptureSegmentResult,
   type PipelineActivities,
   type PipelineConfig,
@@ -165,6 +169,7 @@ export async function cdcPipelineWorkflow(input?: unknown, carried?: PipelineSta
     if (progress) {
       recordSegment(state, progress);
       capture.follow(state, progress);
+      await fillUnfilledColumns(state, config, progress);
     }
     if (!closeBesideCapture()) await closeDaysByWatermark(state, config);
     if (
@@ -406,6 +411,39 @@ function recordSegment(state: PipelineState, p: CaptureSegmentResult) {
     at: state.lastSegment.at,
   };
   addOpenDays(state, p.days);
+}
+
+const FILL_UNFILLED_COLUMNS = 'fill-unfilled-ods-columns';
+// A fill that has not made the columns filled by then (it failed, or the stream kept changing their rows through
+// all its repair rounds) is started again.
+const FILL_RETRY_MS = 30 * 60 * 1000;
+
+/**
+ * ODS columns whose older rows lack values only the source has (see CaptureSegmentResult.unfilledColumns) are
+ * filled by a verify with repair of the ODS layer, run beside the pipeline as a workflow of its own (it waits for
+ * the pipeline to catch up, so it cannot run inside it); that verify, finding ODS equal, marks them filled. Started
+ * at most every 30 minutes until a segment finds none left; meanwhile the columns' detail in `pipeline status`
+ * names the command that fills them by hand.
+ */
+async function fillUnfilledColumns(state: PipelineState, config: PipelineConfig, p: CaptureSegmentResult) {
+  if (!p.unfilledColumns) {
+    delete state.columnFill;
+    return;
+  }
+  const recent = state.columnFill && Date.now() - Date.parse(state.columnFill.startedAt) < FILL_RETRY_MS;
+  if (recent || !patched(FILL_UNFILLED_COLUMNS)) return;
+  const workflowId = `stategrid-fill-columns-${config.pipelineId}-${uuid4()}`;
+  state.columnFill = { workflowId, startedAt: new Date(Date.now()).toISOString() };
+  try {
+    await startChild(WorkflowType.verify, {
+      workflowId,
+      args: [{ pipelineId: config.pipelineId, layer: 'ods', repair: true }],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+    });
+    log.info('filling unfilled ODS columns', { columns: p.unfilledColumns, workflowId });
+  } catch (err) {
+    log.warn('could not start the fill of unfilled ODS columns', { err: String(err) });
+  }
 }
 
 /** Workers remembered in the per-worker totals: restarts bring new identities, so the oldest ones drop out. */

@@ -102,6 +102,8 @@ export type PipelineState = {
   snapshotChunks?: { done: number; total: number };
   /** The task queue of the worker holding the replication stream: the next segment goes there (capture affinity). */
   captureQueue?: string;
+  /** The verifyWorkflow started to fill unfilled ODS columns, until a segment finds none left. */
+  columnFill?: { workflowId: string; startedAt: string };
 };
 
 export type RecomputeInput = { date?: string; pipelineId?: string; timeZone?: string };
@@ -170,6 +172,11 @@ export type CaptureSegmentResult = {
   slotLagBytes: number | null;
   orphans: number;
   deadLettersTotal: number;
+  /**
+   * ODS columns whose older rows wait for values only the source has (a volatile default rewrote the source table,
+   * without changes in the WAL); absent in histories from before.
+   */
+  unfilledColumns?: number;
   /** The worker that ran the segment and keeps its stream parked; absent in histories from before affinity. */
   worker?: CaptureWorker;
 };
