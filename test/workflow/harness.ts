@@ -12,6 +12,7 @@ import type {
   CaptureSegmentResult,
   PipelineActivities as Activities,
   PipelineConfig,
+  VerifyInput,
 } from '../../src/workflows/contract';
 
 /**
@@ -67,6 +68,8 @@ export type SegmentScript = {
   applied?: number;
   ms?: number | 'until-cancelled';
   flushMs?: number;
+  /** ODS columns the segment's health read finds waiting for a fill. */
+  unfilledColumns?: number;
 };
 
 /** Scripted stand-ins for the pipeline's activities; every call is recorded for the assertions. */
@@ -77,6 +80,8 @@ export class FakePipelineActivities {
   /** Days whose first close attempt acts like one on a worker that died: no heartbeat, no result. */
   closesLostOnce = new Set<string>();
   slotDrops = 0;
+  /** Inputs of the verifies the pipeline started (the fill of unfilled ODS columns). */
+  verifies: Required<VerifyInput>[] = [];
   private lsn = 0x100;
 
   constructor(
@@ -104,6 +109,11 @@ export class FakePipelineActivities {
         return { date: input.date, newlyClosed: true } as Awaited<
           ReturnType<Activities['closeDayWindowActivity']>
         >;
+      },
+      validateVerifyInput: async (input) => input as Required<VerifyInput>,
+      verifyWarehouseActivity: async (input) => {
+        this.verifies.push(input);
+        return { pipelineId: input.pipelineId, equal: true, seconds: 0.1, rechecks: 0, mismatched: {} };
       },
       dropPipelineSlot: async () => {
         this.slotDrops += 1;
@@ -146,6 +156,7 @@ export class FakePipelineActivities {
       slotLagBytes: 0,
       orphans: 0,
       deadLettersTotal: 0,
+      ...(script.unfilledColumns !== undefined ? { unfilledColumns: script.unfilledColumns } : {}),
       // Two workers taking turns; the queue is the one this worker polls, so affinity finds it.
       worker: { identity: `fake-${'ab'[this.capturesCompleted % 2]}`, taskQueue: ctx.info.taskQueue },
     };

@@ -242,6 +242,27 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
     );
   });
 
+  it('fills unfilled ODS columns once, by a verify with repair of the ODS layer beside it, until none are left', async () => {
+    await withPipeline(
+      pipelineConfig(),
+      (n) => ({ unfilledColumns: n <= 3 ? 2 : 0, ms: n < 6 ? 20 : 'until-cancelled' }),
+      async (handle, fakes) => {
+        await eventually('five segments', () => fakes.capturesCompleted >= 5);
+        await eventually('the fill ran', () => fakes.verifies.length > 0);
+        assert.deepEqual(fakes.verifies, [{ pipelineId: 'wf', layer: 'ods', repair: true }]);
+        const state = await handle.query(statusQuery);
+        assert.equal(state.columnFill, undefined, 'forgotten once a segment finds no column left to fill');
+        const { events } = await handle.fetchHistory();
+        const started = events?.filter((e) => e.startChildWorkflowExecutionInitiatedEventAttributes) ?? [];
+        assert.equal(started.length, 1, 'one fill for the three segments that found columns to fill');
+        const child = started[0].startChildWorkflowExecutionInitiatedEventAttributes!;
+        assert.equal(child.workflowType?.name, WorkflowType.verify);
+        assert.match(child.workflowId ?? '', /^stategrid-fill-columns-wf-/);
+        await handle.executeUpdate(stopUpdate, { args: [{}] });
+      },
+    );
+  });
+
   it('continues as new when the history passes maxHistoryEvents, carrying its totals and its task timeout', async () => {
     await withPipeline(
       pipelineConfig({ maxHistoryEvents: 30, workflowTaskTimeoutMs: 3000 }),
