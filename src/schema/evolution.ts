@@ -158,7 +158,11 @@ export function sharedExtraColumns(
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-/** What an `unfilled` column means for the operator (its detail in stategrid_ods_column, its log line). */
+/**
+ * What an `unfilled` column means for the operator (its detail in stategrid_ods_column, its log line). The detail
+ * is also the mark the sink counts and a verify clears (src/sink/ods-columns.ts): marks written with an earlier
+ * text would no longer count.
+ */
 export const UNFILLED =
   "its default was written into the source's older rows (a volatile default rewrites the table, without " +
   'changes in the WAL): those rows hold NULL here until the verify the pipeline starts for it, or ' +

@@ -25,7 +25,7 @@ const DEAD_LETTERS = `(SELECT count(*) FROM stategrid_dead_letter)::int AS dead_
 const PROVISIONAL_DAYS = `(SELECT string_agg(DISTINCT stat_date::text, ',') FROM dws_region_daily_stats
   WHERE NOT is_final) AS provisional_days`;
 
-/** Orphans, dead letters and provisional days in one round trip. */
+/** Orphans, dead letters, provisional days and unfilled columns in one round trip. */
 export async function sinkHealth(db: pg.ClientBase | pg.Pool): Promise<SinkHealth> {
   const { rows } = await db.query(
     `SELECT ${ORPHANS}, ${DEAD_LETTERS}, ${PROVISIONAL_DAYS}, ${UNFILLED_COLUMNS}`,
