@@ -252,8 +252,11 @@ describe('cdcPipelineWorkflow (time-skipping, scripted activities)', function ()
         assert.deepEqual(fakes.verifies, [{ pipelineId: 'wf', layer: 'ods', repair: true }]);
         const state = await handle.query(statusQuery);
         assert.equal(state.columnFill, undefined, 'forgotten once a segment finds no column left to fill');
-        const { events } = await handle.fetchHistory();
-        const started = events?.filter((e) => e.startChildWorkflowExecutionInitiatedEventAttributes) ?? [];
+        const history = await handle.fetchHistory();
+        // STATEGRID_RECORD_HISTORY=1 records this run (a fill started beside the segments) as a replay fixture.
+        if (process.env.STATEGRID_RECORD_HISTORY) recordFixture('cdcPipelineWorkflow.fill-columns', history);
+        const started =
+          history.events?.filter((e) => e.startChildWorkflowExecutionInitiatedEventAttributes) ?? [];
         assert.equal(started.length, 1, 'one fill for the three segments that found columns to fill');
         const child = started[0].startChildWorkflowExecutionInitiatedEventAttributes!;
         assert.equal(child.workflowType?.name, WorkflowType.verify);
