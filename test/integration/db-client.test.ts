@@ -5,7 +5,7 @@ import { openPool, withClient, withTransaction } from '../../src/db/client';
 /**
  * The worker's sink pool under connections killed at any moment, as `pg_terminate_backend` or a restart of the sink
  * database does: a connection ended right after it became ready once crashed the worker with an unhandled 'error'
- * event (the kill test in recovery.test.ts, about once in ten CI runs); here it takes a second or two.
+ * event (the kill test in recovery.test.ts, in one CI run of about ten); here it takes a second or two.
  */
 describe('database pool under killed connections', function () {
   this.timeout(120000);
