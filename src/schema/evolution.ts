@@ -166,7 +166,7 @@ export function sharedExtraColumns(
 export const UNFILLED =
   "its default was written into the source's older rows (a volatile default rewrites the table, without " +
   'changes in the WAL): those rows hold NULL here until the verify the pipeline starts for it, or ' +
-  '`stategrid verify --layer ods --repair`, copies their values';
+  '"stategrid verify --layer ods --repair", copies their values';
 
 /** The log line of a step carried out on `table` (its ODS mirror `ods`). */
 export function describeStep(table: string, ods: string, step: ColumnStep): string {
