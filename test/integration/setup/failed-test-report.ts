@@ -75,7 +75,8 @@ export async function pipelineReport(cfg: AppConfig, pipelineId: string): Promis
     try {
       const desc = await pipelineHandle(client, pipelineId).describe();
       out.push(`pipeline ${pipelineId}: ${desc.status.name}`);
-      for (const a of desc.raw.pendingActivities ?? [])
+      const pending = desc.status.name === 'RUNNING' ? (desc.raw.pendingActivities ?? []) : [];
+      for (const a of pending)
         out.push(
           `  ${a.activityType?.name} attempt ${a.attempt} ${ACTIVITY_STATES[a.state ?? 0] ?? a.state}` +
             (a.lastFailure?.message ? `, last failure: ${a.lastFailure.message.slice(0, 200)}` : ''),
