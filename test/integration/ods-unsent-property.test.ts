@@ -79,6 +79,15 @@ const step: fc.Arbitrary<Step> = fc.record({
 
 /** The row the source streams: an update that does not send `notes` leaves the column out. */
 const withNotes = (row: Row, sent: Notes): Row => (sent === 'unsent' ? row : { ...row, notes: sent });
+
+/**
+ * What a change of a row that held `before` sends as `notes` (an insert sends every value, so only an update can
+ * leave it out), and what the source row holds afterwards.
+ */
+function notesAfter(before: { notes: string | null } | undefined, notes: Notes) {
+  const sent = !before && notes === 'unsent' ? null : notes;
+  return { sent, held: sent === 'unsent' ? before!.notes : sent };
+}
 const userRow = (id: number, region: number): Row => ({
   user_id: String(id),
   user_name: `u${id}`,
@@ -100,9 +109,8 @@ function applyToModel(s: Source, c: Command): Emitted | null {
   switch (c.k) {
     case 'user': {
       const before = s.users.get(c.id);
-      // An insert sends every value; only an update can leave one out.
-      const sent = !before && c.notes === 'unsent' ? null : c.notes;
-      s.users.set(c.id, { region: c.region, notes: sent === 'unsent' ? before!.notes : sent });
+      const { sent, held } = notesAfter(before, c.notes);
+      s.users.set(c.id, { region: c.region, notes: held });
       const row = withNotes(userRow(c.id, c.region), sent);
       return { kind: 'row', table: 'power_user', op: before ? 'U' : 'I', row };
     }
@@ -111,12 +119,8 @@ function applyToModel(s: Source, c: Command): Emitted | null {
       return { kind: 'row', table: 'power_user', op: 'D', row: { user_id: String(c.id) } };
     case 'use': {
       const before = s.consumptions.get(c.id);
-      const sent = !before && c.notes === 'unsent' ? null : c.notes;
-      s.consumptions.set(c.id, {
-        user: c.user,
-        amount: c.amount,
-        notes: sent === 'unsent' ? before!.notes : sent,
-      });
+      const { sent, held } = notesAfter(before, c.notes);
+      s.consumptions.set(c.id, { user: c.user, amount: c.amount, notes: held });
       const row = withNotes(consumptionRow(c.id, c.user, c.amount), sent);
       return { kind: 'row', table: 'power_consumption', op: before ? 'U' : 'I', row };
     }
@@ -126,9 +130,10 @@ function applyToModel(s: Source, c: Command): Emitted | null {
     case 'rekey': {
       const before = s.consumptions.get(c.id);
       if (!before || s.consumptions.has(c.to)) return null;
+      const { sent, held } = notesAfter(before, c.notes);
       s.consumptions.delete(c.id);
-      s.consumptions.set(c.to, { ...before, notes: c.notes === 'unsent' ? before.notes : c.notes });
-      const row = withNotes(consumptionRow(c.to, before.user, before.amount), c.notes);
+      s.consumptions.set(c.to, { ...before, notes: held });
+      const row = withNotes(consumptionRow(c.to, before.user, before.amount), sent);
       return { kind: 'row', table: 'power_consumption', op: 'U', row, oldKey: String(c.id) };
     }
     case 'truncate':
