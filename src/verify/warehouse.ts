@@ -101,8 +101,8 @@ export async function verifyWarehouse(
     }
     repair.repaired = countRepairs(records);
   }
-  const odsEqual = last.report.tables.filter((t) => t.layer === 'ods').every((t) => isEqual(t));
-  if (layers.includes('ods') && odsEqual) {
+  const ods = last.report.tables.filter((t) => t.layer === 'ods');
+  if (ods.length && ods.every(isEqual)) {
     const filled = await withClient(cfg.sinkUrl, (db) => markColumnsFilled(db, sinkStart));
     if (filled) progress(`${filled} ODS column(s) whose older rows waited for their values: filled`);
   }
