@@ -25,7 +25,8 @@ describe('demo', function () {
       assert.match(run.stdout, new RegExp(`== ${table}`), `the demo prints ${table}`);
 
     const [source] = await t.q<{ users: number; records: number; days: number }>(
-      `SELECT (SELECT count(*) FROM power_user)::int AS users, (SELECT count(*) FROM power_consumption)::int AS records,
+      `SELECT (SELECT count(*) FROM power_user)::int AS users,
+         (SELECT count(*) FROM power_consumption)::int AS records,
          (SELECT count(DISTINCT consumption_date::date) FROM power_consumption)::int AS days`,
     );
     assert.deepEqual(
