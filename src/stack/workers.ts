@@ -44,7 +44,7 @@ function knownWorkers(cfg: AppConfig): string[] {
  * that GC was a third of the worker's streaming CPU; 16 MB cut its CPU per row by about a quarter for ~30 MB more
  * resident) and an old-space cap that makes V8 collect before it grows; the live set is the batches in flight plus
  * the SDK, far below the cap. Under this cap V8 starts a mark-compact once the old space is about 1.3 times its
- * live set; a 2 GB cap (factor 4) saved about 1 us per streamed row for 70 MB more peak RSS (README, Sizing).
+ * live set; a 2 GB cap (factor 4) saved about 0.8 us per streamed row for 70 MB more peak RSS (README, Sizing).
  * GC on the main thread: V8's parallel helper threads cost about 1 us more CPU per streamed row on a machine whose
  * cores the pipeline keeps busy (four quick bench runs, bench/README.md), and the worker's main thread is not what
  * limits the stream.
