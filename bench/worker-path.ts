@@ -9,8 +9,14 @@
  *   node --max-semi-space-size=16 dist/bench/worker-path.js [rows, default 100000] [rounds, default 9]
  *
  * What it leaves out: the socket, the library's message queue and event emitter, the sink's round trips.
+ *
+ * With a young generation larger than a round allocates, no collection runs inside a stage and it also prints the
+ * heap's growth per row of each stage, what the stage allocates (garbage included):
+ *
+ *   node --min-semi-space-size=1024 --max-semi-space-size=1024 dist/bench/worker-path.js 20000 3
  */
 import { createRequire } from 'node:module';
+import v8 from 'node:v8';
 import { decoderFor } from '../src/cdc/decoders';
 import type { Change } from '../src/cdc/changes';
 import { nextRowChange, type OpenTransaction } from '../src/cdc/replication-stream';
@@ -97,7 +103,8 @@ function transaction(lsn: bigint, firstId: number, rows: number): Buffer[] {
   return out;
 }
 
-type StageCpu = { parse: number; decode: number; prepare: number; encode: number };
+type Stages = { parse: number; decode: number; prepare: number; encode: number };
+type StageCpu = Stages & { allocated: Stages };
 
 /**
  * One round, stage by stage over all messages (so each figure is one stage's CPU, not interleaved with the others'
@@ -108,10 +115,13 @@ type StageCpu = { parse: number; decode: number; prepare: number; encode: number
 function runRound(messages: Buffer[], batchRows: number): StageCpu {
   const decoder = decoderFor('pgoutput', 'bench_pub');
   let t = cpuMicros();
+  let h = heapUsed();
   const parsed = messages.map((buf) => decoder.plugin.parse(buf));
   const parse = cpuMicros() - t;
+  const parseBytes = heapUsed() - h;
 
   t = cpuMicros();
+  h = heapUsed();
   let tx: OpenTransaction | null = null;
   const changes: Change[] = [];
   for (const message of parsed) {
@@ -121,8 +131,10 @@ function runRound(messages: Buffer[], batchRows: number): StageCpu {
     else if (ev.type === 'change' && tx) changes.push(nextRowChange(tx, ev));
   }
   const decode = cpuMicros() - t;
+  const decodeBytes = heapUsed() - h;
 
   t = cpuMicros();
+  h = heapUsed();
   const batches = [];
   for (let i = 0; i < changes.length; i += batchRows) {
     const prepared = prepareConsumptions(changes.slice(i, i + batchRows));
@@ -130,16 +142,30 @@ function runRound(messages: Buffer[], batchRows: number): StageCpu {
     batches.push(prepared);
   }
   const prepare = cpuMicros() - t;
+  const prepareBytes = heapUsed() - h;
 
   t = cpuMicros();
+  h = heapUsed();
   const stmt = consumptionStatements([]).newKeysAtCheckpoint;
   for (const prepared of batches) {
     const query = boundQuery(stmt, { ...CHECKPOINT_VALUES, ...prepared.params });
     serialize.bind({ statement: query.name, values: query.values, valueMapper: pgUtils.prepareValue });
   }
   const encode = cpuMicros() - t;
+  const encodeBytes = heapUsed() - h;
   const rows = changes.length;
-  return { parse: parse / rows, decode: decode / rows, prepare: prepare / rows, encode: encode / rows };
+  return {
+    parse: parse / rows,
+    decode: decode / rows,
+    prepare: prepare / rows,
+    encode: encode / rows,
+    allocated: {
+      parse: parseBytes / rows,
+      decode: decodeBytes / rows,
+      prepare: prepareBytes / rows,
+      encode: encodeBytes / rows,
+    },
+  };
 }
 
 /**
@@ -167,6 +193,9 @@ const CHECKPOINT_VALUES = {
   max_event_time: '2026-11-26 08:00:00',
 };
 
+/** Bytes in use on the heap (see the header: a stage's growth is its allocation when no collection ran in it). */
+const heapUsed = () => v8.getHeapStatistics().used_heap_size;
+
 function cpuMicros(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
@@ -187,6 +216,18 @@ function main() {
   const total = median(results.map((r) => r.parse + r.decode + r.prepare + r.encode));
   console.log(`${rows} rows, ${rounds} rounds; median CPU per row (µs):`);
   console.log(stages.map((s, i) => `${s} ${medians[i].toFixed(2)}`).join(', ') + `; all ${total.toFixed(2)}`);
+  // A round's allocations fit in the young generation only when it is much larger than the messages need.
+  const newSpace = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+  if (newSpace < rows * 4096) {
+    console.log('allocation per row: needs a young generation of 4 KB per row (see the header)');
+    return;
+  }
+  const bytes = stages.map((s) => median(results.map((r) => r.allocated[s])));
+  console.log(
+    'median heap allocated per row (bytes): ' +
+      stages.map((s, i) => `${s} ${bytes[i].toFixed(0)}`).join(', ') +
+      `; all ${bytes.reduce((a, b) => a + b, 0).toFixed(0)}`,
+  );
 }
 
 main();
