@@ -79,12 +79,11 @@ export async function odsColumnReport(db: pg.ClientBase): Promise<OdsColumnRepor
   return rows;
 }
 
-/**
- * Mirrored columns whose older rows still wait for the values the source wrote into them (UNFILLED), as a
- * subquery of a status read.
- */
-export const UNFILLED_COLUMNS = `(SELECT count(*) FROM stategrid_ods_column
-  WHERE state = 'mirrored' AND detail = ${quoteLiteral(UNFILLED)})::int AS unfilled_columns`;
+/** Mirrored columns whose older rows still wait for the values the source wrote into them (UNFILLED). */
+const IS_UNFILLED = `state = 'mirrored' AND detail = ${quoteLiteral(UNFILLED)}`;
+
+/** How many columns are unfilled, as a subquery of a status read. */
+export const UNFILLED_COLUMNS = `(SELECT count(*) FROM stategrid_ods_column WHERE ${IS_UNFILLED})::int AS unfilled_columns`;
 
 /** The sink's clock now, as text: when a comparison began, for markColumnsFilled. */
 export async function sinkClock(db: pg.ClientBase): Promise<string> {
@@ -98,8 +97,8 @@ export async function sinkClock(db: pg.ClientBase): Promise<string> {
 export async function markColumnsFilled(db: pg.ClientBase, since: string): Promise<number> {
   const { rowCount } = await db.query(
     `UPDATE stategrid_ods_column SET detail = 'filled: verify found ODS equal to its source', changed_at = now()
-     WHERE state = 'mirrored' AND detail = $1 AND changed_at <= $2::timestamptz`,
-    [UNFILLED, since],
+     WHERE ${IS_UNFILLED} AND changed_at <= $1::timestamptz`,
+    [since],
   );
   return rowCount ?? 0;
 }
@@ -144,16 +143,12 @@ export async function evolveOdsColumns(
   const steps = planColumns(spec, reported, await trackedColumns(client, table), ods);
   for (const planned of steps) {
     const step = await carryOut(client, spec.ods, planned);
+    const unfilled = step.action === 'add' && !!step.unfilled;
     const detail =
-      step.action === 'skip' || step.action === 'mirror'
-        ? step.detail
-        : step.action === 'add' && step.unfilled
-          ? UNFILLED
-          : null;
+      step.action === 'skip' || step.action === 'mirror' ? step.detail : unfilled ? UNFILLED : null;
     await client.query(TRACK, [table, step.name, step.type, STATE_AFTER[step.action], detail]);
-    const quiet = (step.action === 'add' && !step.unfilled) || step.action === 'mirror';
-    const level = quiet ? 'info' : 'warn';
-    log(level, describeStep(table, spec.ods, step), {
+    const quiet = (step.action === 'add' && !unfilled) || step.action === 'mirror';
+    log(quiet ? 'info' : 'warn', describeStep(table, spec.ods, step), {
       table,
       column: step.name,
       type: step.type,
