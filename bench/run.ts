@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
+import type pg from 'pg';
 import { keepValuesAsText } from '../src/db/client';
 import { loadConfig, type AppConfig } from '../src/config';
 import {
@@ -160,51 +161,70 @@ async function recvlogicalSeconds(cfg: AppConfig, slot: string, endLsn: string):
   return seconds(t0);
 }
 
+// The batches both sink-side limits write: 5,000 rows (the default batch size) from this id on, far past the data.
+const LIMIT_BATCH_ROWS = 5000;
+const LIMIT_FIRST_ID = 2_000_000_000;
+
 /**
- * The sink side alone, one batch at a time: `rows` consumptions shaped like the streamed ones, in 5,000-row
- * batches (the default batch size), prepared and run as the capture runs them, each in a transaction that is rolled
- * back so the pipeline's data stays as it is. Preparing is not timed: the capture does it while the previous batch
- * is written.
+ * Seconds `write` took for `rows` rows in batches of LIMIT_BATCH_ROWS, one at a time, each in a transaction that is
+ * rolled back so the pipeline's data stays as it is. `setUp` (not timed) gives what the batch from `firstId` needs.
  */
-async function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number): Promise<number> {
-  const batchRows = 5000;
-  const firstId = 2_000_000_000;
+async function rolledBackBatchSeconds<T>(
+  cfg: AppConfig,
+  rows: number,
+  setUp: (firstId: number) => T,
+  write: (c: pg.ClientBase, batch: T) => Promise<unknown>,
+): Promise<number> {
   let elapsed = 0n;
-  // The form the capture writes such a batch with: new keys, no conflict handling (without the checkpoint's gate,
-  // which the rollback would undo anyway).
-  const forms = consumptionStatements([]);
   await withClient(cfg.sinkUrl, async (c) => {
-    for (let b = 0; b < rows / batchRows; b++) {
-      const changes: Change[] = [];
-      for (let i = 0; i < batchRows; i++) {
-        const g = firstId + b * batchRows + i;
-        const at = new Date(Date.UTC(2026, 10, 20) + (g % 259200) * 1000).toISOString();
-        changes.push({
-          kind: 'row',
-          table: 'power_consumption',
-          op: 'I',
-          row: {
-            consumption_id: String(g),
-            user_id: String(1 + (g % users)),
-            consumption_amount: ((g % 50000) / 100).toFixed(2),
-            consumption_cost: ((g % 30000) / 100).toFixed(2),
-            consumption_date: at.slice(0, 10) + ' ' + at.slice(11, 23),
-          },
-          txLsn: 0xfff000000n + BigInt(Math.floor(i / 1000)),
-          seq: (i % 1000) + 1,
-          commitTime: at,
-        });
-      }
-      const prepared = prepareConsumptions(changes);
-      if (!prepared) throw new Error('bench batch was not prepared');
+    for (let b = 0; b < rows / LIMIT_BATCH_ROWS; b++) {
+      const batch = setUp(LIMIT_FIRST_ID + b * LIMIT_BATCH_ROWS);
       await c.query('BEGIN');
       const t0 = process.hrtime.bigint();
-      await c.query(boundQuery(prepared.newKeys ? forms.newKeys : forms.plain, prepared.params));
+      await write(c, batch);
       elapsed += process.hrtime.bigint() - t0;
       await c.query('ROLLBACK');
     }
   });
   return Number(elapsed) / 1e9;
+}
+
+/**
+ * The sink side alone: `rows` consumptions shaped like the streamed ones, prepared and run as the capture runs them
+ * (see rolledBackBatchSeconds). Preparing is not timed: the capture does it while the previous batch is written.
+ */
+function sinkStatementSeconds(cfg: AppConfig, rows: number, users: number): Promise<number> {
+  // The form the capture writes such a batch with: new keys, no conflict handling (without the checkpoint's gate,
+  // which the rollback would undo anyway).
+  const forms = consumptionStatements([]);
+  const prepare = (firstId: number) => {
+    const changes: Change[] = [];
+    for (let i = 0; i < LIMIT_BATCH_ROWS; i++) {
+      const g = firstId + i;
+      const at = new Date(Date.UTC(2026, 10, 20) + (g % 259200) * 1000).toISOString();
+      changes.push({
+        kind: 'row',
+        table: 'power_consumption',
+        op: 'I',
+        row: {
+          consumption_id: String(g),
+          user_id: String(1 + (g % users)),
+          consumption_amount: ((g % 50000) / 100).toFixed(2),
+          consumption_cost: ((g % 30000) / 100).toFixed(2),
+          consumption_date: at.slice(0, 10) + ' ' + at.slice(11, 23),
+        },
+        txLsn: 0xfff000000n + BigInt(Math.floor(i / 1000)),
+        seq: (i % 1000) + 1,
+        commitTime: at,
+      });
+    }
+    const prepared = prepareConsumptions(changes);
+    if (!prepared) throw new Error('bench batch was not prepared');
+    return prepared;
+  };
+  return rolledBackBatchSeconds(cfg, rows, prepare, (c, prepared) =>
+    c.query(boundQuery(prepared.newKeys ? forms.newKeys : forms.plain, prepared.params)),
+  );
 }
 
 // The rows of one such batch as plain inserts: $1..$2 the ids, $3 the users (values as in sinkStatementSeconds).
@@ -227,24 +247,18 @@ const PLAIN_INSERTS = [
 /**
  * The floor under the sink write: the same rows as plain `INSERT … SELECT`s into ODS, the change log and DWD with
  * their indexes (values generated in the statement, the change log's JSON built there, no user lookup, no DWS
- * deltas, no checkpoint), in 5,000-row batches, each rolled back. What the three tables of the specification cost
- * to write on this machine, whatever the statement around them.
+ * deltas, no checkpoint; see rolledBackBatchSeconds). What the three tables of the specification cost to write on
+ * this machine, whatever the statement around them.
  */
-async function plainInsertSeconds(cfg: AppConfig, rows: number, users: number): Promise<number> {
-  const batchRows = 5000;
-  const firstId = 2_000_000_000;
-  let elapsed = 0n;
-  await withClient(cfg.sinkUrl, async (c) => {
-    for (let b = 0; b < rows / batchRows; b++) {
-      const from = firstId + b * batchRows;
-      await c.query('BEGIN');
-      const t0 = process.hrtime.bigint();
-      for (const insert of PLAIN_INSERTS) await c.query(insert, [from, from + batchRows - 1, users]);
-      elapsed += process.hrtime.bigint() - t0;
-      await c.query('ROLLBACK');
-    }
-  });
-  return Number(elapsed) / 1e9;
+function plainInsertSeconds(cfg: AppConfig, rows: number, users: number): Promise<number> {
+  return rolledBackBatchSeconds(
+    cfg,
+    rows,
+    (firstId) => [firstId, firstId + LIMIT_BATCH_ROWS - 1, users],
+    async (c, params) => {
+      for (const insert of PLAIN_INSERTS) await c.query(insert, params);
+    },
+  );
 }
 
 type CpuSample = Record<string, Map<number, number>>;
