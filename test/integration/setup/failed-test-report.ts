@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { decodePendingActivityState } from '@temporalio/client';
 import type { AppConfig } from '../../../src/config';
 import { pipelineHandle, temporalClient } from '../../../src/control/pipeline';
 import { withClient } from '../../../src/db/client';
@@ -40,15 +41,6 @@ export function workerReport(cfg: AppConfig, since: Map<string, number>, maxLine
   return out;
 }
 
-const ACTIVITY_STATES = [
-  'unspecified',
-  'scheduled',
-  'started',
-  'cancel requested',
-  'paused',
-  'pause requested',
-];
-
 /**
  * The workers' database sessions (what each waits for, how long its transaction is open) and the test pipeline's
  * pending activities (attempt, last failure): where a pipeline that stopped moving is stuck.
@@ -78,7 +70,7 @@ export async function pipelineReport(cfg: AppConfig, pipelineId: string): Promis
       const pending = desc.status.name === 'RUNNING' ? (desc.raw.pendingActivities ?? []) : [];
       for (const a of pending)
         out.push(
-          `  ${a.activityType?.name} attempt ${a.attempt} ${ACTIVITY_STATES[a.state ?? 0] ?? a.state}` +
+          `  ${a.activityType?.name} attempt ${a.attempt} ${decodePendingActivityState(a.state) ?? a.state}` +
             (a.lastFailure?.message ? `, last failure: ${a.lastFailure.message.slice(0, 200)}` : ''),
         );
     } finally {
